@@ -1,0 +1,68 @@
+"""The hybrid cache: one object holding every layer's decode state.
+
+Attention layers keep keys and values (`KVCache`, growing with context, or bounded by a sliding window);
+linear layers keep a constant-size conv window and recurrent state (`RecurrentState`). `HybridCache.pos`
+is the number of tokens already consumed, i.e. the absolute position of the next token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+def _nbytes(*tensors: torch.Tensor | None) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+
+
+@dataclass
+class KVCache:
+    """Keys/values [B, Hkv, S, hd] for absolute positions start .. start+S-1."""
+
+    window: int | None = None  # keep at most window-1 past tokens: all the next query can see
+    k: torch.Tensor | None = None
+    v: torch.Tensor | None = None
+    start: int = 0
+
+    def append(self, k_new: torch.Tensor, v_new: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Add new keys/values; returns (all keys, all values, absolute position of the first key)
+        to attend over for this step, then trims what no future query can see."""
+        if self.k is None:
+            k_all, v_all, start = k_new, v_new, self.start
+        else:
+            k_all, v_all, start = torch.cat((self.k, k_new), dim=2), torch.cat((self.v, v_new), dim=2), self.start
+        keep = k_all.shape[2] if self.window is None else min(k_all.shape[2], self.window - 1)
+        drop = k_all.shape[2] - keep
+        self.k, self.v, self.start = k_all[:, :, drop:], v_all[:, :, drop:], start + drop
+        return k_all, v_all, start
+
+    def memory_bytes(self) -> int:
+        return _nbytes(self.k, self.v)
+
+
+@dataclass
+class RecurrentState:
+    """Constant-size state of a linear mixer: conv window [B, C, K-1] and recurrent state [B, H, dk, dv]."""
+
+    conv: torch.Tensor | None = None
+    state: torch.Tensor | None = None
+
+    def memory_bytes(self) -> int:
+        return _nbytes(self.conv, self.state)
+
+
+@dataclass
+class HybridCache:
+    layers: list = field(default_factory=list)
+    pos: int = 0
+
+    def memory_bytes(self) -> int:
+        return sum(layer.memory_bytes() for layer in self.layers)
+
+    def memory_by_kind(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for layer in self.layers:
+            kind = "kv" if isinstance(layer, KVCache) else "recurrent"
+            out[kind] = out.get(kind, 0) + layer.memory_bytes()
+        return out

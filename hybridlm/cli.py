@@ -1,0 +1,162 @@
+"""The `hybridlm` command line: presets, info, generate (more commands register themselves below).
+
+Every command takes a model spec: a preset name, a config .json file, or a checkpoint directory
+(Hugging Face: config.json + safetensors)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from . import runtime
+
+
+def load_model(spec: str, device: str = "cpu", meta: bool = False, seed: int = 0):
+    """-> (model, tokenizer_dir or None). Random weights (seeded) for presets and config files."""
+    from .config import ModelConfig
+    from .model import HybridLM
+    from .presets import get_config
+    p = Path(spec)
+    if p.is_dir():
+        if meta:
+            import json
+            from .hf import config_from_hf
+            if not (p / "config.json").exists():
+                raise ValueError(f"{p}: no config.json")
+            return HybridLM(config_from_hf(json.loads((p / "config.json").read_text())), device="meta"), p
+        return HybridLM.from_hf(p, device=device), p
+    cfg = ModelConfig.from_json(p) if p.suffix == ".json" else get_config(spec)
+    if meta:
+        return HybridLM(cfg, device="meta"), None
+    runtime.check_fits(cfg)
+    torch.manual_seed(seed)
+    return HybridLM(cfg, device=device), None
+
+
+def console():
+    """Rich console; wide when output is not a terminal, so piped tables are not truncated."""
+    from rich.console import Console
+    return Console() if sys.stdout.isatty() else Console(width=200)
+
+
+def _fmt(n: float) -> str:
+    for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.3f}{unit}"
+    return str(int(n))
+
+
+def cmd_presets(args) -> None:
+    from rich.table import Table
+    from .model import HybridLM
+    from .presets import ALIASES, PRESETS, get_config
+    table = Table(title="hybridlm presets (parameters counted on the meta-device model)")
+    for col in ("preset", "layers", "mixers", "total (no MTP)", "total (+MTP)", "active (emb+head)"):
+        table.add_column(col, justify="right" if col not in ("preset", "mixers") else "left")
+    aliases = {v: k for k, v in ALIASES.items()}
+    for name in PRESETS:
+        m = HybridLM(get_config(name), device="meta")
+        label = name + (f" (= {aliases[name]})" if name in aliases else "")
+        table.add_row(label, str(m.config.num_layers), m.config.mixer_pattern, _fmt(m.num_params(mtp=False)),
+                      _fmt(m.num_params()), _fmt(m.active_params()))
+    console().print(table)
+
+
+def cmd_info(args) -> None:
+    from rich.table import Table
+    model, _ = load_model(args.model, meta=True)
+    cfg = model.config
+    con = console()
+    con.print(f"[bold]{cfg.name}[/]: d_model={cfg.d_model}, vocab={cfg.vocab_size}, layers={cfg.num_layers}, "
+                  f"mixer_pattern={cfg.mixer_pattern!r}, ffn_pattern={cfg.ffn_pattern!r}, mtp_depth={cfg.mtp_depth}")
+    table = Table(title="per-layer plan")
+    for col in ("layer", "mixer", "ffn", "params", "active"):
+        table.add_column(col)
+    for i, block in enumerate(model.layers):
+        total = sum(p.numel() for p in block.parameters())
+        active = total - getattr(block.ffn, "num_params", lambda: 0)() + getattr(block.ffn, "active_params", lambda: 0)()
+        table.add_row(str(i), f"{block.mixer_letter}: {_describe(cfg.mixers[block.mixer_letter])}",
+                      f"{block.ffn_letter}: {_describe(cfg.ffns[block.ffn_letter])}", _fmt(total), _fmt(active))
+    con.print(table)
+    con.print(f"total parameters: {model.num_params(mtp=False):,} (without MTP), {model.num_params():,} (with MTP)")
+    con.print(f"active per token: {model.active_params():,} (with embedding and head), "
+                  f"{model.active_params(embedding=False):,} (head only), "
+                  f"{model.active_params(embedding=False, head=False):,} (neither)")
+
+
+def _describe(c) -> str:
+    if c.kind == "attention":
+        extras = [f"rope {c.rope_dim}/{c.head_dim}" if c.rope_dim else "NoPE"]
+        extras += ["qk-norm"] * c.qk_norm + ["out-gate"] * c.output_gate
+        extras += [f"window {c.sliding_window}"] if c.sliding_window else []
+        return f"attention {c.num_heads}q/{c.num_kv_heads}kv x {c.head_dim} ({', '.join(extras)})"
+    if c.kind == "gated_deltanet":
+        return f"gated deltanet {c.num_qk_heads}qk/{c.num_v_heads}v x {c.head_k_dim}/{c.head_v_dim}, conv {c.conv_kernel}"
+    if c.kind == "moe":
+        shared = f" + shared {c.shared_size}" if c.shared_size else ""
+        return f"moe {c.num_experts}e top-{c.top_k} x {c.expert_size}{shared} ({c.score_func})"
+    return f"swiglu {c.intermediate_size}"
+
+
+def cmd_generate(args) -> None:
+    from .tokenizer import tokenizer_for
+    model, tok_dir = load_model(args.model, device=args.device, seed=args.seed)
+    model.eval()
+    tok = tokenizer_for(tok_dir)
+    ids = tok.encode(args.prompt)
+    if not ids:
+        raise ValueError("--prompt encodes to no tokens")
+    if max(ids) >= model.config.vocab_size:
+        raise ValueError(f"tokenizer {tok.name} produced id {max(ids)} >= model vocab_size {model.config.vocab_size}")
+    prompt = torch.tensor([ids], device=args.device)
+    stops = [int(s) for s in args.stop.split(",")] if args.stop else []
+    sys.stdout.write(args.prompt)
+    out: list[int] = []
+    shown = ""
+    for tok_ids in model.stream(prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                                top_k=args.top_k, top_p=args.top_p, stop_tokens=stops, seed=args.seed):
+        out.append(int(tok_ids[0]))
+        text = tok.decode(out)
+        sys.stdout.write(text[len(shown):])  # stream: print only what the new token completed
+        sys.stdout.flush()
+        shown = text
+    sys.stdout.write("\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hybridlm", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("presets", help="list presets with total and active parameters").set_defaults(fn=cmd_presets)
+    p = sub.add_parser("info", help="the per-layer plan of a preset, config file or checkpoint directory")
+    p.add_argument("model")
+    p.set_defaults(fn=cmd_info)
+    p = sub.add_parser("generate", help="generate text (random weights for presets; real ones from a checkpoint)")
+    p.add_argument("model")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--stop", default="", help="comma-separated stop token ids")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(fn=cmd_generate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    runtime.configure_threads()
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except ValueError as e:  # a user's mistake: say what, no traceback
+        print(f"hybridlm {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

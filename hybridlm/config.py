@@ -1,0 +1,277 @@
+"""One declarative config for every family: a layer pattern plus a legend of named mixer / FFN configs.
+
+A decoder is described by two short patterns, one letter per layer:
+
+    mixer_pattern = "GGGA*12"   # token mixer of each layer (G = Gated DeltaNet, A = attention)
+    ffn_pattern   = "M*48"      # feed-forward of each layer (M = MoE, D = dense SwiGLU)
+
+and a legend, `mixers={"G": GatedDeltaNetConfig(...), "A": AttentionConfig(...)}`,
+`ffns={"M": MoEConfig(...)}`. Pattern grammar: whitespace-separated terms, each `LETTERS` or
+`LETTERS*N` (repeat N times); e.g. "D*3 M*58". The patterns are expanded and validated once in
+`__post_init__` into `layer_mixers` / `layer_ffns`; every user mistake raises ValueError naming the field.
+
+Every config round-trips through JSON (`to_dict` / `from_dict`); a mixer or FFN config carries a
+`kind` string that `from_dict` resolves in one place (`MIXER_CONFIGS`, `FFN_CONFIGS`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+
+def _fail(field_name: str, value: Any, why: str) -> None:
+    raise ValueError(f"{field_name}={value!r}: {why}")
+
+
+@dataclass
+class AttentionConfig:
+    """Softmax attention: GQA, partial RoPE, optional QK-norm, sigmoid output gate, sliding window."""
+
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int | None = None  # None: d_model // num_heads
+    rope_fraction: float = 1.0  # share of head_dim that is rotated; 0.0 = no positional encoding (NoPE)
+    rope_theta: float = 10_000.0
+    qk_norm: bool = True  # per-head RMSNorm on q and k (Qwen3)
+    output_gate: bool = False  # o <- o * sigmoid(W_g x), per element (Qwen gated attention)
+    sliding_window: int | None = None
+    bias: bool = False
+    kind: Literal["attention"] = "attention"
+
+    def validate(self, where: str, d_model: int) -> None:
+        for name in ("num_heads", "num_kv_heads"):
+            if getattr(self, name) < 1:
+                _fail(f"{where}.{name}", getattr(self, name), "must be >= 1")
+        if self.head_dim is None:
+            if d_model % self.num_heads:
+                _fail(f"{where}.num_heads", self.num_heads, f"does not divide d_model={d_model} (or set head_dim)")
+            self.head_dim = d_model // self.num_heads
+        if self.head_dim < 1:
+            _fail(f"{where}.head_dim", self.head_dim, "must be >= 1")
+        if self.num_heads % self.num_kv_heads:
+            _fail(f"{where}.num_kv_heads", self.num_kv_heads, f"must divide num_heads={self.num_heads}")
+        if not 0.0 <= self.rope_fraction <= 1.0:
+            _fail(f"{where}.rope_fraction", self.rope_fraction, "must be in [0, 1]")
+        if self.rope_dim % 2:
+            _fail(f"{where}.rope_fraction", self.rope_fraction, f"gives an odd rotary dim {self.rope_dim}")
+        if self.sliding_window is not None and self.sliding_window < 1:
+            _fail(f"{where}.sliding_window", self.sliding_window, "must be >= 1 or None")
+
+    @property
+    def rope_dim(self) -> int:
+        return int(self.head_dim * self.rope_fraction)
+
+
+@dataclass
+class GatedDeltaNetConfig:
+    """Gated DeltaNet (Qwen3-Next / Qwen3.5): grouped value heads share num_qk_heads query/key heads."""
+
+    num_qk_heads: int
+    num_v_heads: int
+    head_k_dim: int = 128
+    head_v_dim: int = 128
+    conv_kernel: int = 4
+    chunk_size: int = 64
+    kind: Literal["gated_deltanet"] = "gated_deltanet"
+
+    def validate(self, where: str, d_model: int) -> None:
+        for name in ("num_qk_heads", "num_v_heads", "head_k_dim", "head_v_dim", "conv_kernel", "chunk_size"):
+            if getattr(self, name) < 1:
+                _fail(f"{where}.{name}", getattr(self, name), "must be >= 1")
+        if self.num_v_heads % self.num_qk_heads:
+            _fail(f"{where}.num_v_heads", self.num_v_heads, f"must be a multiple of num_qk_heads={self.num_qk_heads}")
+
+
+@dataclass
+class DenseFFNConfig:
+    """SwiGLU feed-forward: down(silu(gate(x)) * up(x))."""
+
+    intermediate_size: int
+    kind: Literal["dense"] = "dense"
+
+    def validate(self, where: str, d_model: int) -> None:
+        if self.intermediate_size < 1:
+            _fail(f"{where}.intermediate_size", self.intermediate_size, "must be >= 1")
+
+
+@dataclass
+class MoEConfig:
+    """Token-choice, dropless mixture of SwiGLU experts with optional shared expert(s)."""
+
+    num_experts: int
+    top_k: int
+    expert_size: int  # intermediate width of one routed expert
+    shared_size: int = 0  # intermediate width of the shared expert(s) together; 0 = none
+    shared_gate: bool = False  # shared output scaled by sigmoid(w_s . x) (Qwen)
+    score_func: Literal["softmax", "sigmoid"] = "softmax"
+    norm_topk: bool = True  # renormalise the top-k gates to sum to 1
+    routed_scale: float = 1.0
+    aux_loss_coef: float = 0.0  # switch-style load-balancing loss weight
+    bias_update_rate: float = 0.0  # DeepSeek-V3 aux-loss-free bias step (gamma); 0 = off
+    kind: Literal["moe"] = "moe"
+
+    def validate(self, where: str, d_model: int) -> None:
+        for name in ("num_experts", "top_k", "expert_size"):
+            if getattr(self, name) < 1:
+                _fail(f"{where}.{name}", getattr(self, name), "must be >= 1")
+        if self.top_k > self.num_experts:
+            _fail(f"{where}.top_k", self.top_k, f"exceeds num_experts={self.num_experts}")
+        if self.shared_size < 0:
+            _fail(f"{where}.shared_size", self.shared_size, "must be >= 0")
+        if self.shared_gate and not self.shared_size:
+            _fail(f"{where}.shared_gate", True, "needs a shared expert (shared_size > 0)")
+        if self.score_func not in ("softmax", "sigmoid"):
+            _fail(f"{where}.score_func", self.score_func, "must be 'softmax' or 'sigmoid'")
+
+
+MixerConfig = AttentionConfig | GatedDeltaNetConfig
+FFNConfig = DenseFFNConfig | MoEConfig
+MIXER_CONFIGS: dict[str, type] = {"attention": AttentionConfig, "gated_deltanet": GatedDeltaNetConfig}
+FFN_CONFIGS: dict[str, type] = {"dense": DenseFFNConfig, "moe": MoEConfig}
+
+_TERM = re.compile(r"^([A-Za-z]+)(?:\*(\d+))?$")
+
+
+def expand_pattern(pattern: str, field_name: str) -> list[str]:
+    """'GGGA*2 A' -> ['G','G','G','A','G','G','G','A','A']."""
+    letters: list[str] = []
+    terms = pattern.split()
+    if not terms:
+        _fail(field_name, pattern, "is empty")
+    for term in terms:
+        m = _TERM.match(term)
+        if not m:
+            _fail(field_name, pattern, f"term {term!r} is not LETTERS or LETTERS*N")
+        letters.extend(list(m.group(1)) * int(m.group(2) or 1))
+    return letters
+
+
+def _from_kind(table: dict[str, type], data: Any, where: str):
+    if dataclasses.is_dataclass(data):
+        return data
+    if not isinstance(data, dict) or "kind" not in data:
+        _fail(where, data, f"must be a dict with a 'kind' in {sorted(table)}")
+    if data["kind"] not in table:
+        _fail(f"{where}.kind", data["kind"], f"unknown; known kinds: {sorted(table)}")
+    cls = table[data["kind"]]
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        _fail(where, unknown, f"unknown field(s) for kind {data['kind']!r}; known: {sorted(known)}")
+    return cls(**data)
+
+
+@dataclass
+class ModelConfig:
+    """A decoder-only LM: embeddings, num_layers pre-norm blocks (mixer + FFN), final norm, head, optional MTP."""
+
+    vocab_size: int
+    d_model: int
+    num_layers: int
+    mixer_pattern: str
+    ffn_pattern: str
+    mixers: dict[str, Any]
+    ffns: dict[str, Any]
+    name: str = "custom"
+    norm_eps: float = 1e-6
+    zero_centered_norm: bool = True  # x_hat * (1 + w), w initialised at 0 (Qwen3-Next)
+    tie_embeddings: bool = False
+    mtp_depth: int = 0  # multi-token prediction modules (0 or 1), as in DeepSeek-V3 / Qwen3-Next
+    mtp_mixer: str | None = None  # legend letter for the MTP block's mixer (default: first attention letter)
+    mtp_ffn: str | None = None  # legend letter for the MTP block's FFN (default: last layer's)
+    mtp_loss_weight: float = 0.3
+    max_seq_len: int = 4096
+    init_std: float = 0.02
+    hf_model_type: str | None = None  # Hugging Face format `save_hf` writes (e.g. "qwen3_next"); None = inferred
+    # Filled by __post_init__: the expanded per-layer plan.
+    layer_mixers: list[str] = field(init=False, repr=False)
+    layer_ffns: list[str] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "d_model", "num_layers", "max_seq_len"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                _fail(name, getattr(self, name), "must be a positive integer")
+        if self.norm_eps <= 0:
+            _fail("norm_eps", self.norm_eps, "must be > 0")
+        self.mixers = {k: _from_kind(MIXER_CONFIGS, v, f"mixers[{k!r}]") for k, v in self.mixers.items()}
+        self.ffns = {k: _from_kind(FFN_CONFIGS, v, f"ffns[{k!r}]") for k, v in self.ffns.items()}
+        for legend, table in (("mixers", self.mixers), ("ffns", self.ffns)):
+            for letter, cfg in table.items():
+                if len(letter) != 1 or not letter.isalpha():
+                    _fail(legend, letter, "keys must be single letters")
+                cfg.validate(f"{legend}[{letter!r}]", self.d_model)
+        self.layer_mixers = self._expand("mixer_pattern", self.mixers)
+        self.layer_ffns = self._expand("ffn_pattern", self.ffns)
+        if self.mtp_depth not in (0, 1):
+            _fail("mtp_depth", self.mtp_depth, "only depth 0 or 1 is supported")
+        if self.mtp_depth:
+            if self.mtp_mixer is None:
+                attn = [k for k, v in self.mixers.items() if isinstance(v, AttentionConfig)]
+                self.mtp_mixer = attn[0] if attn else self.layer_mixers[-1]
+            if self.mtp_ffn is None:
+                self.mtp_ffn = self.layer_ffns[-1]
+            if self.mtp_mixer not in self.mixers:
+                _fail("mtp_mixer", self.mtp_mixer, f"has no entry in mixers (known: {sorted(self.mixers)})")
+            if self.mtp_ffn not in self.ffns:
+                _fail("mtp_ffn", self.mtp_ffn, f"has no entry in ffns (known: {sorted(self.ffns)})")
+
+    def _expand(self, field_name: str, legend: dict[str, Any]) -> list[str]:
+        letters = expand_pattern(getattr(self, field_name), field_name)
+        if len(letters) != self.num_layers:
+            _fail(field_name, getattr(self, field_name), f"expands to {len(letters)} layers, num_layers={self.num_layers}")
+        for i, letter in enumerate(letters):
+            if letter not in legend:
+                legend_name = "mixers" if field_name.startswith("mixer") else "ffns"
+                _fail(field_name, getattr(self, field_name),
+                      f"letter {letter!r} at layer {i} has no entry in {legend_name} (known: {sorted(legend)})")
+        return letters
+
+    # -- the per-layer plan ----------------------------------------------------------------
+    def mixer(self, layer: int) -> MixerConfig:
+        return self.mixers[self.layer_mixers[layer]]
+
+    def ffn(self, layer: int) -> FFNConfig:
+        return self.ffns[self.layer_ffns[layer]]
+
+    # -- JSON ------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+        out["mixers"] = {k: dataclasses.asdict(v) for k, v in self.mixers.items()}
+        out["ffns"] = {k: dataclasses.asdict(v) for k, v in self.ffns.items()}
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in dataclasses.fields(cls) if f.init}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"ModelConfig: unknown field(s) {unknown}; known: {sorted(known)}")
+        missing = sorted(f.name for f in dataclasses.fields(cls)
+                         if f.init and f.default is dataclasses.MISSING and f.name not in data)
+        if missing:
+            raise ValueError(f"ModelConfig: missing required field(s) {missing}")
+        return cls(**data)
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        text = json.dumps(self.to_dict(), indent=2)
+        if path is not None:
+            Path(path).write_text(text + "\n")
+        return text
+
+    @classmethod
+    def from_json(cls, path_or_text: str | Path) -> ModelConfig:
+        p = Path(path_or_text)
+        text = p.read_text() if p.suffix == ".json" or p.exists() else str(path_or_text)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path_or_text}: not valid JSON ({e})") from None
+        return cls.from_dict(data)
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        return ModelConfig.from_dict({**self.to_dict(), **changes})

@@ -1,0 +1,100 @@
+"""Softmax attention: GQA with any KV head count, separate head_dim, full/partial/no RoPE, optional per-head
+QK RMSNorm, optional sigmoid output gate (Qwen gated attention), optional sliding window. Uses torch SDPA.
+
+Shapes: B batch, T new tokens, S keys (cache + new), H query heads, G kv heads, d head_dim, D d_model.
+Reference: transformers `Qwen3NextAttention` (tested for parity through the whole model in tests/test_hf_qwen.py).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..cache import KVCache
+from ..config import AttentionConfig
+from ..norms import RMSNorm
+from ..rope import apply_rope, rope_cos_sin
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: AttentionConfig, d_model: int, norm_eps: float = 1e-6, zero_centered: bool = True):
+        super().__init__()
+        self.cfg = cfg
+        H, G, d = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        # With the output gate, q_proj emits [query | gate] per head, interleaved head by head (HF layout).
+        self.q_proj = nn.Linear(d_model, H * d * (2 if cfg.output_gate else 1), bias=cfg.bias)
+        self.k_proj = nn.Linear(d_model, G * d, bias=cfg.bias)
+        self.v_proj = nn.Linear(d_model, G * d, bias=cfg.bias)
+        self.o_proj = nn.Linear(H * d, d_model, bias=False)
+        if cfg.qk_norm:
+            self.q_norm = RMSNorm(d, norm_eps, zero_centered)
+            self.k_norm = RMSNorm(d, norm_eps, zero_centered)
+        else:
+            self.q_norm = self.k_norm = None
+
+    def init_weights(self, std: float, out_std: float) -> None:
+        for lin in (self.q_proj, self.k_proj, self.v_proj):
+            nn.init.normal_(lin.weight, std=std)
+            if lin.bias is not None:
+                nn.init.zeros_(lin.bias)
+        nn.init.normal_(self.o_proj.weight, std=out_std)
+        for norm in (self.q_norm, self.k_norm):
+            if norm is not None:
+                norm.init_weights()
+
+    def new_cache(self) -> KVCache:
+        return KVCache(window=self.cfg.sliding_window)
+
+    def num_params(self, d_model: int | None = None) -> int:
+        c = self.cfg
+        H, G, d = c.num_heads, c.num_kv_heads, c.head_dim
+        D = self.q_proj.in_features
+        q_out = H * d * (2 if c.output_gate else 1)
+        n = D * (q_out + 2 * G * d) + H * d * D
+        if c.bias:
+            n += q_out + 2 * G * d
+        if c.qk_norm:
+            n += 2 * d
+        return n
+
+    def forward(self, x_BTD: torch.Tensor, pos0: int = 0, cache: KVCache | None = None) -> torch.Tensor:
+        c = self.cfg
+        B, T, _ = x_BTD.shape
+        H, G, d = c.num_heads, c.num_kv_heads, c.head_dim
+        q = self.q_proj(x_BTD)
+        gate = None
+        if c.output_gate:
+            q, gate = q.view(B, T, H, 2 * d).chunk(2, dim=-1)  # [B, T, H, d] each
+            gate = gate.reshape(B, T, H * d)
+        q = q.reshape(B, T, H, d)
+        k = self.k_proj(x_BTD).view(B, T, G, d)
+        v = self.v_proj(x_BTD).view(B, T, G, d)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if c.rope_dim:
+            positions = torch.arange(pos0, pos0 + T, device=x_BTD.device)
+            cos, sin = rope_cos_sin(positions, c.rope_dim, c.rope_theta, q.dtype)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H|G, T, d]
+        key_start = pos0
+        if cache is not None:
+            k, v, key_start = cache.append(k, v)  # [B, G, S, d]
+        S = k.shape[2]
+        if key_start == pos0 and c.sliding_window is None:
+            mask, causal = None, T > 1  # keys are exactly the new tokens: plain causal
+        else:
+            q_pos = torch.arange(pos0, pos0 + T, device=x_BTD.device)[:, None]
+            k_pos = torch.arange(key_start, key_start + S, device=x_BTD.device)[None, :]
+            mask = k_pos <= q_pos  # [T, S]
+            if c.sliding_window is not None:
+                mask &= (q_pos - k_pos) < c.sliding_window
+            causal = False
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
+                                           scale=1.0 / math.sqrt(d), enable_gqa=G != H)  # [B, H, T, d]
+        o = o.transpose(1, 2).reshape(B, T, H * d)
+        if gate is not None:
+            o = o * torch.sigmoid(gate)
+        return self.o_proj(o)

@@ -1,0 +1,226 @@
+"""HybridLM: one decoder for every family, assembled from the config's per-layer plan.
+
+    x = embed(ids)
+    for each layer l:  x = x + mixer_l(norm(x));  x = x + ffn_l(norm(x))      (pre-norm residual)
+    logits = head(norm(x))                          head tied to the embedding or not
+    MTP (depth 1, DeepSeek-V3 / Qwen3-Next): h' = proj([norm(embed(t+1)); norm(h)]) -> block -> norm -> head,
+    predicting token t+2; h is the main stack's final (normed) hidden state, as vLLM feeds it.
+
+loss = CE(next token) + sum of the FFNs' aux losses + mtp_loss_weight * CE(token after next).
+Built on the meta device, then materialised and initialised in `init_weights()`, so a full-scale preset
+can be inspected without memory: `HybridLM(cfg, device="meta")`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .cache import HybridCache
+from .config import ModelConfig
+from .mixers import build_mixer
+from .moe import MoE, DenseFFN
+from .norms import RMSNorm
+
+
+@dataclass
+class ModelOutput:
+    logits: torch.Tensor  # [B, T, V]
+    loss: torch.Tensor | None = None
+    ce_loss: torch.Tensor | None = None
+    aux_loss: torch.Tensor | None = None
+    mtp_loss: torch.Tensor | None = None
+    mtp_logits: torch.Tensor | None = None
+
+
+FFNS = {"dense": DenseFFN, "moe": MoE}
+
+
+def build_ffn(cfg, d_model: int) -> nn.Module:
+    return FFNS[cfg.kind](cfg, d_model)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig, mixer_letter: str, ffn_letter: str):
+        super().__init__()
+        self.mixer_letter, self.ffn_letter = mixer_letter, ffn_letter
+        eps, zc = cfg.norm_eps, cfg.zero_centered_norm
+        self.mixer_norm = RMSNorm(cfg.d_model, eps, zc)
+        self.mixer = build_mixer(cfg.mixers[mixer_letter], cfg.d_model, eps, zc)
+        self.ffn_norm = RMSNorm(cfg.d_model, eps, zc)
+        self.ffn = build_ffn(cfg.ffns[ffn_letter], cfg.d_model)
+
+    def init_weights(self, std: float, out_std: float) -> None:
+        self.mixer_norm.init_weights()
+        self.ffn_norm.init_weights()
+        self.mixer.init_weights(std, out_std)
+        self.ffn.init_weights(std)
+
+    def forward(self, x: torch.Tensor, pos0: int = 0, cache=None) -> torch.Tensor:
+        x = x + self.mixer(self.mixer_norm(x), pos0, cache)
+        return x + self.ffn(self.ffn_norm(x))
+
+
+class MTP(nn.Module):
+    """Depth-1 multi-token prediction module; shares the embedding and output head with the main model."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        eps, zc = cfg.norm_eps, cfg.zero_centered_norm
+        self.emb_norm = RMSNorm(cfg.d_model, eps, zc)
+        self.hidden_norm = RMSNorm(cfg.d_model, eps, zc)
+        self.proj = nn.Linear(2 * cfg.d_model, cfg.d_model, bias=False)
+        self.block = Block(cfg, cfg.mtp_mixer, cfg.mtp_ffn)
+        self.norm = RMSNorm(cfg.d_model, eps, zc)
+
+    def init_weights(self, std: float, out_std: float) -> None:
+        for norm in (self.emb_norm, self.hidden_norm, self.norm):
+            norm.init_weights()
+        nn.init.normal_(self.proj.weight, std=std)
+        self.block.init_weights(std, out_std)
+
+    def forward(self, h_BTD: torch.Tensor, emb_next_BTD: torch.Tensor) -> torch.Tensor:
+        x = self.proj(torch.cat((self.emb_norm(emb_next_BTD), self.hidden_norm(h_BTD)), dim=-1))
+        return self.norm(self.block(x))
+
+
+class HybridLM(nn.Module):
+    def __init__(self, config: ModelConfig, device: str | torch.device | None = None):
+        super().__init__()
+        self.config = config
+        with torch.device("meta"):
+            self.embed = nn.Embedding(config.vocab_size, config.d_model)
+            self.layers = nn.ModuleList(
+                Block(config, m, f) for m, f in zip(config.layer_mixers, config.layer_ffns)
+            )
+            self.norm = RMSNorm(config.d_model, config.norm_eps, config.zero_centered_norm)
+            self.lm_head = None if config.tie_embeddings else nn.Linear(config.d_model, config.vocab_size, bias=False)
+            self.mtp = MTP(config) if config.mtp_depth else None
+        device = torch.device(device) if device is not None else torch.device("cpu")
+        if device.type != "meta":
+            self.to_empty(device=device)
+            self.init_weights()
+
+    # -- construction ---------------------------------------------------------------------
+    @torch.no_grad()
+    def init_weights(self, seed: int | None = None) -> None:
+        """Normal(0, init_std) for projections and embeddings; output projections scaled by 1/sqrt(2 L)
+        (GPT-2) so the residual stream's variance does not grow with depth; norms at identity."""
+        if seed is not None:
+            torch.manual_seed(seed)
+        std = self.config.init_std
+        out_std = std / (2 * self.config.num_layers) ** 0.5
+        nn.init.normal_(self.embed.weight, std=std)
+        for block in self.layers:
+            block.init_weights(std, out_std)
+        self.norm.init_weights()
+        if self.lm_head is not None:
+            nn.init.normal_(self.lm_head.weight, std=std)
+        if self.mtp is not None:
+            self.mtp.init_weights(std, out_std)
+
+    @property
+    def head_weight(self) -> torch.Tensor:
+        return self.embed.weight if self.lm_head is None else self.lm_head.weight
+
+    def new_cache(self) -> HybridCache:
+        return HybridCache(layers=[block.mixer.new_cache() for block in self.layers])
+
+    # -- forward --------------------------------------------------------------------------
+    def hidden_states(self, input_ids: torch.Tensor, cache: HybridCache | None = None) -> torch.Tensor:
+        """Final normed hidden states [B, T, D]; advances the cache by T when one is given."""
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be [batch, time], got shape {tuple(input_ids.shape)}")
+        V = self.config.vocab_size
+        if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= V):
+            raise ValueError(f"input_ids has ids outside [0, vocab_size={V}): "
+                             f"min {int(input_ids.min())}, max {int(input_ids.max())}")
+        pos0 = cache.pos if cache is not None else 0
+        x = self.embed(input_ids)
+        for i, block in enumerate(self.layers):
+            x = block(x, pos0, cache.layers[i] if cache is not None else None)
+        if cache is not None:
+            cache.pos += input_ids.shape[1]
+        return self.norm(x)
+
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None,
+                cache: HybridCache | None = None) -> ModelOutput:
+        """labels: [B, T] aligned with input_ids (shifted inside, HF style); -100 is ignored."""
+        h = self.hidden_states(input_ids, cache)
+        logits = F.linear(h, self.head_weight)  # [B, T, V]
+        if labels is None:
+            return ModelOutput(logits=logits)
+        if labels.shape != input_ids.shape:
+            raise ValueError(f"labels shape {tuple(labels.shape)} != input_ids shape {tuple(input_ids.shape)}")
+        ce = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
+        loss = ce
+        aux = self.aux_loss()
+        if aux is not None:
+            loss = loss + aux
+        mtp_loss = mtp_logits = None
+        if self.mtp is not None and input_ids.shape[1] > 2:
+            h_mtp = self.mtp(h[:, :-1], self.embed(input_ids[:, 1:]))  # position i predicts token i+2
+            mtp_logits = F.linear(h_mtp, self.head_weight)
+            mtp_loss = F.cross_entropy(mtp_logits[:, :-1].flatten(0, 1).float(), labels[:, 2:].flatten(),
+                                       ignore_index=-100)
+            loss = loss + self.config.mtp_loss_weight * mtp_loss
+            aux_mtp = getattr(self.mtp.block.ffn, "aux_loss", None)
+            if aux_mtp is not None:
+                loss = loss + aux_mtp
+        return ModelOutput(logits=logits, loss=loss, ce_loss=ce, aux_loss=aux, mtp_loss=mtp_loss,
+                           mtp_logits=mtp_logits)
+
+    def aux_loss(self) -> torch.Tensor | None:
+        losses = [b.ffn.aux_loss for b in self.layers if getattr(b.ffn, "aux_loss", None) is not None]
+        return torch.stack(losses).sum() if losses else None
+
+    def moe_layers(self) -> list[nn.Module]:
+        return [b.ffn for b in self.layers if hasattr(b.ffn, "update_bias")]
+
+    # -- inference ------------------------------------------------------------------------
+    @torch.no_grad()
+    def prefill(self, input_ids: torch.Tensor, cache: HybridCache, chunk: int = 1024) -> torch.Tensor:
+        """Run a prompt into the cache in chunks (no T x T score matrix in one piece); returns the last
+        position's logits [B, V]."""
+        if input_ids.shape[1] == 0:
+            raise ValueError("prefill needs at least one prompt token")
+        for s in range(0, input_ids.shape[1], chunk):
+            h = self.hidden_states(input_ids[:, s:s + chunk], cache)
+        return F.linear(h[:, -1], self.head_weight)
+
+    def generate(self, input_ids: torch.Tensor, max_new_tokens: int = 32, **kwargs) -> torch.Tensor:
+        """Prompt [B, T] -> [B, T + n]; see hybridlm.generate.generate for the sampling options."""
+        from .generate import generate
+        return generate(self, input_ids, max_new_tokens=max_new_tokens, **kwargs)
+
+    def stream(self, input_ids: torch.Tensor, max_new_tokens: int = 32, **kwargs) -> Iterator[torch.Tensor]:
+        from .generate import stream
+        return stream(self, input_ids, max_new_tokens=max_new_tokens, **kwargs)
+
+    # -- Hugging Face ---------------------------------------------------------------------
+    @classmethod
+    def from_hf(cls, path, device: str | torch.device | None = None, dtype: torch.dtype = torch.float32) -> HybridLM:
+        from .hf import load_hf
+        return load_hf(path, device=device, dtype=dtype)
+
+    def save_hf(self, path, dtype: torch.dtype | None = None) -> None:
+        from .hf import save_hf
+        save_hf(self, path, dtype=dtype)
+
+    # -- accounting -----------------------------------------------------------------------
+    def num_params(self, mtp: bool = True) -> int:
+        return sum(p.numel() for n, p in self.named_parameters() if mtp or not n.startswith("mtp."))
+
+    def active_params(self, embedding: bool = True, head: bool = True, mtp: bool = False) -> int:
+        """Parameters touched per token: only the routed experts a token uses. Vendors differ on whether the
+        input embedding and the output head count; choose with the flags (a tied matrix counts once)."""
+        ffns = [b.ffn for b in self.layers] + ([self.mtp.block.ffn] if mtp and self.mtp is not None else [])
+        n = self.num_params(mtp=mtp) - sum(f.num_params() - f.active_params() for f in ffns)
+        emb = self.embed.weight.numel()
+        if self.lm_head is None:  # tied: one matrix serves as both
+            return n if (embedding or head) else n - emb
+        return n - (0 if embedding else emb) - (0 if head else self.lm_head.weight.numel())

@@ -1,0 +1,236 @@
+"""Feed-forward layers: dense SwiGLU and a dropless token-choice mixture of SwiGLU experts.
+
+Shape legend (suffixes on variable names):
+    B batch, T tokens (per sequence in x_BTD; the MoE flattens to all B*T tokens, still called T), D model dim,
+    E experts, K top-k, I routed expert width, N = T*K (token, expert) assignments.
+
+MoE dispatch (dropless, no capacity factor): flatten the T*K assignments, sort them by expert id, gather
+the token rows once, run every expert on its contiguous segment (one grouped matmul, or a loop of plain
+matmuls), scale by the gates and scatter-add back. `run_experts(x_ND, counts_E, gates_N)` is the only step that
+touches expert weights, so expert parallelism can replace it with an all-to-all + local experts later.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from hybridlm.config import DenseFFNConfig, MoEConfig
+
+
+class SwiGLU(nn.Module):
+    """down(silu(gate(x)) * up(x)); also the MoE's shared expert."""
+
+    def __init__(self, d_model: int, intermediate_size: int):
+        super().__init__()
+        self.d_model, self.intermediate_size = d_model, intermediate_size
+        self.gate_proj = nn.Linear(d_model, intermediate_size, bias=False)
+        self.up_proj = nn.Linear(d_model, intermediate_size, bias=False)
+        self.down_proj = nn.Linear(intermediate_size, d_model, bias=False)
+
+    def forward(self, x_BTD: Tensor) -> Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x_BTD)) * self.up_proj(x_BTD))
+
+    @torch.no_grad()
+    def init_weights(self, std: float) -> None:
+        for lin in (self.gate_proj, self.up_proj, self.down_proj):
+            nn.init.normal_(lin.weight, 0.0, std)
+
+    def num_params(self) -> int:
+        return 3 * self.d_model * self.intermediate_size
+
+    def active_params(self) -> int:
+        return self.num_params()
+
+    def flops_per_token(self) -> int:
+        return 2 * self.active_params()  # every weight is one multiply-add per token
+
+
+class DenseFFN(SwiGLU):
+    """A dense SwiGLU layer with the MoE's interface (`aux_loss` is always None)."""
+
+    def __init__(self, cfg: DenseFFNConfig, d_model: int):
+        super().__init__(d_model, cfg.intermediate_size)
+        self.cfg = cfg
+        self.aux_loss: Tensor | None = None
+
+
+# -- torch._grouped_mm probe ---------------------------------------------------------------------
+# Availability of the private op depends on the build, device and dtype (this CPU build: fp32/bf16/fp16
+# only, and its backward rejects stride-0 grads). Probe once per (device type, dtype) by comparing a tiny
+# forward+backward against plain matmuls; any exception or mismatch means "use the loop".
+_GROUPED_MM_OK: dict[tuple[str, torch.dtype], bool] = {}
+# Measured with benchmarks/moe.py (2-core CPU, fp32, D=1024 K=8, fwd+bwd, best of several runs): the grouped
+# matmul is 5-20% faster than the per-expert loop at <= 128 rows/expert (E=64 I=256 T=1024; E=256 I=128),
+# and 3-7% slower at 256-512 rows/expert with 2 threads (a tie with 1). Few rows per expert is the common
+# case for fine-grained MoE, and the grouped path has no host sync, so "auto" picks it wherever it works.
+PREFER_GROUPED_MM_ON_CPU = True
+
+
+def _grouped_mm_works(device: torch.device, dtype: torch.dtype) -> bool:
+    key = (device.type, dtype)
+    if key not in _GROUPED_MM_OK:
+        ok = False
+        if hasattr(torch, "_grouped_mm") and device.type != "meta":
+            try:
+                g = torch.Generator(device="cpu").manual_seed(0)
+                x = torch.randn(7, 16, generator=g).to(device, dtype).requires_grad_()
+                w = torch.randn(3, 8, 16, generator=g).to(device, dtype).requires_grad_()  # [E, out, in]
+                counts = torch.tensor([3, 0, 4], device=device)  # includes an empty expert
+                dy = torch.randn(7, 8, generator=g).to(device, dtype)
+                offs = counts.cumsum(0).to(torch.int32)
+                y = torch._grouped_mm(x, w.transpose(1, 2), offs=offs)
+                ref = torch.cat([x[:3] @ w[0].T, x[3:] @ w[2].T])
+                gx, gw = torch.autograd.grad(y, (x, w), dy)
+                rx, rw = torch.autograd.grad(ref, (x, w), dy)
+                tol = 1e-4 if dtype == torch.float32 else 5e-2
+                pairs = ((y, ref), (gx, rx), (gw, rw))
+                ok = all(torch.allclose(a.float(), b.float(), atol=tol, rtol=tol) for a, b in pairs)
+            except Exception:  # not built for this device/dtype: fall back
+                ok = False
+        _GROUPED_MM_OK[key] = ok
+    return _GROUPED_MM_OK[key]
+
+
+class MoE(nn.Module):
+    """Token-choice top-k routed SwiGLU experts + optional (gated) shared expert; see the module docstring."""
+
+    def __init__(self, cfg: MoEConfig, d_model: int):
+        super().__init__()
+        self.cfg, self.d_model = cfg, d_model
+        E, I = cfg.num_experts, cfg.expert_size
+        self.router = nn.Linear(d_model, E, bias=False)
+        # Same layout as transformers' fused experts: rows [0, I) = gate, rows [I, 2I) = up.
+        self.gate_up_proj = nn.Parameter(torch.empty(E, 2 * I, d_model))
+        self.down_proj = nn.Parameter(torch.empty(E, d_model, I))
+        # Selection-only bias (DeepSeek-V3 aux-loss-free balancing); a buffer, so no grad ever reaches it.
+        self.register_buffer("expert_bias", torch.zeros(E, dtype=torch.float32))
+        self.register_buffer("load_accum", torch.zeros(E, dtype=torch.float32), persistent=False)
+        self.shared = SwiGLU(d_model, cfg.shared_size) if cfg.shared_size else None
+        self.shared_gate = nn.Linear(d_model, 1, bias=False) if cfg.shared_gate else None
+        self.impl = "auto"  # "auto" | "grouped_mm" | "loop": how run_experts computes
+        self.aux_loss: Tensor | None = None
+        self.last_load: Tensor | None = None
+
+    @torch.no_grad()
+    def init_weights(self, std: float) -> None:
+        for p in (self.router.weight, self.gate_up_proj, self.down_proj):
+            nn.init.normal_(p, 0.0, std)
+        if self.shared is not None:
+            self.shared.init_weights(std)
+        if self.shared_gate is not None:
+            nn.init.normal_(self.shared_gate.weight, 0.0, std)
+        self.expert_bias.zero_()  # buffers are garbage after to_empty()
+        self.load_accum.zero_()
+
+    # -- routing ---------------------------------------------------------------------------------
+    def route(self, x_TD: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """-> (scores_TE, expert ids_TK, gates_TK); scores and gates in fp32 (or fp64 for fp64 inputs)."""
+        cfg = self.cfg
+        logits_TE = self.router(x_TD)
+        logits_TE = logits_TE.to(torch.promote_types(logits_TE.dtype, torch.float32))  # bf16 softmax is too coarse
+        scores_TE = logits_TE.softmax(-1) if cfg.score_func == "softmax" else logits_TE.sigmoid()
+        # The bias only picks the experts; the gates use the unbiased scores of those experts.
+        idx_TK = torch.topk(scores_TE + self.expert_bias, cfg.top_k, dim=-1, sorted=False).indices
+        gates_TK = scores_TE.gather(1, idx_TK)
+        if cfg.norm_topk:
+            eps = 1e-20 if cfg.score_func == "sigmoid" else 0.0  # sigmoid scores can all underflow to 0
+            gates_TK = gates_TK / (gates_TK.sum(-1, keepdim=True) + eps)
+        return scores_TE, idx_TK, gates_TK * cfg.routed_scale
+
+    # -- experts on sorted segments --------------------------------------------------------------
+    def run_experts(self, x_ND: Tensor, counts_E: Tensor, gates_N: Tensor) -> Tensor:
+        """Rows of x_ND are sorted by expert; counts_E[e] consecutive rows go to expert e. -> gates_N * y_ND.
+
+        The gate is applied to the [N, I] activation before down_proj (linear, so the same result): a 4x
+        cheaper multiply than scaling the [N, D] output when D = 4I."""
+        gates_N1 = gates_N.to(x_ND.dtype).unsqueeze(-1)
+        if self._use_grouped_mm(x_ND):
+            offs_E = counts_E.cumsum(0).to(torch.int32)  # end offset of each segment, stays on device
+            # _grouped_mm wants [E, in, out] weights: transposed views, no copies.
+            h_N2I = torch._grouped_mm(x_ND, self.gate_up_proj.transpose(1, 2), offs=offs_E)
+            gate_NI, up_NI = h_N2I.chunk(2, dim=-1)
+            act_NI = F.silu(gate_NI) * up_NI * gates_N1
+            return torch._grouped_mm(act_NI, self.down_proj.transpose(1, 2), offs=offs_E)
+        # split/unbind once: slicing x[a:b] or indexing w[e] per expert would make autograd build one
+        # full-size zero gradient per expert (E x [N, D] memsets); split/unbind backward is a single cat/stack.
+        counts = counts_E.tolist()  # one host sync
+        gate_up, down = self.gate_up_proj.unbind(0), self.down_proj.unbind(0)
+        outs = []
+        for e, (seg_nD, g_n1) in enumerate(zip(x_ND.split(counts), gates_N1.split(counts))):
+            if counts[e] == 0:  # skip experts without tokens
+                continue
+            gate_nI, up_nI = F.linear(seg_nD, gate_up[e]).chunk(2, dim=-1)
+            outs.append(F.linear(F.silu(gate_nI) * up_nI * g_n1, down[e]))
+        return torch.cat(outs) if outs else x_ND.new_zeros(0, self.d_model)
+
+    def _use_grouped_mm(self, x: Tensor) -> bool:
+        if self.impl == "loop":
+            return False
+        works = _grouped_mm_works(x.device, x.dtype)
+        if self.impl == "grouped_mm":
+            if not works:
+                raise RuntimeError(f"torch._grouped_mm is unusable for {x.device.type}/{x.dtype}")
+            return True
+        return works and (x.device.type != "cpu" or PREFER_GROUPED_MM_ON_CPU)
+
+    # -- forward ---------------------------------------------------------------------------------
+    def forward(self, x_BTD: Tensor) -> Tensor:
+        cfg, E, K = self.cfg, self.cfg.num_experts, self.cfg.top_k
+        x_TD = x_BTD.reshape(-1, self.d_model)
+        T = x_TD.shape[0]
+        scores_TE, idx_TK, gates_TK = self.route(x_TD)
+
+        # Sort the N = T*K assignments by expert; stable, so each segment keeps token order.
+        expert_N = idx_TK.reshape(-1)
+        order_N = torch.argsort(expert_N, stable=True)
+        token_N = order_N // K  # assignment n = t*K + k came from token t
+        counts_E = torch.zeros(E, dtype=torch.long, device=x_TD.device).scatter_add_(
+            0, expert_N, torch.ones_like(expert_N))  # scatter_add, not bincount: no device->host sync
+        # index_select rather than x[idx]: its backward is an index_add_, faster than index_put on CPU.
+        x_ND = x_TD.index_select(0, token_N)  # gather each token row once per assignment
+        y_ND = self.run_experts(x_ND, counts_E, gates_TK.reshape(-1)[order_N])
+        y_TD = torch.zeros_like(x_TD).index_add_(0, token_N, y_ND.to(x_TD.dtype))
+
+        if self.shared is not None:
+            s_TD = self.shared(x_TD)
+            if self.shared_gate is not None:
+                s_TD = s_TD * torch.sigmoid(self.shared_gate(x_TD))
+            y_TD = y_TD + s_TD
+
+        load_E = counts_E.detach().float()
+        self.last_load = load_E
+        if self.training:  # eval passes between optimizer steps must not skew the balancing signal
+            self.load_accum += load_E
+        self.aux_loss = None
+        if cfg.aux_loss_coef > 0:
+            # Switch/Qwen balance loss, normalised like transformers' load_balancing_loss_func for one layer:
+            # E * sum_e (count_e / T) * mean_t p_te  (count over T, not T*K: a uniform router gives K).
+            probs_TE = scores_TE if cfg.score_func == "softmax" else scores_TE / scores_TE.sum(-1, keepdim=True)
+            self.aux_loss = cfg.aux_loss_coef * E * torch.sum(load_E / T * probs_TE.mean(0))
+        return y_TD.reshape(x_BTD.shape)
+
+    @torch.no_grad()
+    def update_bias(self) -> None:
+        """After each optimizer step: raise under-loaded experts' bias, lower over-loaded ones'; reset counts."""
+        if self.cfg.bias_update_rate > 0:
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                torch.distributed.all_reduce(self.load_accum)  # every rank must take the same step
+            self.expert_bias += self.cfg.bias_update_rate * torch.sign(self.load_accum.mean() - self.load_accum)
+        self.load_accum.zero_()
+
+    # -- accounting ------------------------------------------------------------------------------
+    def _params(self, num_routed: int) -> int:
+        cfg, D = self.cfg, self.d_model
+        return (cfg.num_experts * D + num_routed * 3 * cfg.expert_size * D
+                + 3 * cfg.shared_size * D + (D if cfg.shared_gate else 0))
+
+    def num_params(self) -> int:
+        return self._params(self.cfg.num_experts)
+
+    def active_params(self) -> int:
+        return self._params(self.cfg.top_k)  # router + K experts + shared + shared gate, per token
+
+    def flops_per_token(self) -> int:
+        return 2 * self.active_params()  # forward matmuls only; elementwise ops and dispatch not counted

@@ -1,0 +1,255 @@
+"""Gated delta rule (Gated DeltaNet) core ops in pure PyTorch.
+
+Per value head the state S is a [K, V] matrix updated, for each token t, as
+    S <- exp(g_t) * S                                   (decay, g_t <= 0)
+    S <- S + k_t (beta_t * (v_t - S^T k_t))^T           (delta-rule write)
+    o_t = S^T (scale * q_t)
+q and k are expected L2-normalised by the caller.  q/k have Hk heads, v/g/beta have Hv heads
+(Hv a multiple of Hk); value head h reads q/k head h // (Hv // Hk) ("repeat_interleave" grouping).
+
+Shape letters used in comments:
+    B batch, T time, H heads (Hk query/key heads, Hv value heads, G = Hv // Hk value heads per key head),
+    C chunk size, N number of chunks, K key head dim, V value head dim.
+
+Forms:
+    gated_delta_rule_recurrent  token-by-token reference (slow, obviously correct)
+    gated_delta_rule_chunked    chunked UT/WY form for training and prefill (differentiable)
+    gated_delta_rule_step       one decode token
+    gated_delta_rule            dispatcher: fla's Triton kernel on CUDA when installed, else the chunked form
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+try:  # optional GPU kernels; the module must import without them
+    from fla.ops.gated_delta_rule import chunk_gated_delta_rule as _fla_chunk_gated_delta_rule
+except Exception:  # ImportError, or a broken triton install
+    _fla_chunk_gated_delta_rule = None
+
+__all__ = [
+    "gated_delta_rule",
+    "gated_delta_rule_chunked",
+    "gated_delta_rule_recurrent",
+    "gated_delta_rule_step",
+]
+
+
+def _compute_dtype(x: Tensor) -> torch.dtype:
+    # float64 stays float64 so that tests can compare forms at ~1e-12; everything else runs in float32
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def _check_heads(q: Tensor, v: Tensor) -> int:
+    hk, hv = q.shape[-2], v.shape[-2]
+    if hv % hk != 0:
+        raise ValueError(f"value heads ({hv}) must be a multiple of query/key heads ({hk})")
+    return hv // hk
+
+
+def gated_delta_rule_recurrent(q, k, v, g, beta, initial_state=None, scale=None) -> tuple[Tensor, Tensor]:
+    """Reference: loop over time.  q,k [B,T,Hk,K]; v [B,T,Hv,V]; g,beta [B,T,Hv]; state [B,Hv,K,V]."""
+    groups = _check_heads(q, v)
+    dt = _compute_dtype(v)
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    B, T, Hv, V = v.shape
+    K = q.shape[-1]
+    q = q.to(dt).repeat_interleave(groups, dim=2) * scale  # [B,T,Hv,K]
+    k = k.to(dt).repeat_interleave(groups, dim=2)  # [B,T,Hv,K]
+    v, g, beta = v.to(dt), g.to(dt), beta.to(dt)
+    S = v.new_zeros(B, Hv, K, V) if initial_state is None else initial_state.to(dt)  # [B,Hv,K,V]
+    outs = []
+    for t in range(T):
+        S = S * g[:, t, :, None, None].exp()
+        pred = torch.einsum("bhk,bhkv->bhv", k[:, t], S)  # what the state currently returns for k_t
+        delta = beta[:, t, :, None] * (v[:, t] - pred)  # [B,Hv,V]
+        S = S + k[:, t, :, :, None] * delta[:, :, None, :]
+        outs.append(torch.einsum("bhk,bhkv->bhv", q[:, t], S))
+    o = torch.stack(outs, dim=1) if T > 0 else v.new_zeros(B, 0, Hv, V)  # [B,T,Hv,V]
+    return o.to(v.dtype), S
+
+
+def gated_delta_rule_step(q, k, v, g, beta, state, scale=None) -> tuple[Tensor, Tensor]:
+    """One decode token.  q,k [B,Hk,K]; v [B,Hv,V]; g,beta [B,Hv]; state [B,Hv,K,V] -> (o [B,Hv,V], new state).
+
+    Uses S_new^T q = decay * (S^T q) + delta * (k.q), so the old state is read once for both
+    S^T k and S^T q, and written once for the update.
+    """
+    B, Hk, K = q.shape
+    Hv, V = v.shape[-2:]
+    G = _check_heads(q, v)
+    dt = state.dtype if state.dtype == torch.float64 else torch.float32
+    scale = K**-0.5 if scale is None else scale
+    S = state.to(dt).reshape(B, Hk, G, K, V)
+    kq = torch.stack([k.to(dt), q.to(dt) * scale], dim=2)  # [B,Hk,2,K]
+    read = torch.matmul(kq.unsqueeze(2), S)  # [B,Hk,G,2,V]: rows S^T k and S^T q, shared k/q per group
+    decay = g.to(dt).exp().view(B, Hk, G, 1)  # [B,Hk,G,1]
+    bt = beta.to(dt).view(B, Hk, G, 1)
+    delta = bt * (v.to(dt).view(B, Hk, G, V) - decay * read[..., 0, :])  # [B,Hk,G,V]
+    kdotq = (kq[:, :, 0] * kq[:, :, 1]).sum(-1).view(B, Hk, 1, 1)  # [B,Hk,1,1]
+    o = decay * read[..., 1, :] + kdotq * delta  # [B,Hk,G,V]
+    new_S = (S * decay.unsqueeze(-1)).addcmul_(k.to(dt).view(B, Hk, 1, K, 1), delta.unsqueeze(-2))  # [B,Hk,G,K,V]
+    return o.reshape(B, Hv, V).to(v.dtype), new_S.view(B, Hv, K, V)
+
+
+def _chunked(x: Tensor, C: int, dt: torch.dtype) -> Tensor:
+    """[B,T,H,D] -> contiguous [N,B,H,C,D], or [B,T,H] -> [N,B,H,C], in one copy (T a multiple of C)."""
+    B, T = x.shape[:2]
+    x = x.view(B, T // C, C, *x.shape[2:])
+    x = x.permute(1, 0, 3, 2, 4) if x.dim() == 5 else x.permute(1, 0, 3, 2)
+    return torch.empty(x.shape, dtype=dt, device=x.device).copy_(x)  # one pass, also when casting
+
+
+def _unit_lower_inverse(L: Tensor, base: int = 16) -> Tensor:
+    """(I + strict_lower(L))^-1 for a batch [..., C, C]; the diagonal and upper part of L are ignored.
+
+    LAPACK's batched triangular solve runs one small trsm per matrix, which is slow for C = 64, so only
+    the base x base diagonal blocks are inverted that way; blocks are then merged pairwise with
+        [[A, 0], [M, D]]^-1 = [[A^-1, 0], [-D^-1 M A^-1, D^-1]],
+    two batched matmuls per level (same total work as a triangular solve, but running at matmul speed).
+    """
+    C = L.shape[-1]
+    b = C
+    while b > base and b % 2 == 0:
+        b //= 2
+    nb = C // b
+    lead = L.shape[:-2]
+    eye = torch.eye(b, dtype=L.dtype, device=L.device)
+    # diagonal blocks [..., nb, b, b]; LAPACK returns column-major results, so solving the transposed
+    # (upper) system and transposing back gives row-major inverses without an extra copy
+    diag = L.view(*lead, nb, b, nb, b).diagonal(dim1=-4, dim2=-2).permute(*range(len(lead)), -1, -3, -2)
+    X = torch.linalg.solve_triangular(diag.mT, eye, upper=True, unitriangular=True).mT  # [..., nb, b, b]
+    while b < C:
+        nb //= 2
+        pairs = L.view(*lead, nb, 2 * b, nb, 2 * b).diagonal(dim1=-4, dim2=-2)  # [..., 2b, 2b, nb]
+        M = pairs[..., b:, :b, :].permute(*range(len(lead)), -1, -3, -2)  # [..., nb, b, b] lower-left blocks
+        X = X.reshape(*lead, nb, 2, b, b)
+        Ai, Di = X[..., 0, :, :], X[..., 1, :, :]
+        Y = X.new_zeros(*lead, nb, 2, b, 2, b)  # [..., nb, 2b, 2b] viewed by block row / block column
+        Y[..., 0, :, 0, :] = Ai
+        Y[..., 1, :, 1, :] = Di
+        Y[..., 1, :, 0, :] = torch.matmul(torch.matmul(Di, M), Ai).neg_()
+        b *= 2
+        X = Y.view(*lead, nb, b, b)
+    return X.view(*lead, C, C)
+
+
+def _chunk_block(q, k, v, g, beta, S, scale, C, out):
+    """Chunked form over one block of tokens.  q,k [B,T,Hk,K]; v [B,T,Hv,V]; g,beta [B,T,Hv];
+    S [B*Hv,K,V] start state (compute dtype).  Writes the outputs into out [B,T,Hv,V]; returns the end state."""
+    B, T, Hk, K = q.shape
+    Hv, V = v.shape[-2:]
+    G = Hv // Hk
+    dt = S.dtype
+    pad = -T % C
+    if pad:  # padded tokens have k = 0 (no write), g = 0 (no decay): the end state is unchanged
+        q, k, v = (F.pad(x, (0, 0, 0, 0, 0, pad)) for x in (q, k, v))
+        g, beta = (F.pad(x, (0, 0, 0, pad)) for x in (g, beta))
+    N = (T + pad) // C
+    BHk, BHv = B * Hk, B * Hv
+
+    # q (pre-scaled) and k chunks stacked in one buffer: a single matmul gives both Q K^T and K K^T
+    qk = q.new_empty(N, B, Hk, 2, C, K, dtype=dt)
+    qk[:, :, :, 0] = q.view(B, N, C, Hk, K).permute(1, 0, 3, 2, 4)
+    qk[:, :, :, 0].mul_(scale)
+    qk[:, :, :, 1] = k.view(B, N, C, Hk, K).permute(1, 0, 3, 2, 4)
+    qk = qk.view(N, B, Hk, 2 * C, K)
+    kc = qk[..., C:, :]  # [N,B,Hk,C,K]
+    vc = _chunked(v, C, dt)  # [N,B,Hv,C,V]
+    gc = _chunked(g, C, dt).cumsum(-1)  # [N,B,Hv,C]: cumulative log decay inside each chunk
+    bc = _chunked(beta, C, dt)  # [N,B,Hv,C]
+
+    # Gram matrices once per key head, shared by the G value heads of the group
+    gram = torch.matmul(qk, kc.transpose(-1, -2)).view(N, B, Hk, 1, 2 * C, C)  # [N,B,Hk,1,2C,C]
+    # Pairwise decay exp(c_i - c_j) for j <= i.  Clamping at 0 keeps the unused j > i entries finite
+    # (cheaper than masking with -inf, and exp of -inf is slow); they are zeroed or ignored below.
+    dec = (gc.unsqueeze(-1) - gc.unsqueeze(-2)).clamp_max_(0).exp_().view(N, B, Hk, G, C, C)
+    attn = torch.mul(gram[..., :C, :], dec).tril_().view(N * BHv, C, C)  # intra-chunk causal (scale Q K^T * D)
+    L = torch.mul(gram[..., C:, :], dec).mul_(bc.view(N, B, Hk, G, C, 1))  # [N,B,Hk,G,C,C], strict lower used
+    Tinv = _unit_lower_inverse(L)  # (I + L)^-1, [N,B,Hk,G,C,C]
+    ec = gc.exp()  # [N,B,Hv,C]
+    # Diagonal scalings folded into Tinv's columns, so W's matmul can share K across the G value heads
+    Tw = torch.mul(Tinv, (bc * ec).view(N, B, Hk, G, 1, C))
+    W = torch.matmul(Tw.view(N, BHk, G * C, C), kc.reshape(N, BHk, C, K)).view(N, BHv, C, K)
+    Tu = torch.mul(Tinv, bc.view(N, B, Hk, G, 1, C))
+    U = torch.matmul(Tu.view(N, BHv, C, C), vc.view(N, BHv, C, V))  # [N,BHv,C,V]
+    Qd = torch.mul(qk[..., :C, :].unsqueeze(3), ec.view(N, B, Hk, G, C, 1)).view(N * BHv, C, K)
+    last = gc[..., -1:]  # [N,B,Hv,1]
+    Kd = torch.mul(kc.unsqueeze(3), (last - gc).exp_().view(N, B, Hk, G, C, 1))  # [N,B,Hk,G,C,K]
+    KdT = Kd.view(N, BHv, C, K).transpose(-1, -2)  # [N,BHv,K,C]
+    chunk_decay = last.exp().view(N, BHv, 1, 1)
+
+    # Sequential part: only the products with the running state.  The state at the start of every chunk
+    # is kept, so the state's contribution to the outputs is one batched matmul after the loop.
+    if torch.is_grad_enabled() and (S.requires_grad or W.requires_grad):  # functional loop for autograd
+        starts, us = [], []
+        for n in range(N):
+            u = U[n] - torch.bmm(W[n], S)  # [BHv,C,V]
+            starts.append(S)
+            us.append(u)
+            S = torch.baddbmm(S * chunk_decay[n], KdT[n], u)
+        Sh, U = torch.stack(starts), torch.stack(us)  # [N,BHv,K,V], [N,BHv,C,V]
+    else:  # same loop, in place in preallocated buffers
+        Sh = torch.empty(N + 1, BHv, K, V, dtype=dt, device=q.device)
+        Sh[0] = S
+        for n in range(N):
+            U[n].baddbmm_(W[n], Sh[n], alpha=-1)
+            torch.mul(Sh[n], chunk_decay[n], out=Sh[n + 1]).baddbmm_(KdT[n], U[n])
+        S, Sh = Sh[N], Sh[:N]
+    o = torch.bmm(Qd, Sh.reshape(N * BHv, K, V)).baddbmm_(attn, U.view(N * BHv, C, V))  # [N*BHv,C,V]
+    o = o.view(N, B, Hv, C, V).permute(1, 0, 3, 2, 4)  # [B,N,C,Hv,V] view; the copy into out is the transpose
+    if pad:
+        out.copy_(o.reshape(B, N * C, Hv, V)[:, :T])
+    else:
+        out.view(B, N, C, Hv, V).copy_(o)
+    return S
+
+
+def gated_delta_rule_chunked(
+    q, k, v, g, beta, initial_state=None, scale=None, chunk_size=64, block_chunks=8
+) -> tuple[Tensor, Tensor]:
+    """Chunked UT/WY form: same contract as gated_delta_rule_recurrent, cost linear in T.
+
+    Inside a chunk with start state S0, cumulative log decay c_i = sum_{s<=i} g_s and
+    D_ij = exp(c_i - c_j) (j <= i, else 0), the per-token writes u form the lower-triangular system
+        (I + L) u = beta*v - beta*exp(c)*K S0,      L_ij = beta_i D_ij (k_i.k_j) for j < i,
+    so with Tinv = (I + L)^-1:  u = U - W S0,  U = Tinv diag(beta) v,  W = Tinv diag(beta exp(c)) K.
+    Then  o = diag(exp(c)) Q S0 + (Q K^T * D) u  and  S1 = exp(c_C) S0 + (diag(exp(c_C - c)) K)^T u.
+    Everything except the products with S0 is computed for many chunks at once in batched matmuls;
+    the sequential loop over chunks does two batched matmuls per chunk.  The sequence is processed in
+    blocks of `block_chunks` chunks so the intermediates stay cache-sized and memory stays O(block).
+    """
+    B, T, Hk, K = q.shape
+    Hv, V = v.shape[-2:]
+    _check_heads(q, v)
+    dt = _compute_dtype(v)
+    scale = K**-0.5 if scale is None else scale
+    if initial_state is None:
+        S = torch.zeros(B * Hv, K, V, dtype=dt, device=v.device)
+    else:
+        S = initial_state.to(dt).reshape(B * Hv, K, V)
+    out = v.new_empty(B, T, Hv, V)
+    block = chunk_size * block_chunks
+    for t0 in range(0, T, block):
+        sl = slice(t0, t0 + block)
+        S = _chunk_block(q[:, sl], k[:, sl], v[:, sl], g[:, sl], beta[:, sl], S, scale, chunk_size, out[:, sl])
+    return out, S.view(B, Hv, K, V)
+
+
+def gated_delta_rule(q, k, v, g, beta, initial_state=None, scale=None, chunk_size=64) -> tuple[Tensor, Tensor]:
+    """Dispatcher: fla's chunked Triton kernel for CUDA tensors when fla is installed, else the torch chunked form."""
+    if q.is_cuda and _fla_chunk_gated_delta_rule is not None:
+        groups = _check_heads(q, v)
+        if groups > 1:  # some fla versions require as many q/k heads as value heads
+            q = q.repeat_interleave(groups, dim=2)
+            k = k.repeat_interleave(groups, dim=2)
+        return _fla_chunk_gated_delta_rule(
+            q, k, v, g, beta,
+            scale=q.shape[-1] ** -0.5 if scale is None else scale,
+            initial_state=initial_state,
+            output_final_state=True,
+            use_qk_l2norm_in_kernel=False,
+        )
+    return gated_delta_rule_chunked(q, k, v, g, beta, initial_state=initial_state, scale=scale, chunk_size=chunk_size)
