@@ -204,7 +204,7 @@ class MoE(nn.Module):
         if self.training:  # eval passes between optimizer steps must not skew the balancing signal
             self.load_accum += load_E
         self.aux_loss = None
-        if cfg.aux_loss_coef > 0:
+        if cfg.aux_loss_coef > 0 and T > 0:  # an empty batch has no balance to measure
             # Switch/Qwen balance loss, normalised like transformers' load_balancing_loss_func for one layer:
             # E * sum_e (count_e / T) * mean_t p_te  (count over T, not T*K: a uniform router gives K).
             probs_TE = scores_TE if cfg.score_func == "softmax" else scores_TE / scores_TE.sum(-1, keepdim=True)

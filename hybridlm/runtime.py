@@ -7,11 +7,25 @@ import os
 import torch
 
 
-def configure_threads() -> None:
-    """Use every core for intra-op work unless the user set OMP_NUM_THREADS / torch threads themselves.
-    (Measured in benchmarks/: see README "Threads".)"""
-    if "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(os.cpu_count() or 1)
+def configure_threads() -> int:
+    """Intra-op threads = cores / processes on this node, unless OMP_NUM_THREADS or HYBRIDLM_THREADS is set.
+
+    Measured (benchmarks/gdn_chunked.py, benchmarks/moe.py, 2-core machine): 2 threads run the Gated DeltaNet
+    op and the MoE 1.7-1.9x faster than 1 on an idle machine, but torch's OpenMP threads spin while they wait,
+    so two multi-threaded torch processes on the same cores slow each other down several-fold. Hence one share
+    of the cores per process (torchrun sets LOCAL_WORLD_SIZE); HYBRIDLM_THREADS=1 is the safe choice on a
+    machine that is busy with other work."""
+    if "HYBRIDLM_THREADS" in os.environ:
+        value = os.environ["HYBRIDLM_THREADS"]
+        if not value.isdigit() or int(value) < 1:
+            raise ValueError(f"HYBRIDLM_THREADS={value!r}: must be a positive integer")
+        n = int(value)
+    elif "OMP_NUM_THREADS" in os.environ:
+        return torch.get_num_threads()
+    else:
+        n = max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    torch.set_num_threads(n)
+    return n
 
 
 def available_memory_bytes() -> int:
