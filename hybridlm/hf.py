@@ -43,8 +43,39 @@ def _runs(letters: list[str]) -> str:
     raise AssertionError("unreachable")
 
 
+def _config_from_qwen3_moe(hf: dict) -> ModelConfig:
+    """qwen3_moe (Qwen3-30B-A3B, Qwen3-235B-A22B): config only, for `info` / `cost` (no weights interop yet).
+    Softmax attention on every layer with QK-norm and no output gate, plain RMSNorm, MoE without shared expert."""
+    required = ["vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads"]
+    absent = [k for k in required if k not in hf]
+    if absent:
+        raise ValueError(f"config.json (qwen3_moe) is missing field(s) {absent}")
+    n, rope = hf["num_hidden_layers"], hf.get("rope_parameters") or {}
+    attn = AttentionConfig(num_heads=hf["num_attention_heads"], num_kv_heads=hf["num_key_value_heads"],
+                           head_dim=hf.get("head_dim") or hf["hidden_size"] // hf["num_attention_heads"],
+                           rope_fraction=1.0, rope_theta=float(rope.get("rope_theta", hf.get("rope_theta", 10_000.0))),
+                           qk_norm=True, output_gate=False, bias=bool(hf.get("attention_bias", False)),
+                           sliding_window=hf.get("sliding_window") if hf.get("use_sliding_window") else None)
+    ffns: dict = {"M": MoEConfig(num_experts=hf.get("num_experts", 128), top_k=hf.get("num_experts_per_tok", 8),
+                                 expert_size=hf.get("moe_intermediate_size", 768),
+                                 norm_topk=bool(hf.get("norm_topk_prob", False)),
+                                 aux_loss_coef=float(hf.get("router_aux_loss_coef", 0.0)))}
+    step, mlp_only = hf.get("decoder_sparse_step", 1), set(hf.get("mlp_only_layers") or [])
+    letters = ["M" if i not in mlp_only and (i + 1) % step == 0 else "D" for i in range(n)]
+    if "D" in letters:
+        ffns["D"] = DenseFFNConfig(intermediate_size=hf["intermediate_size"])
+    return ModelConfig(
+        name=hf.get("_name_or_path") or "qwen3_moe", vocab_size=hf["vocab_size"], d_model=hf["hidden_size"],
+        num_layers=n, mixer_pattern=f"A*{n}", ffn_pattern=_runs(letters), mixers={"A": attn},
+        ffns={k: v for k, v in ffns.items() if k in letters}, norm_eps=hf.get("rms_norm_eps", 1e-6),
+        zero_centered_norm=False, tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+        max_seq_len=hf.get("max_position_embeddings", 4096), hf_model_type=None)
+
+
 def config_from_hf(hf: dict) -> ModelConfig:
     model_type = hf.get("model_type")
+    if model_type == "qwen3_moe":
+        return _config_from_qwen3_moe(hf)
     if model_type not in SUPPORTED:
         raise ValueError(f"config.json model_type={model_type!r} is not supported; supported: {SUPPORTED}")
     text = dict(hf.get("text_config", hf))
@@ -316,6 +347,9 @@ def load_hf(path, device=None, dtype: torch.dtype = torch.float32):
     if not (path / "config.json").exists():
         raise ValueError(f"{path}: no config.json (expected a Hugging Face checkpoint directory)")
     cfg = config_from_hf(json.loads((path / "config.json").read_text()))
+    if cfg.hf_model_type not in SUPPORTED:
+        raise ValueError(f"{path}: reading weights of this model_type is not supported yet (its config.json "
+                         f"works with `hybridlm info` and `hybridlm cost`); supported: {SUPPORTED}")
     get = _Reader(_checkpoint_files(path))
     if cfg.mtp_depth and not any(k.startswith("mtp.") for k in get.where):
         cfg = cfg.replace(mtp_depth=0, mtp_mixer=None, mtp_ffn=None)  # checkpoint shipped without MTP weights

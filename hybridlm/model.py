@@ -224,3 +224,53 @@ class HybridLM(nn.Module):
         if self.lm_head is None:  # tied: one matrix serves as both
             return n if (embedding or head) else n - emb
         return n - (0 if embedding else emb) - (0 if head else self.lm_head.weight.numel())
+
+    # -- analytic accounting (docs/cost.md) -------------------------------------------------
+    # Computed from each module's own declaration (mixer/FFN num_params, flops, cache_bytes), never from the
+    # tensors, so tests can hold them against a direct count. FLOPs: matmuls at 2 per multiply-add; the MTP
+    # module is left out of FLOPs and cache (it is not run by forward without labels, nor by generate).
+    def num_params_analytic(self, mtp: bool = True) -> int:
+        D, V = self.config.d_model, self.config.vocab_size
+        n = V * D + D + (0 if self.lm_head is None else V * D)  # embedding, final norm, untied head
+        n += sum(2 * D + b.mixer.num_params() + b.ffn.num_params() for b in self.layers)
+        if mtp and self.mtp is not None:
+            blk = self.mtp.block
+            n += 3 * D + 2 * D * D + 2 * D + blk.mixer.num_params() + blk.ffn.num_params()
+        return n
+
+    def head_flops(self) -> int:
+        return 2 * self.config.d_model * self.config.vocab_size
+
+    def flops_per_token(self, context: int, causal_skip: bool = True, head: bool = True) -> float:
+        """Forward FLOPs per token averaged over a causal pass of `context` tokens from an empty cache
+        (attention: mean keys per query; see Attention.flops_per_token for causal_skip)."""
+        n = sum(b.mixer.flops_per_token(context, causal_skip) if hasattr(b.mixer, "keys_seen")
+                else b.mixer.flops_per_token(context) for b in self.layers)
+        n += sum(b.ffn.flops_per_token() for b in self.layers)
+        return n + (self.head_flops() if head else 0)
+
+    def forward_flops(self, tokens: int, causal_skip: bool = True) -> float:
+        """FLOPs of forward(ids [1, tokens]): every position through the stack and the head."""
+        return tokens * self.flops_per_token(tokens, causal_skip)
+
+    def prefill_flops(self, context: int) -> float:
+        """FLOPs to prefill a `context`-token prompt for serving: logits for the last position only."""
+        return context * self.flops_per_token(context, head=False) + self.head_flops()
+
+    def decode_flops(self, context: int) -> int:
+        """FLOPs of one decode step for one sequence whose new token is token number `context`."""
+        return (sum(b.mixer.decode_flops(context) + b.ffn.flops_per_token() for b in self.layers)
+                + self.head_flops())
+
+    def cache_bytes_by_kind(self, context: int, batch: int = 1, dtype_bytes: int = 2,
+                            state_bytes: int | None = 4) -> dict[str, int]:
+        """Cache after `context` tokens, split like HybridCache.memory_by_kind(): 'kv' (attention layers) and
+        'recurrent' (conv window in dtype_bytes, state in state_bytes; None = dtype_bytes)."""
+        out: dict[str, int] = {}
+        for b in self.layers:
+            kind = "kv" if hasattr(b.mixer, "keys_seen") else "recurrent"
+            out[kind] = out.get(kind, 0) + b.mixer.cache_bytes(context, batch, dtype_bytes, state_bytes)
+        return out
+
+    def cache_bytes(self, context: int, batch: int = 1, dtype_bytes: int = 2, state_bytes: int | None = 4) -> int:
+        return sum(self.cache_bytes_by_kind(context, batch, dtype_bytes, state_bytes).values())

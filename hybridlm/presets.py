@@ -35,6 +35,22 @@ def _qwen_moe(experts: int, top_k: int, width: int) -> MoEConfig:
                      score_func="softmax", norm_topk=True, aux_loss_coef=0.001)
 
 
+def _qwen3_moe(name: str, *, d: int, layers: int, heads: int, expert_size: int) -> ModelConfig:
+    """Qwen3 MoE (model_type qwen3_moe): softmax attention on every layer (GQA 4 KV heads, head_dim 128, QK-norm,
+    no output gate, full RoPE theta 1e6), plain (not zero-centred) RMSNorm, 128 experts top-8 without a shared
+    expert on every layer, untied head, no MTP."""
+    return ModelConfig(
+        name=name, vocab_size=151_936, d_model=d, num_layers=layers,
+        mixer_pattern=f"A*{layers}", ffn_pattern=f"M*{layers}",
+        mixers={"A": AttentionConfig(num_heads=heads, num_kv_heads=4, head_dim=128, rope_fraction=1.0,
+                                     rope_theta=1_000_000.0, qk_norm=True, output_gate=False)},
+        ffns={"M": MoEConfig(num_experts=128, top_k=8, expert_size=expert_size, score_func="softmax", norm_topk=True,
+                             aux_loss_coef=0.001)},
+        norm_eps=1e-6, zero_centered_norm=False, tie_embeddings=False, mtp_depth=0, max_seq_len=40_960,
+        hf_model_type=None,  # qwen3_moe checkpoints are not read or written (config.json only, for costing)
+    )
+
+
 def _tiny(name: str, mixer_pattern: str) -> ModelConfig:
     """A few-million-parameter Qwen-style model that trains on a laptop CPU (byte-level vocabulary)."""
     return ModelConfig(
@@ -71,6 +87,10 @@ PRESETS = {
     "qwen3.5-27b": lambda: _qwen_hybrid(
         "qwen3.5-27b", vocab=248_320, d=5120, layers=64, heads=24, kv_heads=4, qk_heads=16, v_heads=48,
         ffn=DenseFFNConfig(intermediate_size=17_408), hf_model_type="qwen3_5"),
+    # Qwen/Qwen3-30B-A3B model card + config.json (published-configs.json): HF safetensors total 30,532,122,624.
+    "qwen3-30b-a3b": lambda: _qwen3_moe("qwen3-30b-a3b", d=2048, layers=48, heads=32, expert_size=768),
+    # Qwen/Qwen3-235B-A22B model card + config.json (published-configs.json): HF safetensors total 235,093,634,560.
+    "qwen3-235b-a22b": lambda: _qwen3_moe("qwen3-235b-a22b", d=4096, layers=94, heads=64, expert_size=1536),
     # Tiny trainable models: the Qwen-style hybrid and its two baselines, same width, depth and MoE.
     "tiny-hybrid": lambda: _tiny("tiny-hybrid", "GGGA*2"),
     "tiny-attention": lambda: _tiny("tiny-attention", "A*8"),

@@ -60,6 +60,45 @@ class Attention(nn.Module):
             n += 2 * d
         return n
 
+    # -- accounting (docs/cost.md): FLOPs count matmuls at 2 per multiply-add; elementwise ops are not counted --
+    def _proj_flops(self) -> int:
+        return 2 * (self.num_params() - (2 * self.cfg.head_dim if self.cfg.qk_norm else 0))  # norms: no matmul
+
+    def keys_seen(self, position: int) -> int:
+        """Keys the query at 1-based `position` attends to (itself included): bounded by the sliding window."""
+        w = self.cfg.sliding_window
+        return position if w is None else min(position, w)
+
+    def mean_keys(self, context: int) -> float:
+        """Mean of keys_seen over positions 1..context: what a causal kernel that skips masked blocks computes."""
+        L, w = context, self.cfg.sliding_window
+        if w is None or L <= w:
+            return (L + 1) / 2
+        return (w * (w + 1) / 2 + (L - w) * w) / L
+
+    def flops_per_token(self, context: int, causal_skip: bool = True) -> float:
+        """Prefill FLOPs per token, averaged over a causal prefill of `context` tokens: projections plus
+        QK^T and PV (4 * H * head_dim per key). causal_skip=False counts every query against all `context`
+        keys, as a dense masked kernel (or torch's FLOP counter on SDPA) does."""
+        c = self.cfg
+        keys = self.mean_keys(context) if causal_skip else context
+        return self._proj_flops() + 4 * c.num_heads * c.head_dim * keys
+
+    def decode_flops(self, context: int) -> int:
+        """FLOPs of one decode step whose query is token number `context` (it sees min(context, window) keys)."""
+        c = self.cfg
+        return self._proj_flops() + 4 * c.num_heads * c.head_dim * self.keys_seen(context)
+
+    def cache_tokens(self, context: int) -> int:
+        """Tokens KVCache holds after `context` tokens: all of them, or window - 1 for a sliding window."""
+        w = self.cfg.sliding_window
+        return context if w is None else min(context, w - 1)
+
+    def cache_bytes(self, context: int, batch: int = 1, dtype_bytes: int = 2, state_bytes: int | None = None) -> int:
+        """K and V [B, Hkv, S, head_dim] each, S = cache_tokens(context). state_bytes: unused (no state)."""
+        c = self.cfg
+        return 2 * batch * c.num_kv_heads * c.head_dim * self.cache_tokens(context) * dtype_bytes
+
     def forward(self, x_BTD: torch.Tensor, pos0: int = 0, cache: KVCache | None = None) -> torch.Tensor:
         c = self.cfg
         B, T, _ = x_BTD.shape
@@ -85,6 +124,8 @@ class Attention(nn.Module):
         S = k.shape[2]
         if key_start == pos0 and c.sliding_window is None:
             mask, causal = None, T > 1  # keys are exactly the new tokens: plain causal
+        elif T == 1 and (c.sliding_window is None or S <= c.sliding_window):
+            mask, causal = None, False  # one query sees every key kept (the cache holds at most window - 1 past)
         else:
             q_pos = torch.arange(pos0, pos0 + T, device=x_BTD.device)[:, None]
             k_pos = torch.arange(key_start, key_start + S, device=x_BTD.device)[None, :]

@@ -63,6 +63,36 @@ class GatedDeltaNet(nn.Module):
         Hv, dv = self.cfg.num_v_heads, self.cfg.head_v_dim
         return D * sum(self.splits) + self.conv_dim * self.cfg.conv_kernel + 2 * Hv + dv + self.value_dim * D
 
+    # -- accounting (docs/cost.md): FLOPs count matmuls at 2 per multiply-add; elementwise ops are not counted --
+    def _proj_flops(self) -> int:
+        """in_proj + out_proj matmuls and the depthwise conv (one multiply-add per channel and tap)."""
+        D = self.in_proj.in_features
+        return 2 * D * (sum(self.splits) + self.value_dim) + 2 * self.conv_dim * self.cfg.conv_kernel
+
+    def flops_per_token(self, context: int = 0) -> float:
+        """Prefill FLOPs per token of the chunked (UT/WY) form with chunk C, independent of context. Per value
+        head and token: Q K^T and K K^T (4 C dk, shared by the G value heads of a key head), W = T K (2 C dk),
+        U = T V (2 C dv), the intra-chunk (Q K^T * D) U (2 C dv), the triangular inverse (~2 C^2 / 3), and the
+        three products with the state, W S, K^T u and Q S (6 dk dv)."""
+        c = self.cfg
+        C, dk, dv, G = c.chunk_size, c.head_k_dim, c.head_v_dim, c.num_v_heads // c.num_qk_heads
+        per_head = 4 * C * dk / G + 2 * C * dk + 4 * C * dv + 2 * C * C / 3 + 6 * dk * dv
+        return self._proj_flops() + c.num_v_heads * per_head
+
+    def decode_flops(self, context: int = 0) -> int:
+        """One decode step of the recurrent form, independent of context: per value head S^T k and S^T q read
+        the state (4 dk dv) and the rank-1 write k delta^T adds 2 dk dv."""
+        c = self.cfg
+        return self._proj_flops() + c.num_v_heads * 6 * c.head_k_dim * c.head_v_dim
+
+    def cache_bytes(self, context: int = 0, batch: int = 1, dtype_bytes: int = 2, state_bytes: int | None = 4) -> int:
+        """Conv window [B, conv_dim, K-1] in the model/cache dtype plus the state [B, Hv, dk, dv]; the state
+        is float32 in this implementation (state_bytes=4), whatever the model dtype. Constant in context."""
+        c = self.cfg
+        state_bytes = dtype_bytes if state_bytes is None else state_bytes
+        conv = batch * self.conv_dim * (c.conv_kernel - 1) * dtype_bytes
+        return conv + batch * c.num_v_heads * c.head_k_dim * c.head_v_dim * state_bytes
+
     def _conv(self, x_BCT: torch.Tensor, cache: RecurrentState | None) -> torch.Tensor:
         """Causal depthwise conv + SiLU; carries the last K-1 inputs in the cache."""
         K = self.cfg.conv_kernel
