@@ -8,9 +8,9 @@ Public API:
     model.generate(input_ids, max_new_tokens=..., temperature=..., top_k=..., top_p=..., stop_tokens=...)
 """
 
-from .config import AttentionConfig, DenseFFNConfig, GatedDeltaNetConfig, ModelConfig, MoEConfig
+from .config import AttentionConfig, DenseFFNConfig, GatedDeltaNetConfig, MLAConfig, ModelConfig, MoEConfig
 from .model import HybridLM, ModelOutput
 from .presets import get_config, preset_names
 
-__all__ = ["AttentionConfig", "DenseFFNConfig", "GatedDeltaNetConfig", "ModelConfig", "MoEConfig", "HybridLM",
-           "ModelOutput", "get_config", "preset_names"]
+__all__ = ["AttentionConfig", "DenseFFNConfig", "GatedDeltaNetConfig", "MLAConfig", "ModelConfig", "MoEConfig",
+           "HybridLM", "ModelOutput", "get_config", "preset_names"]

@@ -1,7 +1,9 @@
 """The hybrid cache: one object holding every layer's decode state.
 
-Attention layers keep keys and values (`KVCache`, growing with context, or bounded by a sliding window);
-linear layers keep a constant-size conv window and recurrent state (`RecurrentState`). `HybridCache.pos`
+Attention layers keep keys and values (`KVCache`, growing with context, or bounded by a sliding window or by
+the current block of chunked attention);
+linear layers keep a constant-size conv window and recurrent state (`RecurrentState`); Multi-head Latent
+Attention layers keep one compressed latent and one shared roped key per token (`LatentCache`). `HybridCache.pos`
 is the number of tokens already consumed, i.e. the absolute position of the next token.
 """
 
@@ -21,6 +23,7 @@ class KVCache:
     """Keys/values [B, Hkv, S, hd] for absolute positions start .. start+S-1."""
 
     window: int | None = None  # keep at most window-1 past tokens: all the next query can see
+    chunk: int | None = None  # chunked attention: keep only the next query's block (at most chunk-1 tokens)
     k: torch.Tensor | None = None
     v: torch.Tensor | None = None
     start: int = 0
@@ -33,6 +36,8 @@ class KVCache:
         else:
             k_all, v_all, start = torch.cat((self.k, k_new), dim=2), torch.cat((self.v, v_new), dim=2), self.start
         keep = k_all.shape[2] if self.window is None else min(k_all.shape[2], self.window - 1)
+        if self.chunk is not None:  # the next position is start + len; its block began (next mod chunk) ago
+            keep = min(keep, (start + k_all.shape[2]) % self.chunk)
         drop = k_all.shape[2] - keep
         self.k, self.v, self.start = k_all[:, :, drop:], v_all[:, :, drop:], start + drop
         return k_all, v_all, start
@@ -53,6 +58,25 @@ class RecurrentState:
 
 
 @dataclass
+class LatentCache:
+    """Multi-head Latent Attention cache: the normalised KV latent c_kv [B, S, kv_lora_rank] and the roped key
+    shared by all heads k_rope [B, S, qk_rope_head_dim], for absolute positions 0 .. S-1. No per-head keys or
+    values are stored: they are re-expanded from the latent (prefill) or never formed (absorbed decode)."""
+
+    c_kv: torch.Tensor | None = None
+    k_rope: torch.Tensor | None = None
+
+    def append(self, c_new: torch.Tensor, k_rope_new: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.c_kv is not None:
+            c_new, k_rope_new = torch.cat((self.c_kv, c_new), dim=1), torch.cat((self.k_rope, k_rope_new), dim=1)
+        self.c_kv, self.k_rope = c_new, k_rope_new
+        return c_new, k_rope_new
+
+    def memory_bytes(self) -> int:
+        return _nbytes(self.c_kv, self.k_rope)
+
+
+@dataclass
 class HybridCache:
     layers: list = field(default_factory=list)
     pos: int = 0
@@ -63,6 +87,6 @@ class HybridCache:
     def memory_by_kind(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for layer in self.layers:
-            kind = "kv" if isinstance(layer, KVCache) else "recurrent"
+            kind = "kv" if isinstance(layer, KVCache) else "latent" if isinstance(layer, LatentCache) else "recurrent"
             out[kind] = out.get(kind, 0) + layer.memory_bytes()
         return out

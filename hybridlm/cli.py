@@ -20,6 +20,12 @@ def load_model(spec: str, device: str = "cpu", meta: bool = False, seed: int = 0
     from .model import HybridLM
     from .presets import get_config
     p = Path(spec)
+    from .checkpoint import Checkpoint, is_checkpoint
+    if is_checkpoint(p):  # a hybridlm training run or step directory: its weights and tokenizer
+        ckpt = Checkpoint.open(p)
+        if meta:
+            return HybridLM(ckpt.model_config(), device="meta"), ckpt.path
+        return ckpt.load_model(device), ckpt.path
     if p.is_dir():
         if meta:
             import json
@@ -92,12 +98,20 @@ def _describe(c) -> str:
         extras = [f"rope {c.rope_dim}/{c.head_dim}" if c.rope_dim else "NoPE"]
         extras += ["qk-norm"] * c.qk_norm + ["out-gate"] * c.output_gate
         extras += [f"window {c.sliding_window}"] if c.sliding_window else []
+        extras += [f"chunk {c.chunk_size}"] if c.chunk_size else []
+        extras += [f"temperature tuning (floor {c.floor_scale})"] if c.temperature_tuning else []
         return f"attention {c.num_heads}q/{c.num_kv_heads}kv x {c.head_dim} ({', '.join(extras)})"
     if c.kind == "gated_deltanet":
         return f"gated deltanet {c.num_qk_heads}qk/{c.num_v_heads}v x {c.head_k_dim}/{c.head_v_dim}, conv {c.conv_kernel}"
+    if c.kind == "mla":
+        q = f"q_lora {c.q_lora_rank}" if c.q_lora_rank else "full-rank q"
+        rope = f"rope {c.qk_rope_head_dim}" + (f", yarn x{c.yarn_factor:g}" if c.rope_scaling == "yarn" else "")
+        return (f"MLA {c.num_heads}q x {c.qk_nope_head_dim}+{c.qk_rope_head_dim}/{c.v_head_dim} ({q}, kv_lora "
+                f"{c.kv_lora_rank}, {rope}; cache {c.kv_lora_rank + c.qk_rope_head_dim}/token)")
     if c.kind == "moe":
         shared = f" + shared {c.shared_size}" if c.shared_size else ""
-        return f"moe {c.num_experts}e top-{c.top_k} x {c.expert_size}{shared} ({c.score_func})"
+        groups = f", {c.topk_groups} of {c.n_groups} groups" if c.topk_groups < c.n_groups else ""
+        return f"moe {c.num_experts}e top-{c.top_k} x {c.expert_size}{shared} ({c.score_func}{groups})"
     return f"swiglu {c.intermediate_size}"
 
 
@@ -144,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.set_defaults(fn=cmd_generate)
+    from .cost import add_cost_parser; add_cost_parser(sub)  # noqa: E702 (one line per registered command)
+    from .train import add_train_parser; add_train_parser(sub)  # noqa: E702 (registers train and export)
     return parser
 
 

@@ -41,6 +41,19 @@ class AttentionConfig:
     output_gate: bool = False  # o <- o * sigmoid(W_g x), per element (Qwen gated attention)
     sliding_window: int | None = None
     bias: bool = False
+    # Llama 4 (iRoPE). chunk_size: fixed-block local attention, token i sees j iff i//chunk == j//chunk and j <= i
+    # (the cache keeps only the current block). qk_norm_weight=False: weightless RMSNorm, applied after RoPE.
+    # temperature_tuning: q <- q * (1 + attn_scale * log(floor((pos + 1) / floor_scale) + 1)), pos 0-based.
+    # rope_interleaved: rotate adjacent pairs (complex form) rather than the two halves. rope_scaling: the
+    # "llama3" inv_freq adjustment, {"rope_type": "llama3", "factor", "low_freq_factor", "high_freq_factor",
+    # "original_max_position_embeddings"}.
+    chunk_size: int | None = None
+    qk_norm_weight: bool = True
+    temperature_tuning: bool = False
+    attn_scale: float = 0.1
+    floor_scale: int = 8192
+    rope_interleaved: bool = False
+    rope_scaling: dict | None = None
     kind: Literal["attention"] = "attention"
 
     def validate(self, where: str, d_model: int) -> None:
@@ -61,6 +74,36 @@ class AttentionConfig:
             _fail(f"{where}.rope_fraction", self.rope_fraction, f"gives an odd rotary dim {self.rope_dim}")
         if self.sliding_window is not None and self.sliding_window < 1:
             _fail(f"{where}.sliding_window", self.sliding_window, "must be >= 1 or None")
+        if self.chunk_size is not None:
+            if self.chunk_size < 1:
+                _fail(f"{where}.chunk_size", self.chunk_size, "must be >= 1 or None")
+            if self.sliding_window is not None:
+                _fail(f"{where}.chunk_size", self.chunk_size,
+                      f"cannot be combined with sliding_window={self.sliding_window} (choose one local pattern)")
+        if not self.qk_norm_weight and not self.qk_norm:
+            _fail(f"{where}.qk_norm_weight", False, "needs qk_norm=True")
+        if self.temperature_tuning and self.floor_scale < 1:
+            _fail(f"{where}.floor_scale", self.floor_scale, "must be >= 1")
+        if self.rope_scaling is not None:
+            self._validate_rope_scaling(f"{where}.rope_scaling")
+
+    _LLAMA3_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+
+    def _validate_rope_scaling(self, where: str) -> None:
+        rs = self.rope_scaling
+        if not isinstance(rs, dict) or rs.get("rope_type") != "llama3":
+            _fail(where, rs, "only {'rope_type': 'llama3', ...} is supported")
+        if not self.rope_dim:
+            _fail(where, rs, "has no rotary dims to scale (rope_fraction=0)")
+        missing = [k for k in self._LLAMA3_KEYS if k not in rs]
+        unknown = sorted(set(rs) - {"rope_type", *self._LLAMA3_KEYS})
+        if missing or unknown:
+            _fail(where, rs, f"needs exactly the keys rope_type, {', '.join(self._LLAMA3_KEYS)}"
+                  f" (missing {missing}, unknown {unknown})")
+        if not (rs["factor"] > 0 and 0 < rs["low_freq_factor"] <= rs["high_freq_factor"]
+                and rs["original_max_position_embeddings"] > 0):
+            _fail(where, rs, "needs factor > 0, 0 < low_freq_factor <= high_freq_factor, "
+                  "original_max_position_embeddings > 0")
 
     @property
     def rope_dim(self) -> int:
@@ -85,6 +128,58 @@ class GatedDeltaNetConfig:
                 _fail(f"{where}.{name}", getattr(self, name), "must be >= 1")
         if self.num_v_heads % self.num_qk_heads:
             _fail(f"{where}.num_v_heads", self.num_v_heads, f"must be a multiple of num_qk_heads={self.num_qk_heads}")
+
+
+@dataclass
+class MLAConfig:
+    """Multi-head Latent Attention (DeepSeek-V2/V3): low-rank query and KV compression with decoupled RoPE.
+
+    Per token and layer the cache holds the normalised KV latent (kv_lora_rank values) and one roped key head
+    shared by all heads (qk_rope_head_dim values). rope_scaling="yarn" rescales the rotary frequencies (YaRN)
+    and the softmax scale (mscale), as transformers' deepseek_v3 does; 0.0 in yarn_mscale / yarn_mscale_all_dim
+    stands for a field absent from the HF rope parameters."""
+
+    num_heads: int
+    kv_lora_rank: int = 512
+    q_lora_rank: int | None = 1536  # None: one full-rank query projection (DeepSeek-V2-Lite)
+    qk_nope_head_dim: int = 128
+    qk_rope_head_dim: int = 64
+    v_head_dim: int = 128
+    rope_theta: float = 10_000.0
+    rope_interleaved: bool = True  # rotary pairs (x0, x1), (x2, x3), ... as DeepSeek's weights are laid out
+    rope_scaling: Literal["yarn"] | None = None
+    yarn_factor: float = 1.0
+    yarn_original_max_position: int = 4096
+    yarn_beta_fast: float = 32.0
+    yarn_beta_slow: float = 1.0
+    yarn_mscale: float = 0.0
+    yarn_mscale_all_dim: float = 0.0
+    latent_norm_eps: float = 1e-6  # the q / kv latent RMSNorms (1e-6 in DeepSeek's and transformers' code)
+    kind: Literal["mla"] = "mla"
+
+    def validate(self, where: str, d_model: int) -> None:
+        for name in ("num_heads", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim"):
+            if getattr(self, name) < 1:
+                _fail(f"{where}.{name}", getattr(self, name), "must be >= 1")
+        if self.q_lora_rank is not None and self.q_lora_rank < 1:
+            _fail(f"{where}.q_lora_rank", self.q_lora_rank, "must be >= 1 or None (no query compression)")
+        if self.qk_rope_head_dim % 2:
+            _fail(f"{where}.qk_rope_head_dim", self.qk_rope_head_dim, "must be even (rotary pairs)")
+        if self.rope_scaling not in (None, "yarn"):
+            _fail(f"{where}.rope_scaling", self.rope_scaling, "must be None or 'yarn'")
+        if self.rope_scaling == "yarn":
+            for name in ("yarn_factor", "yarn_original_max_position", "yarn_beta_fast", "yarn_beta_slow"):
+                if getattr(self, name) <= 0:
+                    _fail(f"{where}.{name}", getattr(self, name), "must be > 0")
+            for name in ("yarn_mscale", "yarn_mscale_all_dim"):
+                if getattr(self, name) < 0:
+                    _fail(f"{where}.{name}", getattr(self, name), "must be >= 0 (0 = absent)")
+        if self.latent_norm_eps <= 0:
+            _fail(f"{where}.latent_norm_eps", self.latent_norm_eps, "must be > 0")
+
+    @property
+    def qk_head_dim(self) -> int:
+        return self.qk_nope_head_dim + self.qk_rope_head_dim
 
 
 @dataclass
@@ -113,6 +208,11 @@ class MoEConfig:
     routed_scale: float = 1.0
     aux_loss_coef: float = 0.0  # switch-style load-balancing loss weight
     bias_update_rate: float = 0.0  # DeepSeek-V3 aux-loss-free bias step (gamma); 0 = off
+    scale_input: bool = False  # Llama 4: a routed expert computes E(gate * x) and its output is not gated
+    # Group-limited routing (DeepSeek-V3 noaux_tc): experts split into n_groups equal groups; a group's score is
+    # the sum of its top-2 biased scores; only the best topk_groups groups' experts compete for the top-k.
+    n_groups: int = 1
+    topk_groups: int = 1
     kind: Literal["moe"] = "moe"
 
     def validate(self, where: str, d_model: int) -> None:
@@ -127,11 +227,19 @@ class MoEConfig:
             _fail(f"{where}.shared_gate", True, "needs a shared expert (shared_size > 0)")
         if self.score_func not in ("softmax", "sigmoid"):
             _fail(f"{where}.score_func", self.score_func, "must be 'softmax' or 'sigmoid'")
+        if self.n_groups < 1 or self.num_experts % self.n_groups:
+            _fail(f"{where}.n_groups", self.n_groups, f"must be >= 1 and divide num_experts={self.num_experts}")
+        if not 1 <= self.topk_groups <= self.n_groups:
+            _fail(f"{where}.topk_groups", self.topk_groups, f"must be in [1, n_groups={self.n_groups}]")
+        if self.top_k > self.topk_groups * (self.num_experts // self.n_groups):
+            _fail(f"{where}.top_k", self.top_k, f"exceeds the experts of topk_groups={self.topk_groups} groups "
+                  f"({self.topk_groups * (self.num_experts // self.n_groups)})")
 
 
-MixerConfig = AttentionConfig | GatedDeltaNetConfig
+MixerConfig = AttentionConfig | GatedDeltaNetConfig | MLAConfig
 FFNConfig = DenseFFNConfig | MoEConfig
-MIXER_CONFIGS: dict[str, type] = {"attention": AttentionConfig, "gated_deltanet": GatedDeltaNetConfig}
+MIXER_CONFIGS: dict[str, type] = {"attention": AttentionConfig, "gated_deltanet": GatedDeltaNetConfig,
+                                  "mla": MLAConfig}
 FFN_CONFIGS: dict[str, type] = {"dense": DenseFFNConfig, "moe": MoEConfig}
 
 _TERM = re.compile(r"^([A-Za-z]+)(?:\*(\d+))?$")
@@ -265,8 +373,13 @@ class ModelConfig:
 
     @classmethod
     def from_json(cls, path_or_text: str | Path) -> ModelConfig:
-        p = Path(path_or_text)
-        text = p.read_text() if p.suffix == ".json" or p.exists() else str(path_or_text)
+        """A path to a .json file, or the JSON text itself."""
+        text = str(path_or_text)
+        if not text.lstrip().startswith("{"):
+            p = Path(path_or_text)
+            if not p.is_file():
+                raise ValueError(f"{p}: no such config file")
+            text = p.read_text()
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:

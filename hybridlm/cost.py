@@ -24,8 +24,8 @@ ARTICLE = [
     ("DeepSeek-V4-Flash", "DeepSeek-V4-Flash", "deepseek-v4-flash"),
     ("DeepSeek-V4-Pro", "DeepSeek-V4-Pro", "deepseek-v4-pro"),
     ("Qwen3.5-35B-A3B / Qwen3.6-35B-A3B", "Qwen3.6-35B-A3B", "qwen3.6-35b-a3b"),
-    ("Llama-4-Scout-17B-16E", "Llama-4-Scout", "llama-4-scout"),
-    ("Llama-4-Maverick-17B-128E", "Llama-4-Maverick", "llama-4-maverick"),
+    ("Llama-4-Scout-17B-16E", "Llama-4-Scout", "llama4-scout-17b-16e"),
+    ("Llama-4-Maverick-17B-128E", "Llama-4-Maverick", "llama4-maverick-17b-128e"),
 ]
 
 
@@ -122,7 +122,8 @@ def weight_params_read(model, batch: int) -> float:
 def serving_point(model, context: int, hw: Hardware, a: Assumptions) -> dict:
     wb = DTYPE_BYTES[a.weights_dtype]
     kinds = model.cache_bytes_by_kind(context, 1, DTYPE_BYTES[a.cache_dtype], DTYPE_BYTES[a.state_dtype])
-    kv, rec = kinds.get("kv", 0), kinds.get("recurrent", 0)
+    # 'kv' here is every cache that grows with context and is read once per step: KV and MLA latent ('latent')
+    kv, rec = sum(v for k, v in kinds.items() if k != "recurrent"), kinds.get("recurrent", 0)
     cache_seq, traffic_seq = kv + rec, kv + 2 * rec
     weights = model.num_params(mtp=False) * wb
     usable = hw.hbm_capacity * a.hbm_fraction
@@ -172,6 +173,10 @@ def describe_layout(cfg) -> str:
         if c.kind == "attention":
             label = ("gated " if c.output_gate else "") + f"attention {c.num_heads}q/{c.num_kv_heads}kv"
             label += f" window {c.sliding_window}" if c.sliding_window else ""
+            label += f" chunk {c.chunk_size}" if c.chunk_size else ""
+            label += " NoPE" if not c.rope_dim else ""
+        elif c.kind == "mla":
+            label = f"MLA {c.num_heads}q, latent {c.kv_lora_rank}+{c.qk_rope_head_dim}"
         else:
             label = "Gated DeltaNet"
         counts[label] = counts.get(label, 0) + 1

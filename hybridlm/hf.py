@@ -29,6 +29,7 @@ import torch
 from .config import AttentionConfig, DenseFFNConfig, GatedDeltaNetConfig, ModelConfig, MoEConfig
 
 SUPPORTED = ("qwen3_next", "qwen3_5_moe", "qwen3_5_moe_text", "qwen3_5", "qwen3_5_text")
+DEEPSEEK_TYPES = ("deepseek_v3", "kimi_k2")  # hf_deepseek.py
 _SKIP = re.compile(r"^(model\.visual\.|visual\.)")
 
 
@@ -76,6 +77,12 @@ def config_from_hf(hf: dict) -> ModelConfig:
     model_type = hf.get("model_type")
     if model_type == "qwen3_moe":
         return _config_from_qwen3_moe(hf)
+    if model_type in ("llama4", "llama4_text"):  # Llama 4 lives in its own module
+        from .hf_llama4 import config_from_llama4
+        return config_from_llama4(hf)
+    if model_type in DEEPSEEK_TYPES:  # DeepSeek-V3 / Kimi-K2 (MLA) live in their own module
+        from .hf_deepseek import config_from_hf as config_from_deepseek
+        return config_from_deepseek(hf)
     if model_type not in SUPPORTED:
         raise ValueError(f"config.json model_type={model_type!r} is not supported; supported: {SUPPORTED}")
     text = dict(hf.get("text_config", hf))
@@ -145,9 +152,10 @@ def _uniform(cfg: ModelConfig) -> tuple[AttentionConfig | None, GatedDeltaNetCon
     if attn is not None and not (attn.qk_norm and attn.output_gate and attn.sliding_window is None):
         problems.append("attention must have qk_norm=True, output_gate=True and no sliding_window")
     moe = (by_kind.get(MoEConfig) or [None])[0]
-    if moe is not None and (moe.score_func != "softmax" or moe.routed_scale != 1.0 or
-                            (moe.shared_size and not moe.shared_gate)):
-        problems.append("MoE must use softmax scores, routed_scale=1 and a gated shared expert")
+    if moe is not None and (moe.score_func != "softmax" or moe.routed_scale != 1.0 or moe.scale_input or
+                            moe.n_groups != 1 or (moe.shared_size and not moe.shared_gate)):
+        problems.append("MoE must use softmax scores, routed_scale=1, no input scaling, no group limit and a "
+                        "gated shared expert")
     if not cfg.zero_centered_norm:
         problems.append("zero_centered_norm must be True")
     if problems:
@@ -346,7 +354,14 @@ def load_hf(path, device=None, dtype: torch.dtype = torch.float32):
     path = Path(path)
     if not (path / "config.json").exists():
         raise ValueError(f"{path}: no config.json (expected a Hugging Face checkpoint directory)")
-    cfg = config_from_hf(json.loads((path / "config.json").read_text()))
+    hf_json = json.loads((path / "config.json").read_text())
+    if hf_json.get("model_type") in ("llama4", "llama4_text"):
+        from .hf_llama4 import load_llama4
+        return load_llama4(path, hf_json, device=device, dtype=dtype)
+    if hf_json.get("model_type") in DEEPSEEK_TYPES:
+        from .hf_deepseek import load_hf as load_deepseek
+        return load_deepseek(path, hf_json, device=device, dtype=dtype)
+    cfg = config_from_hf(hf_json)
     if cfg.hf_model_type not in SUPPORTED:
         raise ValueError(f"{path}: reading weights of this model_type is not supported yet (its config.json "
                          f"works with `hybridlm info` and `hybridlm cost`); supported: {SUPPORTED}")
@@ -394,8 +409,15 @@ def save_hf(model, path, dtype: torch.dtype | None = None, model_type: str | Non
     """Write config.json + model.safetensors that transformers loads (AutoModelForCausalLM)."""
     from safetensors.torch import save_file
     cfg = model.config
+    if (model_type or cfg.hf_model_type) in DEEPSEEK_TYPES or (
+            model_type is None and cfg.hf_model_type is None and any(m.kind == "mla" for m in cfg.mixers.values())):
+        from .hf_deepseek import save_hf as save_deepseek
+        return save_deepseek(model, path, dtype=dtype)
     model_type = model_type or cfg.hf_model_type or (
         "qwen3_next" if any(f.kind == "moe" for f in cfg.ffns.values()) else "qwen3_5_text")
+    if model_type in ("llama4", "llama4_text"):
+        from .hf_llama4 import save_llama4
+        return save_llama4(model, path, dtype=dtype)
     if model_type not in SUPPORTED:
         raise ValueError(f"model_type={model_type!r} is not supported; supported: {SUPPORTED}")
     hf_cfg = config_to_hf(cfg, model_type)

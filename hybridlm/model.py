@@ -264,11 +264,12 @@ class HybridLM(nn.Module):
 
     def cache_bytes_by_kind(self, context: int, batch: int = 1, dtype_bytes: int = 2,
                             state_bytes: int | None = 4) -> dict[str, int]:
-        """Cache after `context` tokens, split like HybridCache.memory_by_kind(): 'kv' (attention layers) and
-        'recurrent' (conv window in dtype_bytes, state in state_bytes; None = dtype_bytes)."""
+        """Cache after `context` tokens, split like HybridCache.memory_by_kind(): 'kv' (attention layers),
+        'latent' (MLA layers, a mixer's `cache_kind`) and 'recurrent' (conv window in dtype_bytes, state in
+        state_bytes; None = dtype_bytes)."""
         out: dict[str, int] = {}
         for b in self.layers:
-            kind = "kv" if hasattr(b.mixer, "keys_seen") else "recurrent"
+            kind = getattr(b.mixer, "cache_kind", None) or ("kv" if hasattr(b.mixer, "keys_seen") else "recurrent")
             out[kind] = out.get(kind, 0) + b.mixer.cache_bytes(context, batch, dtype_bytes, state_bytes)
         return out
 

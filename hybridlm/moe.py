@@ -132,37 +132,55 @@ class MoE(nn.Module):
         logits_TE = logits_TE.to(torch.promote_types(logits_TE.dtype, torch.float32))  # bf16 softmax is too coarse
         scores_TE = logits_TE.softmax(-1) if cfg.score_func == "softmax" else logits_TE.sigmoid()
         # The bias only picks the experts; the gates use the unbiased scores of those experts.
-        idx_TK = torch.topk(scores_TE + self.expert_bias, cfg.top_k, dim=-1, sorted=False).indices
+        choice_TE = scores_TE + self.expert_bias
+        if cfg.topk_groups < cfg.n_groups:
+            choice_TE = self.limit_groups(choice_TE)
+        idx_TK = torch.topk(choice_TE, cfg.top_k, dim=-1, sorted=False).indices
         gates_TK = scores_TE.gather(1, idx_TK)
         if cfg.norm_topk:
             eps = 1e-20 if cfg.score_func == "sigmoid" else 0.0  # sigmoid scores can all underflow to 0
             gates_TK = gates_TK / (gates_TK.sum(-1, keepdim=True) + eps)
         return scores_TE, idx_TK, gates_TK * cfg.routed_scale
 
+    def limit_groups(self, choice_TE: Tensor) -> Tensor:
+        """DeepSeek-V3 group-limited routing: experts form n_groups equal groups; a group scores the sum of its
+        top-2 (biased) scores; experts outside the best topk_groups groups are set to -inf before the top-k."""
+        cfg = self.cfg
+        choice_TGe = choice_TE.view(choice_TE.shape[0], cfg.n_groups, -1)
+        group_TG = choice_TGe.topk(min(2, choice_TGe.shape[-1]), dim=-1).values.sum(-1)
+        best_TG = group_TG.topk(cfg.topk_groups, dim=-1, sorted=False).indices
+        keep_TG = torch.zeros_like(group_TG, dtype=torch.bool).scatter_(1, best_TG, True)
+        return choice_TGe.masked_fill(~keep_TG[..., None], float("-inf")).view_as(choice_TE)
+
     # -- experts on sorted segments --------------------------------------------------------------
-    def run_experts(self, x_ND: Tensor, counts_E: Tensor, gates_N: Tensor) -> Tensor:
-        """Rows of x_ND are sorted by expert; counts_E[e] consecutive rows go to expert e. -> gates_N * y_ND.
+    def run_experts(self, x_ND: Tensor, counts_E: Tensor, gates_N: Tensor | None) -> Tensor:
+        """Rows of x_ND are sorted by expert; counts_E[e] consecutive rows go to expert e. -> gates_N * y_ND
+        (y_ND ungated when gates_N is None: the input was scaled instead, scale_input).
 
         The gate is applied to the [N, I] activation before down_proj (linear, so the same result): a 4x
         cheaper multiply than scaling the [N, D] output when D = 4I."""
-        gates_N1 = gates_N.to(x_ND.dtype).unsqueeze(-1)
+        gates_N1 = None if gates_N is None else gates_N.to(x_ND.dtype).unsqueeze(-1)
         if self._use_grouped_mm(x_ND):
             offs_E = counts_E.cumsum(0).to(torch.int32)  # end offset of each segment, stays on device
             # _grouped_mm wants [E, in, out] weights: transposed views, no copies.
             h_N2I = torch._grouped_mm(x_ND, self.gate_up_proj.transpose(1, 2), offs=offs_E)
             gate_NI, up_NI = h_N2I.chunk(2, dim=-1)
-            act_NI = F.silu(gate_NI) * up_NI * gates_N1
+            act_NI = F.silu(gate_NI) * up_NI
+            if gates_N1 is not None:
+                act_NI = act_NI * gates_N1
             return torch._grouped_mm(act_NI, self.down_proj.transpose(1, 2), offs=offs_E)
         # split/unbind once: slicing x[a:b] or indexing w[e] per expert would make autograd build one
         # full-size zero gradient per expert (E x [N, D] memsets); split/unbind backward is a single cat/stack.
         counts = counts_E.tolist()  # one host sync
         gate_up, down = self.gate_up_proj.unbind(0), self.down_proj.unbind(0)
         outs = []
-        for e, (seg_nD, g_n1) in enumerate(zip(x_ND.split(counts), gates_N1.split(counts))):
+        gate_splits = gates_N1.split(counts) if gates_N1 is not None else [None] * len(counts)
+        for e, (seg_nD, g_n1) in enumerate(zip(x_ND.split(counts), gate_splits)):
             if counts[e] == 0:  # skip experts without tokens
                 continue
             gate_nI, up_nI = F.linear(seg_nD, gate_up[e]).chunk(2, dim=-1)
-            outs.append(F.linear(F.silu(gate_nI) * up_nI * g_n1, down[e]))
+            act_nI = F.silu(gate_nI) * up_nI
+            outs.append(F.linear(act_nI if g_n1 is None else act_nI * g_n1, down[e]))
         return torch.cat(outs) if outs else x_ND.new_zeros(0, self.d_model)
 
     def _use_grouped_mm(self, x: Tensor) -> bool:
@@ -190,7 +208,10 @@ class MoE(nn.Module):
             0, expert_N, torch.ones_like(expert_N))  # scatter_add, not bincount: no device->host sync
         # index_select rather than x[idx]: its backward is an index_add_, faster than index_put on CPU.
         x_ND = x_TD.index_select(0, token_N)  # gather each token row once per assignment
-        y_ND = self.run_experts(x_ND, counts_E, gates_TK.reshape(-1)[order_N])
+        gates_N = gates_TK.reshape(-1)[order_N]
+        if cfg.scale_input:  # Llama 4: E(g * x), not g * E(x) (SwiGLU is not linear, so they differ)
+            x_ND, gates_N = x_ND * gates_N.to(x_ND.dtype).unsqueeze(-1), None
+        y_ND = self.run_experts(x_ND, counts_E, gates_N)
         y_TD = torch.zeros_like(x_TD).index_add_(0, token_N, y_ND.to(x_TD.dtype))
 
         if self.shared is not None:

@@ -6,7 +6,7 @@ dumps, cited per preset below). Build them on the meta device: `HybridLM(get_con
 
 from __future__ import annotations
 
-from .config import AttentionConfig, DenseFFNConfig, GatedDeltaNetConfig, ModelConfig, MoEConfig
+from .config import AttentionConfig, DenseFFNConfig, GatedDeltaNetConfig, MLAConfig, ModelConfig, MoEConfig
 
 
 def _qwen_hybrid(name: str, *, vocab: int, d: int, layers: int, heads: int, kv_heads: int, qk_heads: int,
@@ -51,6 +51,54 @@ def _qwen3_moe(name: str, *, d: int, layers: int, heads: int, expert_size: int) 
     )
 
 
+def _llama4(name: str, *, experts: int, moe_step: int, qk_norm: bool, rope_scaling: dict | None,
+            max_seq_len: int) -> ModelConfig:
+    """Llama 4 text model (iRoPE): 3 of every 4 layers chunked local attention (8192-token blocks) with interleaved
+    RoPE (theta 5e5) and, where used, weightless QK-norm; every 4th layer global NoPE attention with temperature
+    tuning. GQA 40q/8kv x 128 at d=5120, 48 layers. MoE: top-1 sigmoid router that scales the expert input, 8192-wide
+    experts plus one ungated shared expert of that width, every `moe_step`-th layer (the rest dense SwiGLU 16384).
+    Plain RMSNorm (eps 1e-5), untied head, no MTP, vocab 202,048."""
+    local = AttentionConfig(num_heads=40, num_kv_heads=8, head_dim=128, rope_fraction=1.0, rope_theta=500_000.0,
+                            qk_norm=qk_norm, qk_norm_weight=not qk_norm, output_gate=False, chunk_size=8192,
+                            rope_interleaved=True, rope_scaling=rope_scaling)
+    nope = AttentionConfig(num_heads=40, num_kv_heads=8, head_dim=128, rope_fraction=0.0, rope_theta=500_000.0,
+                           qk_norm=False, output_gate=False, temperature_tuning=True, attn_scale=0.1,
+                           floor_scale=8192)
+    moe = MoEConfig(num_experts=experts, top_k=1, expert_size=8192, shared_size=8192, shared_gate=False,
+                    score_func="sigmoid", norm_topk=False, scale_input=True)
+    ffns = {"M": moe} if moe_step == 1 else {"D": DenseFFNConfig(intermediate_size=16_384), "M": moe}
+    return ModelConfig(
+        name=name, vocab_size=202_048, d_model=5120, num_layers=48, mixer_pattern="RRRN*12",
+        ffn_pattern="M*48" if moe_step == 1 else f"{'D' * (moe_step - 1)}M*{48 // moe_step}",
+        mixers={"R": local, "N": nope}, ffns=ffns, norm_eps=1e-5, zero_centered_norm=False, tie_embeddings=False,
+        mtp_depth=0, max_seq_len=max_seq_len, hf_model_type="llama4_text",
+    )
+
+
+def _deepseek_v3(name: str, *, vocab: int, heads: int, dense_layers: int, experts: int, groups: int, topk_groups: int,
+                 routed_scale: float, rope_theta: float, yarn_factor: float, yarn_beta_fast: float, mtp: int,
+                 max_seq_len: int) -> ModelConfig:
+    """DeepSeek-V3 architecture (d=7168, 61 layers): MLA on every layer (q_lora 1536, kv_lora 512, nope/rope/v head
+    dims 128/64/128, interleaved RoPE with YaRN from 4096 positions, mscale 1.0 / 1.0); the first `dense_layers`
+    layers dense SwiGLU 18432, the rest MoE: sigmoid scores, `experts` x 2048 routed top-8 (group-limited when
+    groups > 1), selection-only bias with the aux-loss-free step 0.001, top-k renormalised then scaled by
+    `routed_scale`, one ungated shared expert of width 2048. Plain RMSNorm (eps 1e-6), untied head."""
+    mla = MLAConfig(num_heads=heads, kv_lora_rank=512, q_lora_rank=1536, qk_nope_head_dim=128, qk_rope_head_dim=64,
+                    v_head_dim=128, rope_theta=rope_theta, rope_interleaved=True, rope_scaling="yarn",
+                    yarn_factor=yarn_factor, yarn_original_max_position=4096, yarn_beta_fast=yarn_beta_fast,
+                    yarn_beta_slow=1.0, yarn_mscale=1.0, yarn_mscale_all_dim=1.0)
+    moe = MoEConfig(num_experts=experts, top_k=8, expert_size=2048, shared_size=2048, shared_gate=False,
+                    score_func="sigmoid", norm_topk=True, routed_scale=routed_scale, bias_update_rate=0.001,
+                    n_groups=groups, topk_groups=topk_groups)
+    return ModelConfig(
+        name=name, vocab_size=vocab, d_model=7168, num_layers=61, mixer_pattern="L*61",
+        ffn_pattern=f"D*{dense_layers} M*{61 - dense_layers}", mixers={"L": mla},
+        ffns={"D": DenseFFNConfig(intermediate_size=18_432), "M": moe}, norm_eps=1e-6, zero_centered_norm=False,
+        tie_embeddings=False, mtp_depth=mtp, mtp_mixer="L" if mtp else None, mtp_ffn="M" if mtp else None,
+        max_seq_len=max_seq_len, hf_model_type="deepseek_v3",
+    )
+
+
 def _tiny(name: str, mixer_pattern: str) -> ModelConfig:
     """A few-million-parameter Qwen-style model that trains on a laptop CPU (byte-level vocabulary)."""
     return ModelConfig(
@@ -91,6 +139,31 @@ PRESETS = {
     "qwen3-30b-a3b": lambda: _qwen3_moe("qwen3-30b-a3b", d=2048, layers=48, heads=32, expert_size=768),
     # Qwen/Qwen3-235B-A22B model card + config.json (published-configs.json): HF safetensors total 235,093,634,560.
     "qwen3-235b-a22b": lambda: _qwen3_moe("qwen3-235b-a22b", d=4096, layers=94, heads=64, expert_size=1536),
+    # meta-llama/Llama-4-Scout-17B-16E(-Instruct) config.json text_config (published-configs.json; HF
+    # Llama4TextConfig defaults): 16 experts on every layer, QK-norm, llama3 RoPE scaling x16 from 8192, 10M context.
+    "llama4-scout-17b-16e": lambda: _llama4(
+        "llama4-scout-17b-16e", experts=16, moe_step=1, qk_norm=True, max_seq_len=10_485_760,
+        rope_scaling={"rope_type": "llama3", "factor": 16.0, "low_freq_factor": 1.0, "high_freq_factor": 1.0,
+                      "original_max_position_embeddings": 8192}),
+    # meta-llama/Llama-4-Maverick-17B-128E(-Instruct) (published-configs.json: TensorRT-LLM test config, Primus PR
+    # #172): 128 experts on odd layers (moe_layers = 1, 3, ..., 47), dense 16384 on even ones, no QK-norm, no RoPE
+    # scaling, 1M context. NoPE every 4th layer assumed as in Scout (unverified there; no parameter impact).
+    "llama4-maverick-17b-128e": lambda: _llama4(
+        "llama4-maverick-17b-128e", experts=128, moe_step=2, qk_norm=False, rope_scaling=None,
+        max_seq_len=1_048_576),
+    # deepseek-ai/DeepSeek-V3 config.json + inference/configs/config_671B.json (published-configs.json; also
+    # V3-0324, V3.1, R1): 3 dense layers, 256 experts in 8 groups (4 kept), route scale 2.5, yarn x40 (beta_fast 32),
+    # one MTP module. Totals: 671.026B main model; + MTP (unique) 682.636B; the checkpoint's 684,489,845,504 also
+    # counts the MTP layer's copies of the embedding and head and the 58 + 1 selection-bias vectors (buffers here).
+    "deepseek-v3": lambda: _deepseek_v3(
+        "deepseek-v3", vocab=129_280, heads=128, dense_layers=3, experts=256, groups=8, topk_groups=4,
+        routed_scale=2.5, rope_theta=10_000.0, yarn_factor=40.0, yarn_beta_fast=32.0, mtp=1, max_seq_len=163_840),
+    # moonshotai/Kimi-K2-Instruct config.json (published-configs.json; Base/0905/Thinking the same shapes): the V3
+    # architecture with 64 heads, 1 dense layer, 384 experts ungrouped, route scale 2.827, rope theta 5e4, yarn x32
+    # (beta_fast 1), no MTP weights shipped. Checkpoint total 1,026,408,232,448 (+ 60 selection-bias vectors).
+    "kimi-k2": lambda: _deepseek_v3(
+        "kimi-k2", vocab=163_840, heads=64, dense_layers=1, experts=384, groups=1, topk_groups=1,
+        routed_scale=2.827, rope_theta=50_000.0, yarn_factor=32.0, yarn_beta_fast=1.0, mtp=0, max_seq_len=131_072),
     # Tiny trainable models: the Qwen-style hybrid and its two baselines, same width, depth and MoE.
     "tiny-hybrid": lambda: _tiny("tiny-hybrid", "GGGA*2"),
     "tiny-attention": lambda: _tiny("tiny-attention", "A*8"),

@@ -70,3 +70,10 @@ def test_from_dict_rejects_unknown_and_missing_fields(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(ValueError, match="bad.json: not valid JSON"):
         ModelConfig.from_json(bad)
+
+
+def test_from_json_accepts_long_text_and_names_missing_files(tmp_path):
+    text = get_config("tiny-hybrid").to_json()
+    assert len(text) > 300 and ModelConfig.from_json(text) == get_config("tiny-hybrid")
+    with pytest.raises(ValueError, match="nope.json: no such config file"):
+        ModelConfig.from_json(tmp_path / "nope.json")

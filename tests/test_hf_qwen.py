@@ -106,3 +106,14 @@ def test_bad_directories(tmp_path):
     (tmp_path / "pytorch_model.bin").write_bytes(b"not read")
     with pytest.raises(ValueError, match="only safetensors are read"):
         HybridLM.from_hf(tmp_path)
+
+
+def test_save_refuses_what_the_qwen_format_cannot_hold(tmp_path):
+    from hybridlm import MoEConfig, get_config
+    cfg = get_config("tiny-hybrid")
+    moe = MoEConfig(num_experts=8, top_k=2, expert_size=128, shared_size=128, shared_gate=True,
+                    n_groups=4, topk_groups=2)
+    model = HybridLM(cfg.replace(ffns={"M": moe}), device="meta")
+    with pytest.raises(ValueError, match="cannot be written as a Qwen HF checkpoint: MoE must use softmax"):
+        model.save_hf(tmp_path)
+    assert not any(tmp_path.iterdir())  # nothing half-written

@@ -9,8 +9,9 @@
 
 from .attention import Attention
 from .gated_deltanet import GatedDeltaNet
+from .mla import MLA
 
-MIXERS = {"attention": Attention, "gated_deltanet": GatedDeltaNet}
+MIXERS = {"attention": Attention, "gated_deltanet": GatedDeltaNet, "mla": MLA}
 
 
 def build_mixer(cfg, d_model: int, norm_eps: float, zero_centered: bool):

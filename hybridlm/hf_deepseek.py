@@ -1,0 +1,280 @@
+"""Hugging Face interop for DeepSeek-V3 (model_type deepseek_v3; kimi_k2 is the same architecture).
+
+Reads a checkpoint directory (config.json + safetensors, sharded or not) into HybridLM and writes one back that
+transformers' DeepseekV3ForCausalLM loads. Called from hf.py, which dispatches on config.json's model_type.
+
+Layouts (HF name -> ours, per layer `model.layers.{i}.`):
+  input_layernorm / post_attention_layernorm             -> mixer_norm / ffn_norm
+  self_attn.{q_proj | q_a_proj, q_a_layernorm, q_b_proj}, kv_a_proj_with_mqa, kv_a_layernorm, kv_b_proj, o_proj
+                                                         -> mixer.* (same names and layouts: MLA)
+  mlp.{gate,up,down}_proj (the first_k_dense_replace dense layers)          -> ffn.*
+  mlp.gate.weight / mlp.gate.e_score_correction_bias     -> ffn.router.weight / ffn.expert_bias (selection only)
+  mlp.experts.{e}.{gate,up,down}_proj (or fused experts.gate_up_proj / down_proj) -> ffn.gate_up_proj / down_proj
+  mlp.shared_experts.*                                   -> ffn.shared.* (n_shared_experts x moe width, no gate)
+MTP (DeepSeek's checkpoints; transformers ignores it): layer `model.layers.{num_hidden_layers}.` holds enorm,
+hnorm, eh_proj, shared_head.norm and a full decoder layer -> mtp.emb_norm, hidden_norm, proj, norm, block; it
+also stores its own copies of the embedding (embed_tokens) and output head (shared_head.head), which hybridlm
+shares with the main model: they are read for the shape check only, and written back as copies.
+FP8 checkpoints (weight_scale_inv tensors) are not read: convert them to bf16 first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .config import DenseFFNConfig, MLAConfig, ModelConfig, MoEConfig
+from .hf import _SWIGLU, _checkpoint_files, _Reader, _runs
+
+MODEL_TYPES = ("deepseek_v3", "kimi_k2")
+# transformers' DeepseekV3Config defaults, for fields a config.json may leave out.
+_DEFAULTS = {
+    "q_lora_rank": 1536, "first_k_dense_replace": 3, "moe_layer_freq": 1, "n_group": 8, "topk_group": 4,
+    "norm_topk_prob": True, "routed_scaling_factor": 2.5, "n_shared_experts": 1, "rope_interleave": True,
+    "rms_norm_eps": 1e-6, "tie_word_embeddings": False, "max_position_embeddings": 4096, "num_nextn_predict_layers": 0,
+    "scoring_func": "sigmoid", "topk_method": "noaux_tc", "hidden_act": "silu", "attention_bias": False,
+}
+
+
+# -- config ---------------------------------------------------------------------------------------
+def _mla_from_hf(hf: dict) -> MLAConfig:
+    rope = dict(hf.get("rope_parameters") or hf.get("rope_scaling") or {})
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    theta = float(rope.get("rope_theta", hf.get("rope_theta", 10_000.0)))
+    mla = {"num_heads": hf["num_attention_heads"], "kv_lora_rank": hf["kv_lora_rank"],
+           "q_lora_rank": hf.get("q_lora_rank"), "qk_nope_head_dim": hf["qk_nope_head_dim"],
+           "qk_rope_head_dim": hf["qk_rope_head_dim"], "v_head_dim": hf["v_head_dim"], "rope_theta": theta,
+           "rope_interleaved": bool(hf["rope_interleave"])}
+    if rope_type == "yarn":
+        orig = rope.get("original_max_position_embeddings", hf["max_position_embeddings"])
+        if rope.get("attention_factor") is not None or rope.get("truncate", True) is not True:
+            raise ValueError(f"config.json rope parameters {rope}: attention_factor / truncate=False are not supported")
+        mla.update(rope_scaling="yarn", yarn_factor=float(rope.get("factor") or hf["max_position_embeddings"] / orig),
+                   yarn_original_max_position=int(orig), yarn_beta_fast=float(rope.get("beta_fast") or 32),
+                   yarn_beta_slow=float(rope.get("beta_slow") or 1), yarn_mscale=float(rope.get("mscale") or 0.0),
+                   yarn_mscale_all_dim=float(rope.get("mscale_all_dim") or 0.0))
+    elif rope_type != "default":
+        raise ValueError(f"config.json rope type {rope_type!r} is not supported for MLA (default or yarn)")
+    return MLAConfig(**mla)
+
+
+def config_from_hf(hf: dict) -> ModelConfig:
+    required = ["vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "kv_lora_rank",
+                "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "intermediate_size"]
+    absent = [k for k in required if k not in hf]
+    if absent:
+        raise ValueError(f"config.json ({hf.get('model_type')}) is missing field(s) {absent}")
+    hf = {**_DEFAULTS, **{k: v for k, v in hf.items() if v is not None or k == "q_lora_rank"}}
+    unsupported = {k: hf[k] for k, ok in (("scoring_func", "sigmoid"), ("topk_method", "noaux_tc"),
+                                          ("hidden_act", "silu"), ("attention_bias", False)) if hf[k] != ok}
+    if unsupported:
+        raise ValueError(f"config.json has unsupported DeepSeek settings {unsupported} (hybridlm reads V3's: "
+                         "sigmoid scores, noaux_tc routing, silu, no attention bias)")
+    n, k, freq = hf["num_hidden_layers"], hf["first_k_dense_replace"], hf["moe_layer_freq"]
+    moe = bool(hf.get("n_routed_experts"))
+    ffn_letters = ["M" if moe and i >= k and i % freq == 0 else "D" for i in range(n)]
+    ffns: dict = {"D": DenseFFNConfig(intermediate_size=hf["intermediate_size"])}
+    if moe:
+        width = hf["moe_intermediate_size"]
+        ffns["M"] = MoEConfig(num_experts=hf["n_routed_experts"], top_k=hf["num_experts_per_tok"], expert_size=width,
+                              shared_size=(hf["n_shared_experts"] or 0) * width, shared_gate=False,
+                              score_func="sigmoid", norm_topk=bool(hf["norm_topk_prob"]),
+                              routed_scale=float(hf["routed_scaling_factor"]), n_groups=hf["n_group"] or 1,
+                              topk_groups=hf["topk_group"] or 1)
+    mtp = min(int(hf["num_nextn_predict_layers"] or 0), 1)
+    return ModelConfig(
+        name=hf.get("_name_or_path") or hf.get("model_type") or "deepseek_v3", vocab_size=hf["vocab_size"],
+        d_model=hf["hidden_size"], num_layers=n, mixer_pattern=f"L*{n}", ffn_pattern=_runs(ffn_letters),
+        mixers={"L": _mla_from_hf(hf)}, ffns={f: c for f, c in ffns.items() if f in ffn_letters},
+        norm_eps=hf["rms_norm_eps"], zero_centered_norm=False, tie_embeddings=bool(hf["tie_word_embeddings"]),
+        mtp_depth=mtp, mtp_mixer="L" if mtp else None, mtp_ffn=ffn_letters[-1] if mtp else None,
+        max_seq_len=hf["max_position_embeddings"], hf_model_type="deepseek_v3")
+
+
+def config_to_hf(cfg: ModelConfig) -> dict:
+    """The DeepSeek-V3 format has one MLA config, dense layers first then MoE on every layer, plain RMSNorm."""
+    problems = []
+    mlas = {repr(c) for c in cfg.mixers.values()}
+    mla = next(iter(cfg.mixers.values()))
+    if len(mlas) != 1 or not isinstance(mla, MLAConfig):
+        problems.append("every layer must use the same MLA config")
+    dense = [c for c in cfg.ffns.values() if isinstance(c, DenseFFNConfig)]
+    moes = [c for c in cfg.ffns.values() if isinstance(c, MoEConfig)]
+    letters = cfg.layer_ffns
+    k = next((i for i, f in enumerate(letters) if cfg.ffns[f].kind == "moe"), len(letters))
+    if len(dense) > 1 or len(moes) > 1 or any(cfg.ffns[f].kind != "moe" for f in letters[k:]):
+        problems.append("ffn_pattern must be dense layers then MoE layers, one config of each")
+    moe = moes[0] if moes else None
+    if moe is not None and (moe.score_func != "sigmoid" or moe.shared_gate or not moe.shared_size
+                            or moe.shared_size % moe.expert_size):
+        problems.append("MoE must use sigmoid scores and an ungated shared expert of a whole number of expert widths")
+    if cfg.zero_centered_norm:
+        problems.append("zero_centered_norm must be False")
+    if problems:
+        raise ValueError(f"config {cfg.name!r} cannot be written as a DeepSeek-V3 HF checkpoint: "
+                         + "; ".join(problems))
+    rope: dict = {"rope_type": "default", "rope_theta": mla.rope_theta}
+    if mla.rope_scaling == "yarn":
+        rope.update(rope_type="yarn", factor=mla.yarn_factor, beta_fast=mla.yarn_beta_fast,
+                    beta_slow=mla.yarn_beta_slow, original_max_position_embeddings=mla.yarn_original_max_position)
+        for name in ("mscale", "mscale_all_dim"):  # 0.0 stands for absent
+            if getattr(mla, f"yarn_{name}"):
+                rope[name] = getattr(mla, f"yarn_{name}")
+    out = {
+        "architectures": ["DeepseekV3ForCausalLM"], "model_type": "deepseek_v3", "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.d_model, "num_hidden_layers": cfg.num_layers, "first_k_dense_replace": k,
+        "intermediate_size": dense[0].intermediate_size if dense else 4 * cfg.d_model,
+        "num_attention_heads": mla.num_heads, "num_key_value_heads": mla.num_heads, "q_lora_rank": mla.q_lora_rank,
+        "kv_lora_rank": mla.kv_lora_rank, "qk_nope_head_dim": mla.qk_nope_head_dim,
+        "qk_rope_head_dim": mla.qk_rope_head_dim, "v_head_dim": mla.v_head_dim, "rope_parameters": rope,
+        "rope_interleave": mla.rope_interleaved, "attention_bias": False, "hidden_act": "silu",
+        "rms_norm_eps": cfg.norm_eps, "tie_word_embeddings": cfg.tie_embeddings,
+        "max_position_embeddings": cfg.max_seq_len, "num_nextn_predict_layers": cfg.mtp_depth, "torch_dtype": "float32",
+    }
+    if moe is not None:
+        out.update(n_routed_experts=moe.num_experts, num_experts_per_tok=moe.top_k,
+                   moe_intermediate_size=moe.expert_size, n_shared_experts=moe.shared_size // moe.expert_size,
+                   routed_scaling_factor=moe.routed_scale, norm_topk_prob=moe.norm_topk, n_group=moe.n_groups,
+                   topk_group=moe.topk_groups)
+    return out
+
+
+# -- weights --------------------------------------------------------------------------------------
+def _block_to_hf(w: dict, p: str, cfg: ModelConfig, f: str, fused_experts: bool = False) -> dict[str, torch.Tensor]:
+    out = {p + "input_layernorm.weight": w["mixer_norm.weight"],
+           p + "post_attention_layernorm.weight": w["ffn_norm.weight"]}
+    out.update({p + "self_attn." + n[len("mixer."):]: t for n, t in w.items() if n.startswith("mixer.")})
+    fc = cfg.ffns[f]
+    if fc.kind == "dense":
+        out.update({p + "mlp." + n: w["ffn." + n] for n in _SWIGLU})
+        return out
+    I = fc.expert_size
+    if fused_experts:
+        out[p + "mlp.experts.gate_up_proj"] = w["ffn.gate_up_proj"]
+        out[p + "mlp.experts.down_proj"] = w["ffn.down_proj"]
+    for e in range(0 if fused_experts else fc.num_experts):
+        out[f"{p}mlp.experts.{e}.gate_proj.weight"] = w["ffn.gate_up_proj"][e, :I]
+        out[f"{p}mlp.experts.{e}.up_proj.weight"] = w["ffn.gate_up_proj"][e, I:]
+        out[f"{p}mlp.experts.{e}.down_proj.weight"] = w["ffn.down_proj"][e]
+    out[p + "mlp.gate.weight"] = w["ffn.router.weight"]
+    out[p + "mlp.gate.e_score_correction_bias"] = w["ffn.expert_bias"]
+    out.update({p + "mlp.shared_experts." + n: w["ffn.shared." + n] for n in _SWIGLU})
+    return out
+
+
+def _block_from_hf(get, p: str, cfg: ModelConfig, f: str, mixer_names: list[str]) -> dict[str, torch.Tensor]:
+    out = {"mixer_norm.weight": get(p + "input_layernorm.weight"),
+           "ffn_norm.weight": get(p + "post_attention_layernorm.weight")}
+    out.update({f"mixer.{n}": get(p + "self_attn." + n) for n in mixer_names})
+    fc = cfg.ffns[f]
+    if fc.kind == "dense":
+        out.update({f"ffn.{n}": get(p + "mlp." + n) for n in _SWIGLU})
+        return out
+    e = p + "mlp.experts."
+    if get.has(e + "gate_up_proj"):  # fused layout
+        out["ffn.gate_up_proj"], out["ffn.down_proj"] = get(e + "gate_up_proj"), get(e + "down_proj")
+    else:  # one tensor per expert (the published checkpoints, and what transformers writes)
+        out["ffn.gate_up_proj"] = torch.stack([
+            torch.cat((get(f"{e}{i}.gate_proj.weight"), get(f"{e}{i}.up_proj.weight"))) for i in range(fc.num_experts)])
+        out["ffn.down_proj"] = torch.stack([get(f"{e}{i}.down_proj.weight") for i in range(fc.num_experts)])
+    out["ffn.router.weight"] = get(p + "mlp.gate.weight")
+    out["ffn.expert_bias"] = get(p + "mlp.gate.e_score_correction_bias").float()
+    out.update({f"ffn.shared.{n}": get(p + "mlp.shared_experts." + n) for n in _SWIGLU})
+    return out
+
+
+def _to_hf_state(model, cfg: ModelConfig, fused_experts: bool = False) -> dict[str, torch.Tensor]:
+    """Our state dict -> HF names (also run on a meta model to list what a checkpoint must hold)."""
+    w = dict(model.state_dict())
+    out = {"model.embed_tokens.weight": w["embed.weight"], "model.norm.weight": w["norm.weight"]}
+    if not cfg.tie_embeddings:
+        out["lm_head.weight"] = w["lm_head.weight"]
+    for i, f in enumerate(cfg.layer_ffns):
+        blk = {n[len(f"layers.{i}."):]: t for n, t in w.items() if n.startswith(f"layers.{i}.")}
+        out.update(_block_to_hf(blk, f"model.layers.{i}.", cfg, f, fused_experts))
+    if model.mtp is not None:
+        p = f"model.layers.{cfg.num_layers}."
+        blk = {n[len("mtp.block."):]: t for n, t in w.items() if n.startswith("mtp.block.")}
+        out.update(_block_to_hf(blk, p, cfg, cfg.mtp_ffn, fused_experts))
+        out.update({p + "enorm.weight": w["mtp.emb_norm.weight"], p + "hnorm.weight": w["mtp.hidden_norm.weight"],
+                    p + "eh_proj.weight": w["mtp.proj.weight"], p + "shared_head.norm.weight": w["mtp.norm.weight"],
+                    p + "embed_tokens.weight": w["embed.weight"],  # DeepSeek stores copies of the shared matrices
+                    p + "shared_head.head.weight": model.head_weight})
+    return out
+
+
+def load_hf(path: Path, hf: dict, device=None, dtype: torch.dtype = torch.float32):
+    from .model import HybridLM
+    cfg = config_from_hf(hf)
+    get = _Reader(_checkpoint_files(path))
+    if cfg.mtp_depth and not any(k.startswith(f"model.layers.{cfg.num_layers}.") for k in get.where):
+        cfg = cfg.replace(mtp_depth=0, mtp_mixer=None, mtp_ffn=None)  # transformers saves no MTP weights
+    fused = any(k.endswith("experts.gate_up_proj") for k in get.where)
+    model = HybridLM(cfg, device="meta")
+    need = {k: tuple(t.shape) for k, t in _to_hf_state(model, cfg, fused).items()}
+    have = {k: tuple(h.get_slice(k).get_shape()) for k, h in get.where.items()}
+    missing, unexpected = sorted(set(need) - set(have)), sorted(set(have) - set(need))
+    misshaped = [f"{k}: checkpoint {have[k]} vs model {need[k]}"
+                 for k in sorted(set(need) & set(have)) if have[k] != need[k]]
+    if missing or unexpected or misshaped:
+        lines = [f"{path}: checkpoint does not match the deepseek_v3 model described by its config.json"]
+        for title, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
+            if items:
+                more = " ..." if len(items) > 20 else ""
+                lines.append(f"  {title} ({len(items)}): " + ", ".join(items[:20]) + more)
+        raise ValueError("\n".join(lines))
+
+    mixer_names = [n[len("layers.0.mixer."):] for n, _ in model.named_parameters() if n.startswith("layers.0.mixer.")]
+    state = {"embed.weight": get("model.embed_tokens.weight"), "norm.weight": get("model.norm.weight")}
+    if not cfg.tie_embeddings:
+        state["lm_head.weight"] = get("lm_head.weight")
+    for i, f in enumerate(cfg.layer_ffns):
+        blk = _block_from_hf(get, f"model.layers.{i}.", cfg, f, mixer_names)
+        state.update({f"layers.{i}.{n}": t for n, t in blk.items()})
+    if cfg.mtp_depth:
+        p = f"model.layers.{cfg.num_layers}."
+        state.update({"mtp.emb_norm.weight": get(p + "enorm.weight"), "mtp.hidden_norm.weight": get(p + "hnorm.weight"),
+                      "mtp.proj.weight": get(p + "eh_proj.weight"),
+                      "mtp.norm.weight": get(p + "shared_head.norm.weight")})
+        state.update({f"mtp.block.{n}": t for n, t in _block_from_hf(get, p, cfg, cfg.mtp_ffn, mixer_names).items()})
+    model.to_empty(device=torch.device(device or "cpu"))
+    model.init_weights()
+    model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True)
+    model = model.to(dtype)
+    for m in model.modules():  # the selection bias stays float32, as transformers keeps it
+        if hasattr(m, "expert_bias"):
+            m.expert_bias.data = m.expert_bias.data.float()
+    for n in [n for n in state if n.endswith("expert_bias")]:
+        model.get_buffer(n).copy_(state[n])
+    return model
+
+
+def save_hf(model, path, dtype: torch.dtype | None = None) -> None:
+    """Write config.json + model.safetensors that transformers' DeepseekV3ForCausalLM loads."""
+    from safetensors.torch import save_file
+    cfg = model.config
+    hf_cfg = config_to_hf(cfg)
+    out = {k: (v.to(dtype) if dtype and not k.endswith("e_score_correction_bias") else v).contiguous().cpu()
+           for k, v in _to_hf_state(model, cfg).items()}
+    # safetensors refuses tensors that share memory (the MTP copies of the embedding and head): clone those.
+    seen: set[int] = set()
+    for k, v in out.items():
+        if v.data_ptr() in seen:
+            out[k] = v.clone()
+        seen.add(out[k].data_ptr())
+    if dtype is not None:
+        hf_cfg["torch_dtype"] = str(dtype).removeprefix("torch.")
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    for name, write in (("model.safetensors", lambda p: save_file(out, p, metadata={"format": "pt"})),
+                        ("config.json", lambda p: Path(p).write_text(json.dumps(hf_cfg, indent=2) + "\n"))):
+        fd, tmp = tempfile.mkstemp(dir=path, prefix=f".{name}.")
+        os.close(fd)
+        write(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path / name)

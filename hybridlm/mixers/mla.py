@@ -1,0 +1,211 @@
+"""Multi-head Latent Attention (DeepSeek-V2/V3) with decoupled RoPE, cached as the compressed latent.
+
+    c_Q = RMSNorm(W_qa x)                         (or no compression: q = W_q x, when q_lora_rank is None)
+    q_h = W_qb,h c_Q = [q_nope,h | q_rope,h]      RoPE on q_rope
+    [c_KV | k_R] = W_kva x                        c_KV <- RMSNorm(c_KV); k_R <- RoPE(k_R): ONE key head for all heads
+    k_h = [W_uk,h c_KV | k_R],  v_h = W_uv,h c_KV  (kv_b_proj holds [W_uk,h ; W_uv,h] head by head)
+    o = W_o concat_h softmax(q_h . k_h * scale) v_h
+
+The cache (`LatentCache`) holds c_KV and k_R: kv_lora_rank + qk_rope_head_dim values per token, whatever H.
+Two equal ways to attend, chosen by `self.absorb`:
+  expanded ("never"; prefill): every cached latent is expanded into per-head keys and values, then SDPA;
+  absorbed ("always"; single-token decode under "auto"): W_uk,h folds into the query, q_lat,h = W_uk,h^T q_nope,h,
+    so q_h . k_h = q_lat,h . c_KV + q_rope,h . k_R: MQA over the latent with one [c_KV | k_R] key head whose value
+    is c_KV itself; W_uv,h is applied after the weighted sum. No per-head key or value is ever formed.
+YaRN (rope_scaling="yarn"): transformers' rule: inverse frequencies blended between interpolated and
+extrapolated by a linear ramp over [low, high] dims, cos/sin scaled by mscale(f, yarn_mscale) /
+mscale(f, yarn_mscale_all_dim), and the softmax scale by mscale(f, yarn_mscale_all_dim)^2.
+
+Shapes: B batch, T new tokens, S keys (cache + new), H heads, D d_model, R kv_lora_rank, n qk_nope_head_dim,
+r qk_rope_head_dim, v v_head_dim.
+Reference: transformers `DeepseekV3Attention` (parity through the whole model in tests/test_deepseek.py).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..cache import LatentCache
+from ..config import MLAConfig
+from ..norms import RMSNorm
+from ..rope import apply_rope
+
+
+def yarn_mscale(factor: float, mscale: float = 1.0) -> float:
+    return 1.0 if factor <= 1 else 0.1 * mscale * math.log(factor) + 1.0
+
+
+def rope_inv_freq(c: MLAConfig) -> tuple[torch.Tensor, float, float]:
+    """-> (inverse frequencies [r/2] in float32, cos/sin scale, softmax scale), same arithmetic as transformers."""
+    dim, base = c.qk_rope_head_dim, c.rope_theta
+    pos_freqs = base ** (torch.arange(0, dim, 2, dtype=torch.float32, device="cpu") / dim)
+    scale = c.qk_head_dim ** -0.5
+    if c.rope_scaling is None:
+        return 1.0 / pos_freqs, 1.0, scale
+    f = c.yarn_factor
+    if c.yarn_mscale and c.yarn_mscale_all_dim:
+        attention_factor = yarn_mscale(f, c.yarn_mscale) / yarn_mscale(f, c.yarn_mscale_all_dim)
+    else:
+        attention_factor = yarn_mscale(f)
+    if c.yarn_mscale_all_dim:
+        scale = scale * yarn_mscale(f, c.yarn_mscale_all_dim) ** 2
+
+    def correction_dim(rotations: float) -> float:  # the dim whose wavelength fits `rotations` times in the context
+        return dim * math.log(c.yarn_original_max_position / (rotations * 2 * math.pi)) / (2 * math.log(base))
+
+    low = max(math.floor(correction_dim(c.yarn_beta_fast)), 0)
+    high = min(math.ceil(correction_dim(c.yarn_beta_slow)), dim - 1)
+    if low == high:
+        high += 0.001  # no zero-width ramp
+    ramp = torch.clamp((torch.arange(dim // 2, dtype=torch.float32, device="cpu") - low) / (high - low), 0, 1)
+    extrapolate = 1 - ramp  # 1: keep the original frequency (high-frequency dims), 0: interpolate by 1/f
+    inv_freq = (1.0 / (f * pos_freqs)) * (1 - extrapolate) + (1.0 / pos_freqs) * extrapolate
+    return inv_freq, attention_factor, scale
+
+
+class MLA(nn.Module):
+    cache_kind = "latent"  # how HybridLM.cache_bytes_by_kind and HybridCache.memory_by_kind label its cache
+
+    def __init__(self, cfg: MLAConfig, d_model: int, norm_eps: float = 1e-6, zero_centered: bool = False):
+        super().__init__()
+        self.cfg, self.d_model = cfg, d_model
+        H, R, r, v = cfg.num_heads, cfg.kv_lora_rank, cfg.qk_rope_head_dim, cfg.v_head_dim
+        q_out = H * cfg.qk_head_dim
+        if cfg.q_lora_rank is None:
+            self.q_proj = nn.Linear(d_model, q_out, bias=False)
+            self.q_a_proj = self.q_a_layernorm = self.q_b_proj = None
+        else:
+            self.q_proj = None
+            self.q_a_proj = nn.Linear(d_model, cfg.q_lora_rank, bias=False)
+            self.q_a_layernorm = RMSNorm(cfg.q_lora_rank, cfg.latent_norm_eps, zero_centered)
+            self.q_b_proj = nn.Linear(cfg.q_lora_rank, q_out, bias=False)
+        self.kv_a_proj_with_mqa = nn.Linear(d_model, R + r, bias=False)
+        self.kv_a_layernorm = RMSNorm(R, cfg.latent_norm_eps, zero_centered)
+        self.kv_b_proj = nn.Linear(R, H * (cfg.qk_nope_head_dim + v), bias=False)
+        self.o_proj = nn.Linear(H * v, d_model, bias=False)
+        # Not a buffer: model.to(bf16) would round the frequencies. Float32, computed on the CPU, moved on use.
+        self._inv_freq, self.rope_scale, self.scale = rope_inv_freq(cfg)
+        self.absorb = "auto"  # "auto": absorbed for single-token steps, expanded otherwise; "always" | "never"
+
+    @torch.no_grad()
+    def init_weights(self, std: float, out_std: float) -> None:
+        for lin in (self.q_proj, self.q_a_proj, self.q_b_proj, self.kv_a_proj_with_mqa, self.kv_b_proj):
+            if lin is not None:
+                nn.init.normal_(lin.weight, std=std)
+        nn.init.normal_(self.o_proj.weight, std=out_std)
+        for norm in (self.q_a_layernorm, self.kv_a_layernorm):
+            if norm is not None:
+                norm.init_weights()
+
+    def new_cache(self) -> LatentCache:
+        return LatentCache()
+
+    # -- rotary ------------------------------------------------------------------------------------------
+    def _rope(self, x_BTHr: torch.Tensor, pos0: int) -> torch.Tensor:
+        T = x_BTHr.shape[1]
+        positions = torch.arange(pos0, pos0 + T, device=x_BTHr.device, dtype=torch.float32)
+        if self._inv_freq.device != x_BTHr.device:
+            self._inv_freq = self._inv_freq.to(x_BTHr.device)
+        angles = positions[:, None] * self._inv_freq[None, :]  # [T, r/2], float32
+        angles = torch.cat((angles, angles), dim=-1)
+        cos = (angles.cos() * self.rope_scale).to(x_BTHr.dtype)
+        sin = (angles.sin() * self.rope_scale).to(x_BTHr.dtype)
+        if self.cfg.rope_interleaved:  # pairs (x0, x1), (x2, x3), ... -> halves: then it is rotate-half RoPE
+            x_BTHr = torch.cat((x_BTHr[..., 0::2], x_BTHr[..., 1::2]), dim=-1)
+        return apply_rope(x_BTHr, cos, sin)
+
+    # -- forward -----------------------------------------------------------------------------------------
+    def forward(self, x_BTD: torch.Tensor, pos0: int = 0, cache: LatentCache | None = None) -> torch.Tensor:
+        c = self.cfg
+        B, T, _ = x_BTD.shape
+        H, R, n, r, v = c.num_heads, c.kv_lora_rank, c.qk_nope_head_dim, c.qk_rope_head_dim, c.v_head_dim
+        if self.q_proj is not None:
+            q = self.q_proj(x_BTD)
+        else:
+            q = self.q_b_proj(self.q_a_layernorm(self.q_a_proj(x_BTD)))
+        q_nope_BTHn, q_rope_BTHr = q.view(B, T, H, n + r).split([n, r], dim=-1)
+        c_kv_BTR, k_rope_BTr = self.kv_a_proj_with_mqa(x_BTD).split([R, r], dim=-1)
+        c_kv_BTR = self.kv_a_layernorm(c_kv_BTR)
+        q_rope_BTHr = self._rope(q_rope_BTHr, pos0)
+        k_rope_BTr = self._rope(k_rope_BTr[:, :, None], pos0)[:, :, 0]
+        if cache is not None:
+            c_kv_BSR, k_rope_BSr = cache.append(c_kv_BTR, k_rope_BTr)  # keys at positions 0 .. S-1
+        else:
+            c_kv_BSR, k_rope_BSr = c_kv_BTR, k_rope_BTr  # keys at positions pos0 .. pos0+T-1
+        S = c_kv_BSR.shape[1]
+        if S == T:
+            mask, causal = None, T > 1  # keys are exactly the new tokens
+        elif T == 1:
+            mask, causal = None, False  # one query sees every cached key
+        else:  # a chunk after a cached prefix: query t sits at key position S - T + t
+            mask = torch.arange(S, device=x_BTD.device)[None, :] <= torch.arange(S - T, S, device=x_BTD.device)[:, None]
+            causal = False
+        absorbed = self.absorb == "always" or (self.absorb == "auto" and T == 1)
+        if absorbed:
+            w_HXR = self.kv_b_proj.weight.view(H, n + v, R)
+            w_uk_HnR, w_uv_HvR = w_HXR[:, :n], w_HXR[:, n:]
+            q_lat_BHTR = torch.einsum("bthn,hnr->bhtr", q_nope_BTHn, w_uk_HnR)
+            q_BHTX = torch.cat((q_lat_BHTR, q_rope_BTHr.transpose(1, 2)), dim=-1)  # [B, H, T, R + r]
+            k_B1SX = torch.cat((c_kv_BSR, k_rope_BSr), dim=-1)[:, None]  # one key head: [latent | rope]
+            o_BHTR = F.scaled_dot_product_attention(q_BHTX, k_B1SX, c_kv_BSR[:, None], attn_mask=mask,
+                                                    is_causal=causal, scale=self.scale, enable_gqa=H > 1)
+            o_BTHv = torch.einsum("bhtr,hvr->bthv", o_BHTR, w_uv_HvR)
+        else:
+            kv_BSHX = self.kv_b_proj(c_kv_BSR).view(B, S, H, n + v)
+            k_nope_BSHn, v_BSHv = kv_BSHX.split([n, v], dim=-1)
+            k_BSHX = torch.cat((k_nope_BSHn, k_rope_BSr[:, :, None].expand(B, S, H, r)), dim=-1)
+            q_BTHX = torch.cat((q_nope_BTHn, q_rope_BTHr), dim=-1)
+            o_BHTv = F.scaled_dot_product_attention(q_BTHX.transpose(1, 2), k_BSHX.transpose(1, 2),
+                                                    v_BSHv.transpose(1, 2), attn_mask=mask, is_causal=causal,
+                                                    scale=self.scale)
+            o_BTHv = o_BHTv.transpose(1, 2)
+        return self.o_proj(o_BTHv.reshape(B, T, H * v))
+
+    # -- accounting (docs/cost.md): matmul FLOPs at 2 per multiply-add; norms, RoPE, softmax not counted -----
+    def num_params(self, d_model: int | None = None) -> int:
+        c, D = self.cfg, self.d_model
+        H, R, r = c.num_heads, c.kv_lora_rank, c.qk_rope_head_dim
+        q_out = H * c.qk_head_dim
+        q = D * q_out if c.q_lora_rank is None else D * c.q_lora_rank + c.q_lora_rank + c.q_lora_rank * q_out
+        return q + D * (R + r) + R + R * H * (c.qk_nope_head_dim + c.v_head_dim) + H * c.v_head_dim * D
+
+    def _proj_flops(self) -> int:
+        c = self.cfg
+        norms = c.kv_lora_rank + (c.q_lora_rank or 0)
+        return 2 * (self.num_params() - norms)
+
+    def keys_seen(self, position: int) -> int:
+        """Keys the query at 1-based `position` attends to (itself included): all of them."""
+        return position
+
+    def mean_keys(self, context: int) -> float:
+        return (context + 1) / 2
+
+    def flops_per_token(self, context: int, causal_skip: bool = True) -> float:
+        """Prefill (expanded form) FLOPs per token over a causal pass of `context` tokens: every projection once
+        per token (kv_b_proj expands each token's latent once), then per key QK^T over n + r dims and PV over v
+        dims per head. causal_skip=False counts every query against all `context` keys (a dense masked kernel)."""
+        c = self.cfg
+        keys = self.mean_keys(context) if causal_skip else context
+        return self._proj_flops() + 2 * c.num_heads * (c.qk_head_dim + c.v_head_dim) * keys
+
+    def decode_flops(self, context: int) -> int:
+        """One absorbed decode step whose query is token number `context`: the projections of the new token,
+        W_uk folded into the query and W_uv after the sum (together H R (n + v) multiply-adds: kv_b_proj's size,
+        so the projection count is the prefill one), then per key the latent scores over R + r dims and the
+        latent weighted sum over R dims per head."""
+        c = self.cfg
+        R, r = c.kv_lora_rank, c.qk_rope_head_dim
+        return self._proj_flops() + 2 * c.num_heads * (2 * R + r) * self.keys_seen(context)
+
+    def cache_tokens(self, context: int) -> int:
+        return context
+
+    def cache_bytes(self, context: int, batch: int = 1, dtype_bytes: int = 2, state_bytes: int | None = None) -> int:
+        """c_KV [B, S, R] and k_R [B, S, r], S = context. state_bytes: unused (no state)."""
+        c = self.cfg
+        return batch * self.cache_tokens(context) * (c.kv_lora_rank + c.qk_rope_head_dim) * dtype_bytes

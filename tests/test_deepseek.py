@@ -1,0 +1,279 @@
+"""DeepSeek-V3 (MLA + DeepSeekMoE + MTP) against transformers==5.23.0 as the independent oracle: a tiny
+DeepseekV3ForCausalLM with random weights, saved, loaded by HybridLM.from_hf, gives the same logits; save_hf
+output loads back in transformers with the same logits; cached decode (absorbed MLA) equals the full forward;
+the cache holds exactly kv_lora_rank + qk_rope_head_dim values per token and layer; the presets reproduce the
+published totals; the accounting matches direct counts."""
+
+import json
+
+import pytest
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+transformers = pytest.importorskip("transformers")
+
+from hybridlm import HybridLM, MLAConfig, ModelConfig, MoEConfig, get_config
+from hybridlm.cli import main
+from hybridlm.cost import REFERENCE
+from hybridlm.hf import config_from_hf
+from hybridlm.mixers.mla import MLA
+from hybridlm.moe import MoE
+
+V3_ROPE = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 40.0, "original_max_position_embeddings": 32,
+           "beta_fast": 32, "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 1.0}
+# Odd sizes on purpose; 12 experts in 4 groups of 3 with 2 groups kept, so group limiting changes choices.
+TINY = {"vocab_size": 101, "hidden_size": 48, "intermediate_size": 72, "moe_intermediate_size": 20,
+        "num_hidden_layers": 3, "num_attention_heads": 3, "num_key_value_heads": 3, "n_shared_experts": 2,
+        "n_routed_experts": 12, "kv_lora_rank": 24, "q_lora_rank": 20, "qk_rope_head_dim": 8, "v_head_dim": 12,
+        "qk_nope_head_dim": 10, "n_group": 4, "topk_group": 2, "num_experts_per_tok": 3, "first_k_dense_replace": 1,
+        "routed_scaling_factor": 2.5, "max_position_embeddings": 1280, "rope_parameters": V3_ROPE}
+CASES = {
+    "v3": {},  # query compression, interleaved RoPE, V3's YaRN (mscale 1 / 1: softmax scale x mscale^2)
+    "no-q-lora": {  # V2-Lite style query (no compression); rotate-half RoPE without scaling
+        "q_lora_rank": None, "rope_interleave": False,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 1000.0}},
+    "yarn-mscale": {  # mscale != mscale_all_dim: cos/sin scaled too
+        "rope_parameters": {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 8.0,
+                            "original_max_position_embeddings": 32, "mscale": 0.9, "mscale_all_dim": 0.8}},
+}
+
+
+def _hf_model(**overrides):
+    torch.manual_seed(0)
+    cfg = transformers.DeepseekV3Config(**{**TINY, **overrides})
+    model = transformers.AutoModelForCausalLM.from_config(cfg)
+    with torch.no_grad():  # weights large enough that attention is peaked and RoPE / routing errors show
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.add_(0.1 * torch.randn_like(p))
+            elif p.dim() >= 2 and "embed" not in name:
+                p.normal_(0.0, 1.2 / p.shape[-1] ** 0.5)
+        for name, b in model.named_buffers():
+            if name.endswith("e_score_correction_bias"):
+                b.copy_(0.05 * torch.randn_like(b))
+    return model.eval()
+
+
+def _logits(model, ids):
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_from_hf_and_back_matches_transformers_and_cached_decode(case, tmp_path):
+    hf = _hf_model(**CASES[case])
+    hf.save_pretrained(tmp_path / "hf")
+    ids = torch.randint(0, 101, (2, 37))
+    ref = _logits(hf, ids)
+    assert ref.abs().max() > 1.0
+
+    ours = HybridLM.from_hf(tmp_path / "hf").eval()
+    assert ours.config.layer_ffns == ["D", "M", "M"] and ours.config.mtp_depth == 0
+    got = _logits(ours, ids)
+    assert (got - ref).abs().max().item() <= 1e-4
+
+    ours.save_hf(tmp_path / "ours")
+    back = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "ours").eval()
+    assert (_logits(back, ids) - ref).abs().max().item() <= 1e-4
+
+    # Cached: a first chunk, a second chunk after a cached prefix (expanded form, explicit mask), then single-token
+    # steps, which must run the absorbed form: kv_b_proj is never applied as a layer there (its weight is folded).
+    expansions = []
+    for b in ours.layers:
+        b.mixer.kv_b_proj.register_forward_hook(lambda *_: expansions.append(1))
+    cache = ours.new_cache()
+    with torch.no_grad():
+        parts = [ours(ids[:, :9], cache=cache).logits, ours(ids[:, 9:20], cache=cache).logits]
+        n_prefill = len(expansions)
+        parts += [ours(ids[:, t:t + 1], cache=cache).logits for t in range(20, 37)]
+    assert n_prefill == 2 * 3 and len(expansions) == n_prefill
+    assert (torch.cat(parts, 1) - ref).abs().max().item() <= 1e-4
+    # The cache is the latent: kv_lora_rank + qk_rope_head_dim values per token per layer, nothing else.
+    R, r = TINY["kv_lora_rank"], TINY["qk_rope_head_dim"]
+    for b, layer in zip(ours.layers, cache.layers):
+        assert layer.c_kv.shape == (2, 37, R) and layer.k_rope.shape == (2, 37, r)
+        assert layer.memory_bytes() == 2 * 37 * (R + r) * 4 == b.mixer.cache_bytes(37, 2, 4)
+    want = {"latent": 3 * 2 * 37 * (R + r) * 4}  # 3 layers, batch 2, 37 tokens, fp32
+    assert cache.memory_by_kind() == ours.cache_bytes_by_kind(37, batch=2, dtype_bytes=4) == want
+
+
+@pytest.mark.parametrize("dtype, nbytes", [(torch.float32, 4), (torch.bfloat16, 2)])
+def test_analytic_cache_bytes_equal_memory_after_prefill(dtype, nbytes, tmp_path):
+    torch.manual_seed(0)
+    m = HybridLM(config_from_hf({**TINY, "model_type": "deepseek_v3"})).to(dtype).eval()
+    cache = m.new_cache()
+    m.prefill(torch.randint(0, 101, (2, 77)), cache, chunk=32)
+    assert cache.memory_by_kind() == m.cache_bytes_by_kind(77, batch=2, dtype_bytes=nbytes, state_bytes=4)
+    with torch.no_grad():
+        m(torch.randint(0, 101, (2, 1)), cache=cache)
+    assert cache.memory_bytes() == m.cache_bytes(78, batch=2, dtype_bytes=nbytes) == 3 * 2 * 78 * 32 * nbytes
+
+
+def test_absorbed_equals_expanded_on_whole_sequences():
+    c = MLAConfig(num_heads=3, kv_lora_rank=24, q_lora_rank=20, qk_nope_head_dim=10, qk_rope_head_dim=8,
+                  v_head_dim=12, rope_scaling="yarn", yarn_factor=40.0, yarn_original_max_position=32,
+                  yarn_mscale=1.0, yarn_mscale_all_dim=1.0)
+    c.validate("L", 48)
+    torch.manual_seed(0)
+    mla = MLA(c, 48)
+    mla.init_weights(0.3, 0.3)
+    x = torch.randn(2, 29, 48)
+    outs = {}
+    for mode in ("never", "always"):
+        mla.absorb = mode
+        with torch.no_grad():
+            cache = mla.new_cache()
+            outs[mode] = torch.cat([mla(x[:, :11], 0, cache), mla(x[:, 11:], 11, cache)], 1)  # prefix + chunk
+            assert (outs[mode] - mla(x)).abs().max() <= 1e-5
+    assert (outs["never"] - outs["always"]).abs().max() <= 1e-5
+
+
+def test_group_limited_routing_matches_transformers():
+    from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3TopkRouter
+    hf_cfg = transformers.DeepseekV3Config(**TINY)
+    torch.manual_seed(0)
+    router = DeepseekV3TopkRouter(hf_cfg)
+    with torch.no_grad():
+        router.weight.normal_(0, 0.5)
+        router.e_score_correction_bias.copy_(0.1 * torch.randn(12))
+    moe_cfg = config_from_hf({**TINY, "model_type": "deepseek_v3"}).ffns["M"]
+    assert (moe_cfg.n_groups, moe_cfg.topk_groups, moe_cfg.shared_size) == (4, 2, 40)
+    moe = MoE(moe_cfg, 48)
+    with torch.no_grad():
+        moe.router.weight.copy_(router.weight)
+        moe.expert_bias.copy_(router.e_score_correction_bias)
+    x = torch.randn(500, 48)
+    _, ref_w, ref_idx = router(x)
+    _, idx, gates = moe.route(x)
+    ref_order, order = ref_idx.sort(-1), idx.sort(-1)
+    assert torch.equal(order.values, ref_order.values)
+    assert torch.allclose(gates.gather(1, order.indices), ref_w.gather(1, ref_order.indices), atol=1e-6)
+    # Group limiting matters here: without it some tokens pick other experts.
+    moe.cfg = MoEConfig(**{**moe_cfg.__dict__, "n_groups": 1, "topk_groups": 1})
+    assert not torch.equal(moe.route(x)[1].sort(-1).values, order.values)
+    # The bias only selects: the gates are the unbiased scores of the chosen experts (renormalised, scaled).
+    scores = torch.sigmoid(x @ router.weight.T)
+    chosen = scores.gather(1, idx)
+    assert torch.allclose(gates, 2.5 * chosen / chosen.sum(-1, keepdim=True), atol=1e-6)
+
+
+def test_mtp_checkpoint_layout_round_trip(tmp_path):
+    torch.manual_seed(0)
+    cfg = config_from_hf({**TINY, "model_type": "deepseek_v3", "num_nextn_predict_layers": 1})
+    assert (cfg.mtp_depth, cfg.mtp_mixer, cfg.mtp_ffn) == (1, "L", "M")
+    m = HybridLM(cfg).eval()
+    m.save_hf(tmp_path)
+    from safetensors import safe_open
+    keys = set(safe_open(str(tmp_path / "model.safetensors"), "pt").keys())
+    mtp = {k[len("model.layers.3."):] for k in keys if k.startswith("model.layers.3.")}
+    assert {"enorm.weight", "hnorm.weight", "eh_proj.weight", "shared_head.norm.weight", "shared_head.head.weight",
+            "embed_tokens.weight", "self_attn.kv_b_proj.weight", "mlp.gate.e_score_correction_bias"} <= mtp
+    back = HybridLM.from_hf(tmp_path).eval()
+    assert back.mtp is not None
+    ids = torch.randint(0, 101, (1, 23))
+    with torch.no_grad():
+        a, b = m(ids, labels=ids), back(ids, labels=ids)
+    assert torch.equal(a.logits, b.logits) and torch.equal(a.mtp_logits, b.mtp_logits)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()  # ignores the MTP layer
+    assert (_logits(hf, ids) - a.logits).abs().max().item() <= 1e-4
+
+
+def test_flops_match_flop_counter():
+    torch.manual_seed(0)
+    m = HybridLM(config_from_hf({**TINY, "model_type": "deepseek_v3"})).eval()
+    for b in m.layers:
+        b.ffn.impl = "loop"  # the counter has no formula for torch._grouped_mm
+
+    def count(ids, cache=None):
+        with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as fc, torch.no_grad():
+            m(ids, cache=cache)
+        return fc.get_total_flops()
+
+    assert count(torch.randint(0, 101, (1, 40))) == m.forward_flops(40, causal_skip=False)
+    cache = m.new_cache()
+    m.prefill(torch.randint(0, 101, (1, 39)), cache)
+    assert count(torch.randint(0, 101, (1, 1)), cache) == m.decode_flops(40)  # the absorbed form
+    mla = m.layers[0].mixer
+    assert mla.num_params() == sum(p.numel() for p in mla.parameters())
+
+
+# -- presets -----------------------------------------------------------------------------------------------
+def _bias_floats(m) -> int:  # e_score_correction_bias: a checkpoint tensor, a buffer here (not a parameter)
+    return sum(b.numel() for n, b in m.named_buffers() if n.endswith("expert_bias"))
+
+
+def test_deepseek_v3_preset_reproduces_published_totals():
+    m = HybridLM(get_config("deepseek-v3"), device="meta")
+    V, D = m.config.vocab_size, m.config.d_model
+    # published-configs.json caveats: '671B' = 671.026B main model incl. embedding+head, excl. MTP; MTP unique 11.610B.
+    assert round(m.num_params(mtp=False) / 1e9, 3) == 671.026
+    assert round((m.num_params() - m.num_params(mtp=False)) / 1e9, 3) == 11.610
+    # HF safetensors total (685B): + the MTP layer's own copies of embedding and head, + the 59 bias vectors.
+    assert m.num_params() + 2 * V * D + _bias_floats(m) == 684_489_845_504
+    assert _bias_floats(m) == 59 * 256
+    # active: 37.552B with embedding and head, 36.626B with one of them, 35.699B with neither
+    got = [m.active_params(), m.active_params(embedding=False), m.active_params(embedding=False, head=False)]
+    assert [round(g / 1e9, 3) for g in got] == [37.552, 36.626, 35.699]
+    assert m.num_params_analytic() == m.num_params()
+
+
+def test_kimi_k2_preset_reproduces_published_totals():
+    m = HybridLM(get_config("kimi-k2"), device="meta")
+    assert m.mtp is None
+    assert m.num_params() + _bias_floats(m) == 1_026_408_232_448  # HF safetensors logical total
+    # caveat: active 32.862B incl. embedding+head (its sum of rounded parts; exactly 32.8615B), 30.513B without
+    assert round(m.active_params(embedding=False, head=False) / 1e9, 3) == 30.513
+    assert abs(m.active_params() / 1e9 - 32.862) < 1e-3
+
+
+@pytest.mark.skipif(not REFERENCE.exists(), reason="shared reference not present")
+@pytest.mark.parametrize("preset, prefix", [("deepseek-v3", "DeepSeek-V3 ("), ("kimi-k2", "Kimi-K2")])
+def test_presets_match_published_hyperparameters(preset, prefix):
+    fields = next(m["fields"] for m in json.loads(REFERENCE.read_text())["models"] if m["name"].startswith(prefix))
+    fields = {**fields, "model_type": "deepseek_v3", "rope_parameters": {
+        **{k: v for k, v in fields["rope_scaling"].items() if k != "type"}, "rope_type": "yarn",
+        "rope_theta": fields["rope_theta"]}}
+    from_fields, cfg = config_from_hf(fields), get_config(preset)
+    assert from_fields.mixers == cfg.mixers and from_fields.layer_ffns == cfg.layer_ffns
+    assert {k: v for k, v in from_fields.ffns["M"].__dict__.items() if k != "bias_update_rate"} == \
+        {k: v for k, v in cfg.ffns["M"].__dict__.items() if k != "bias_update_rate"}
+    assert (from_fields.vocab_size, from_fields.d_model, from_fields.mtp_depth, from_fields.max_seq_len) == \
+        (cfg.vocab_size, cfg.d_model, cfg.mtp_depth, cfg.max_seq_len)
+
+
+def test_cost_cli(capsys):
+    assert main(["cost", "deepseek-v3", "--context", "8K,128K"]) == 0
+    out = capsys.readouterr().out
+    assert "671.026B" in out and "682.636B" in out and "37.552B" in out and "MLA 128q" in out
+    m = HybridLM(get_config("deepseek-v3"), device="meta")
+    assert m.cache_bytes_by_kind(8192) == {"latent": 61 * 576 * 8192 * 2}
+
+
+# -- config ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("change, match", [
+    ({"qk_rope_head_dim": 7}, "qk_rope_head_dim=7"),
+    ({"q_lora_rank": 0}, "q_lora_rank=0"),
+    ({"kv_lora_rank": 0}, "kv_lora_rank=0"),
+    ({"rope_scaling": "ntk"}, "rope_scaling='ntk'"),
+    ({"rope_scaling": "yarn", "yarn_factor": 0.0}, "yarn_factor=0.0"),
+])
+def test_mla_config_errors_name_the_field(change, match):
+    with pytest.raises(ValueError, match=match):
+        MLAConfig(**{"num_heads": 2, **change}).validate("mixers['L']", 64)
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"n_groups": 5}, "n_groups=5"),
+    ({"n_groups": 4, "topk_groups": 5}, "topk_groups=5"),
+    ({"n_groups": 4, "topk_groups": 1, "top_k": 4}, "top_k=4"),
+])
+def test_moe_group_errors_name_the_field(change, match):
+    with pytest.raises(ValueError, match=match):
+        MoEConfig(**{"num_experts": 12, "top_k": 2, "expert_size": 8, **change}).validate("ffns['M']", 64)
+
+
+def test_config_json_round_trip():
+    cfg = get_config("deepseek-v3")
+    again = ModelConfig.from_dict(json.loads(cfg.to_json()))
+    assert again.mixers == cfg.mixers and again.ffns == cfg.ffns and again.layer_ffns == cfg.layer_ffns
