@@ -160,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_generate)
     from .cost import add_cost_parser; add_cost_parser(sub)  # noqa: E702 (one line per registered command)
     from .train import add_train_parser; add_train_parser(sub)  # noqa: E702 (registers train and export)
+    from .compare import add_compare_parser; add_compare_parser(sub)  # noqa: E702
     return parser
 
 

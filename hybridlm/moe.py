@@ -74,19 +74,20 @@ def _grouped_mm_works(device: torch.device, dtype: torch.dtype) -> bool:
         ok = False
         if hasattr(torch, "_grouped_mm") and device.type != "meta":
             try:
-                g = torch.Generator(device="cpu").manual_seed(0)
-                x = torch.randn(7, 16, generator=g).to(device, dtype).requires_grad_()
-                w = torch.randn(3, 8, 16, generator=g).to(device, dtype).requires_grad_()  # [E, out, in]
-                counts = torch.tensor([3, 0, 4], device=device)  # includes an empty expert
-                dy = torch.randn(7, 8, generator=g).to(device, dtype)
-                offs = counts.cumsum(0).to(torch.int32)
-                y = torch._grouped_mm(x, w.transpose(1, 2), offs=offs)
-                ref = torch.cat([x[:3] @ w[0].T, x[3:] @ w[2].T])
-                gx, gw = torch.autograd.grad(y, (x, w), dy)
-                rx, rw = torch.autograd.grad(ref, (x, w), dy)
-                tol = 1e-4 if dtype == torch.float32 else 5e-2
-                pairs = ((y, ref), (gx, rx), (gw, rw))
-                ok = all(torch.allclose(a.float(), b.float(), atol=tol, rtol=tol) for a, b in pairs)
+                with torch.enable_grad():  # the probe checks the backward too, even under no_grad
+                    g = torch.Generator(device="cpu").manual_seed(0)
+                    x = torch.randn(7, 16, generator=g).to(device, dtype).requires_grad_()
+                    w = torch.randn(3, 8, 16, generator=g).to(device, dtype).requires_grad_()  # [E, out, in]
+                    counts = torch.tensor([3, 0, 4], device=device)  # includes an empty expert
+                    dy = torch.randn(7, 8, generator=g).to(device, dtype)
+                    offs = counts.cumsum(0).to(torch.int32)
+                    y = torch._grouped_mm(x, w.transpose(1, 2), offs=offs)
+                    ref = torch.cat([x[:3] @ w[0].T, x[3:] @ w[2].T])
+                    gx, gw = torch.autograd.grad(y, (x, w), dy)
+                    rx, rw = torch.autograd.grad(ref, (x, w), dy)
+                    tol = 1e-4 if dtype == torch.float32 else 5e-2
+                    pairs = ((y, ref), (gx, rx), (gw, rw))
+                    ok = all(torch.allclose(a.float(), b.float(), atol=tol, rtol=tol) for a, b in pairs)
             except Exception:  # not built for this device/dtype: fall back
                 ok = False
         _GROUPED_MM_OK[key] = ok
@@ -172,7 +173,10 @@ class MoE(nn.Module):
         # split/unbind once: slicing x[a:b] or indexing w[e] per expert would make autograd build one
         # full-size zero gradient per expert (E x [N, D] memsets); split/unbind backward is a single cat/stack.
         counts = counts_E.tolist()  # one host sync
-        gate_up, down = self.gate_up_proj.unbind(0), self.down_proj.unbind(0)
+        if torch.is_grad_enabled():
+            gate_up, down = self.gate_up_proj.unbind(0), self.down_proj.unbind(0)
+        else:  # no backward to protect: index only the experts that have tokens (decode touches top_k of E)
+            gate_up, down = self.gate_up_proj, self.down_proj
         outs = []
         gate_splits = gates_N1.split(counts) if gates_N1 is not None else [None] * len(counts)
         for e, (seg_nD, g_n1) in enumerate(zip(x_ND.split(counts), gate_splits)):
@@ -191,6 +195,10 @@ class MoE(nn.Module):
             if not works:
                 raise RuntimeError(f"torch._grouped_mm is unusable for {x.device.type}/{x.dtype}")
             return True
+        if x.device.type == "cpu" and x.shape[0] < self.cfg.num_experts:
+            # CPU _grouped_mm walks every expert, empty or not; with fewer rows than experts (decode, short
+            # prompts) most are empty, and the loop that skips them is faster (benchmarks/model_vs_transformers.py).
+            return False
         return works and (x.device.type != "cpu" or PREFER_GROUPED_MM_ON_CPU)
 
     # -- forward ---------------------------------------------------------------------------------

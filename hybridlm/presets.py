@@ -114,6 +114,39 @@ def _tiny(name: str, mixer_pattern: str) -> ModelConfig:
     )
 
 
+def _tiny_llama4() -> ModelConfig:
+    """Llama-4-style tiny model (the `_llama4` layout at the tiny width): 3 of 4 layers chunked local attention
+    (64-token blocks, interleaved RoPE, weightless QK-norm), every 4th global NoPE with temperature tuning (floor
+    scale = the chunk, as Llama 4's 8192 is its chunk); dense SwiGLU and top-1 sigmoid MoE (input scaling, ungated
+    shared expert) interleaved. Widths chosen so active parameters match `_tiny` (147,456 FFN weights per layer)."""
+    local = AttentionConfig(num_heads=4, num_kv_heads=2, head_dim=32, rope_fraction=1.0, rope_theta=10_000.0,
+                            qk_norm=True, qk_norm_weight=False, output_gate=False, chunk_size=64, rope_interleaved=True)
+    nope = AttentionConfig(num_heads=4, num_kv_heads=2, head_dim=32, rope_fraction=0.0, qk_norm=False,
+                           output_gate=False, temperature_tuning=True, attn_scale=0.1, floor_scale=64)
+    moe = MoEConfig(num_experts=8, top_k=1, expert_size=192, shared_size=192, shared_gate=False, score_func="sigmoid",
+                    norm_topk=False, scale_input=True)
+    return ModelConfig(
+        name="tiny-llama4", vocab_size=256, d_model=128, num_layers=8, mixer_pattern="RRRN*2", ffn_pattern="DM*4",
+        mixers={"R": local, "N": nope}, ffns={"D": DenseFFNConfig(intermediate_size=384), "M": moe}, norm_eps=1e-5,
+        zero_centered_norm=False, tie_embeddings=True, mtp_depth=0, max_seq_len=2048, hf_model_type="llama4_text")
+
+
+def _tiny_deepseek() -> ModelConfig:
+    """DeepSeek-V3-style tiny model (the `_deepseek_v3` layout at the tiny width): MLA on every layer (q_lora 96,
+    kv_lora 64, nope/rope/v head dims 32/16/32, interleaved RoPE, no YaRN at this length), first layer dense SwiGLU,
+    then sigmoid MoE with group-limited routing (8 experts in 4 groups, 2 groups kept, top-2, renormalised), the
+    aux-loss-free bias step and one ungated shared expert; one MTP module. Active parameters comparable to `_tiny`."""
+    mla = MLAConfig(num_heads=4, kv_lora_rank=64, q_lora_rank=96, qk_nope_head_dim=32, qk_rope_head_dim=16,
+                    v_head_dim=32, rope_theta=10_000.0, rope_interleaved=True)
+    moe = MoEConfig(num_experts=8, top_k=2, expert_size=128, shared_size=128, shared_gate=False, score_func="sigmoid",
+                    norm_topk=True, bias_update_rate=0.001, n_groups=4, topk_groups=2)
+    return ModelConfig(
+        name="tiny-deepseek", vocab_size=256, d_model=128, num_layers=8, mixer_pattern="L*8", ffn_pattern="D M*7",
+        mixers={"L": mla}, ffns={"D": DenseFFNConfig(intermediate_size=384), "M": moe}, norm_eps=1e-6,
+        zero_centered_norm=False, tie_embeddings=True, mtp_depth=1, mtp_mixer="L", mtp_ffn="M", max_seq_len=2048,
+        hf_model_type="deepseek_v3")
+
+
 PRESETS = {
     # Qwen/Qwen3-Next-80B-A3B-Instruct config.json + model card: 48 layers = 12 x (3 GDN + 1 gated attn), all MoE.
     "qwen3-next-80b-a3b": lambda: _qwen_hybrid(
@@ -168,6 +201,10 @@ PRESETS = {
     "tiny-hybrid": lambda: _tiny("tiny-hybrid", "GGGA*2"),
     "tiny-attention": lambda: _tiny("tiny-attention", "A*8"),
     "tiny-gdn": lambda: _tiny("tiny-gdn", "G*8"),
+    # Tiny members of the other families, for `hybridlm compare` (same width, depth, vocabulary; comparable active
+    # parameters): Llama 4 (iRoPE + top-1 MoE) and DeepSeek-V3 (MLA + group-limited sigmoid MoE).
+    "tiny-llama4": _tiny_llama4,
+    "tiny-deepseek": _tiny_deepseek,
 }
 ALIASES = {"qwen3.6-35b-a3b": "qwen3.5-35b-a3b", "qwen3.6-27b": "qwen3.5-27b"}
 

@@ -181,3 +181,20 @@ def test_param_accounting_and_meta_device(kw):
     x = torch.randn(2, 3, 16)
     torch.testing.assert_close(d(x), d.down_proj(F.silu(d.gate_proj(x)) * d.up_proj(x)))
     assert d.aux_loss is None and d.flops_per_token() == 2 * 3 * 16 * 24
+
+
+def test_grouped_mm_probe_is_not_fooled_by_no_grad():
+    # The probe checks the backward; run first under no_grad (inference), it must still find the grouped path.
+    from hybridlm import moe as moe_mod
+    saved = dict(moe_mod._GROUPED_MM_OK)
+    moe_mod._GROUPED_MM_OK.clear()
+    try:
+        with torch.no_grad():
+            under_no_grad = moe_mod._grouped_mm_works(torch.device("cpu"), torch.float32)
+        moe_mod._GROUPED_MM_OK.clear()
+        with torch.enable_grad():
+            with_grad = moe_mod._grouped_mm_works(torch.device("cpu"), torch.float32)
+        assert under_no_grad == with_grad
+    finally:
+        moe_mod._GROUPED_MM_OK.clear()
+        moe_mod._GROUPED_MM_OK.update(saved)
