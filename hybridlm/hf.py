@@ -405,9 +405,33 @@ def load_hf(path, device=None, dtype: torch.dtype = torch.float32):
     return model.to(dtype)
 
 
+def write_hf_dir(path, tensors: dict[str, torch.Tensor], hf_cfg: dict, dtype: torch.dtype | None = None) -> None:
+    """Write model.safetensors + config.json atomically (temp name, fsync, rename): a crash mid-write never
+    leaves a half-written checkpoint under the final names. Shared by every family's save_hf."""
+    from safetensors.torch import save_file
+    out = {k: (v.to(dtype) if dtype else v).contiguous().cpu() for k, v in tensors.items()}
+    # safetensors refuses tensors that share memory (e.g. DeepSeek's MTP copies of the embedding): clone those.
+    seen: set[int] = set()
+    for k, v in out.items():
+        if v.data_ptr() in seen:
+            out[k] = v.clone()
+        seen.add(out[k].data_ptr())
+    if dtype is not None:
+        hf_cfg = {**hf_cfg, "torch_dtype": str(dtype).removeprefix("torch.")}
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    for name, write in (("model.safetensors", lambda p: save_file(out, p, metadata={"format": "pt"})),
+                        ("config.json", lambda p: Path(p).write_text(json.dumps(hf_cfg, indent=2) + "\n"))):
+        fd, tmp = tempfile.mkstemp(dir=path, prefix=f".{name}.")
+        os.close(fd)
+        write(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path / name)
+
+
 def save_hf(model, path, dtype: torch.dtype | None = None, model_type: str | None = None) -> None:
     """Write config.json + model.safetensors that transformers loads (AutoModelForCausalLM)."""
-    from safetensors.torch import save_file
     cfg = model.config
     if (model_type or cfg.hf_model_type) in DEEPSEEK_TYPES or (
             model_type is None and cfg.hf_model_type is None and any(m.kind == "mla" for m in cfg.mixers.values())):
@@ -421,18 +445,4 @@ def save_hf(model, path, dtype: torch.dtype | None = None, model_type: str | Non
     if model_type not in SUPPORTED:
         raise ValueError(f"model_type={model_type!r} is not supported; supported: {SUPPORTED}")
     hf_cfg = config_to_hf(cfg, model_type)
-    out = _to_hf_state(model, cfg, hf_cfg["model_type"] == "qwen3_next")
-    out = {k: (v.to(dtype) if dtype else v).contiguous().cpu() for k, v in out.items()}
-    if dtype is not None:
-        hf_cfg["torch_dtype"] = str(dtype).removeprefix("torch.")
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    # Atomic: a crash mid-write never leaves a half-written checkpoint under the final names.
-    for name, write in (("model.safetensors", lambda p: save_file(out, p, metadata={"format": "pt"})),
-                        ("config.json", lambda p: Path(p).write_text(json.dumps(hf_cfg, indent=2) + "\n"))):
-        fd, tmp = tempfile.mkstemp(dir=path, prefix=f".{name}.")
-        os.close(fd)
-        write(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path / name)
+    write_hf_dir(path, _to_hf_state(model, cfg, hf_cfg["model_type"] == "qwen3_next"), hf_cfg, dtype)

@@ -20,15 +20,12 @@ FP8 checkpoints (weight_scale_inv tensors) are not read: convert them to bf16 fi
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from .config import DenseFFNConfig, MLAConfig, ModelConfig, MoEConfig
-from .hf import _SWIGLU, _checkpoint_files, _Reader, _runs
+from .hf import _SWIGLU, _checkpoint_files, _Reader, _runs, write_hf_dir
 
 MODEL_TYPES = ("deepseek_v3", "kimi_k2")
 # transformers' DeepseekV3Config defaults, for fields a config.json may leave out.
@@ -255,26 +252,10 @@ def load_hf(path: Path, hf: dict, device=None, dtype: torch.dtype = torch.float3
 
 def save_hf(model, path, dtype: torch.dtype | None = None) -> None:
     """Write config.json + model.safetensors that transformers' DeepseekV3ForCausalLM loads."""
-    from safetensors.torch import save_file
     cfg = model.config
     hf_cfg = config_to_hf(cfg)
     out = {k: (v.to(dtype) if dtype and not k.endswith("e_score_correction_bias") else v).contiguous().cpu()
-           for k, v in _to_hf_state(model, cfg).items()}
-    # safetensors refuses tensors that share memory (the MTP copies of the embedding and head): clone those.
-    seen: set[int] = set()
-    for k, v in out.items():
-        if v.data_ptr() in seen:
-            out[k] = v.clone()
-        seen.add(out[k].data_ptr())
+           for k, v in _to_hf_state(model, cfg).items()}  # the selection bias stays fp32
     if dtype is not None:
         hf_cfg["torch_dtype"] = str(dtype).removeprefix("torch.")
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    for name, write in (("model.safetensors", lambda p: save_file(out, p, metadata={"format": "pt"})),
-                        ("config.json", lambda p: Path(p).write_text(json.dumps(hf_cfg, indent=2) + "\n"))):
-        fd, tmp = tempfile.mkstemp(dir=path, prefix=f".{name}.")
-        os.close(fd)
-        write(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path / name)
+    write_hf_dir(path, out, hf_cfg)

@@ -19,16 +19,13 @@ ffn.shared.*.
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import torch
 
 from .config import AttentionConfig, DenseFFNConfig, ModelConfig, MoEConfig
-from .hf import _checkpoint_files, _Reader, _runs
+from .hf import _checkpoint_files, _Reader, _runs, write_hf_dir
 
 LLAMA4_TYPES = ("llama4_text", "llama4")
 _SKIP = re.compile(r"^(model\.)?(vision_model|multi_modal_projector)\.")
@@ -239,21 +236,7 @@ def load_llama4(path, hf: dict, device=None, dtype: torch.dtype = torch.float32)
 
 def save_llama4(model, path, dtype: torch.dtype | None = None) -> None:
     """Write config.json + model.safetensors that transformers loads as Llama4ForCausalLM."""
-    from safetensors.torch import save_file
     hf_cfg = config_to_llama4(model.config)
     w = model.state_dict()
     out = {h: (w[o].transpose(1, 2) if t else w[o]) for h, o, t in _pairs(model.config, "model.", "lm_head.weight")}
-    out = {k: (v.to(dtype) if dtype else v).contiguous().cpu() for k, v in out.items()}
-    if dtype is not None:
-        hf_cfg["torch_dtype"] = str(dtype).removeprefix("torch.")
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    # Atomic, as hf.save_hf: a crash mid-write never leaves a half-written checkpoint under the final names.
-    for name, write in (("model.safetensors", lambda p: save_file(out, p, metadata={"format": "pt"})),
-                        ("config.json", lambda p: Path(p).write_text(json.dumps(hf_cfg, indent=2) + "\n"))):
-        fd, tmp = tempfile.mkstemp(dir=path, prefix=f".{name}.")
-        os.close(fd)
-        write(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path / name)
+    write_hf_dir(path, out, hf_cfg, dtype)

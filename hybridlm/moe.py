@@ -195,6 +195,9 @@ class MoE(nn.Module):
             if not works:
                 raise RuntimeError(f"torch._grouped_mm is unusable for {x.device.type}/{x.dtype}")
             return True
+        row_bytes = [n * x.element_size() for n in (self.d_model, self.cfg.expert_size)]
+        if any(b % 16 for b in row_bytes):  # _grouped_mm needs 16-byte aligned strides (e.g. bf16 widths of 8k)
+            return False
         if x.device.type == "cpu" and x.shape[0] < self.cfg.num_experts:
             # CPU _grouped_mm walks every expert, empty or not; with fewer rows than experts (decode, short
             # prompts) most are empty, and the loop that skips them is faster (benchmarks/model_vs_transformers.py).

@@ -198,3 +198,16 @@ def test_grouped_mm_probe_is_not_fooled_by_no_grad():
     finally:
         moe_mod._GROUPED_MM_OK.clear()
         moe_mod._GROUPED_MM_OK.update(saved)
+
+
+def test_unaligned_bf16_widths_fall_back_instead_of_failing():
+    # _grouped_mm wants 16-byte aligned rows; a bf16 expert width of 12 (24 bytes) must take the loop path.
+    from hybridlm.config import MoEConfig
+    from hybridlm.moe import MoE
+    moe = MoE(MoEConfig(num_experts=4, top_k=2, expert_size=12), 40)
+    moe.init_weights(0.1)
+    moe = moe.to(torch.bfloat16)
+    x = torch.randn(2, 30, 40, dtype=torch.bfloat16)  # 60 rows >= 4 experts: auto would pick grouped if aligned
+    y = moe(x)
+    moe.impl = "loop"
+    torch.testing.assert_close(y, moe(x))
