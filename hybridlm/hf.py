@@ -349,6 +349,21 @@ def _to_hf_state(model, cfg: ModelConfig, qwen3_next: bool, prefix: str = "model
     return out
 
 
+def check_tensors(path, model_type: str, need: dict[str, tuple], have: dict[str, tuple]) -> None:
+    """Compare a checkpoint's tensor names and shapes with what the model needs; one error listing every
+    missing, unexpected and mis-shaped tensor. Shared by every family's loader."""
+    missing, unexpected = sorted(set(need) - set(have)), sorted(set(have) - set(need))
+    misshaped = [f"{k}: checkpoint {have[k]} vs model {need[k]}" for k in sorted(set(need) & set(have))
+                 if have[k] != need[k]]
+    if missing or unexpected or misshaped:
+        lines = [f"{path}: checkpoint does not match the {model_type} model described by its config.json"]
+        for title, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
+            if items:
+                more = " ..." if len(items) > 20 else ""
+                lines.append(f"  {title} ({len(items)}): " + ", ".join(items[:20]) + more)
+        raise ValueError("\n".join(lines))
+
+
 def load_hf(path, device=None, dtype: torch.dtype = torch.float32):
     from .model import HybridLM
     path = Path(path)
@@ -375,15 +390,7 @@ def load_hf(path, device=None, dtype: torch.dtype = torch.float32):
     model = HybridLM(cfg, device="meta")
     need = {k: tuple(t.shape) for k, t in _to_hf_state(model, cfg, qwen3_next, get.prefix, fused).items()}
     have = {k: tuple(h.get_slice(k).get_shape()) for k, h in get.where.items() if not _SKIP.match(k)}
-    missing = sorted(set(need) - set(have))
-    unexpected = sorted(set(have) - set(need))
-    misshaped = [f"{k}: checkpoint {have[k]} vs model {need[k]}" for k in sorted(set(need) & set(have)) if have[k] != need[k]]
-    if missing or unexpected or misshaped:
-        lines = [f"{path}: checkpoint does not match the {cfg.hf_model_type} model described by its config.json"]
-        for title, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
-            if items:
-                lines.append(f"  {title} ({len(items)}): " + ", ".join(items[:20]) + (" ..." if len(items) > 20 else ""))
-        raise ValueError("\n".join(lines))
+    check_tensors(path, cfg.hf_model_type, need, have)
 
     pre = get.prefix
     state = {"embed.weight": get(pre + "embed_tokens.weight"), "norm.weight": get(pre + "norm.weight")}

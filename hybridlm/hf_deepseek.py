@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from .config import DenseFFNConfig, MLAConfig, ModelConfig, MoEConfig
-from .hf import _SWIGLU, _checkpoint_files, _Reader, _runs, write_hf_dir
+from .hf import _SWIGLU, _checkpoint_files, _Reader, _runs, check_tensors, write_hf_dir
 
 MODEL_TYPES = ("deepseek_v3", "kimi_k2")
 # transformers' DeepseekV3Config defaults, for fields a config.json may leave out.
@@ -214,16 +214,7 @@ def load_hf(path: Path, hf: dict, device=None, dtype: torch.dtype = torch.float3
     model = HybridLM(cfg, device="meta")
     need = {k: tuple(t.shape) for k, t in _to_hf_state(model, cfg, fused).items()}
     have = {k: tuple(h.get_slice(k).get_shape()) for k, h in get.where.items()}
-    missing, unexpected = sorted(set(need) - set(have)), sorted(set(have) - set(need))
-    misshaped = [f"{k}: checkpoint {have[k]} vs model {need[k]}"
-                 for k in sorted(set(need) & set(have)) if have[k] != need[k]]
-    if missing or unexpected or misshaped:
-        lines = [f"{path}: checkpoint does not match the deepseek_v3 model described by its config.json"]
-        for title, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
-            if items:
-                more = " ..." if len(items) > 20 else ""
-                lines.append(f"  {title} ({len(items)}): " + ", ".join(items[:20]) + more)
-        raise ValueError("\n".join(lines))
+    check_tensors(path, "deepseek_v3", need, have)
 
     mixer_names = [n[len("layers.0.mixer."):] for n, _ in model.named_parameters() if n.startswith("layers.0.mixer.")]
     state = {"embed.weight": get("model.embed_tokens.weight"), "norm.weight": get("model.norm.weight")}

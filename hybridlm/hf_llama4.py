@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from .config import AttentionConfig, DenseFFNConfig, ModelConfig, MoEConfig
-from .hf import _checkpoint_files, _Reader, _runs, write_hf_dir
+from .hf import _checkpoint_files, _Reader, _runs, check_tensors, write_hf_dir
 
 LLAMA4_TYPES = ("llama4_text", "llama4")
 _SKIP = re.compile(r"^(model\.)?(vision_model|multi_modal_projector)\.")
@@ -217,16 +217,7 @@ def load_llama4(path, hf: dict, device=None, dtype: torch.dtype = torch.float32)
 
     need = {h: hf_shape(o, t) for h, o, t in pairs}
     have = {k: tuple(h.get_slice(k).get_shape()) for k, h in get.where.items() if not _SKIP.match(k)}
-    missing, unexpected = sorted(set(need) - set(have)), sorted(set(have) - set(need))
-    misshaped = [f"{k}: checkpoint {have[k]} vs model {need[k]}" for k in sorted(set(need) & set(have))
-                 if have[k] != need[k]]
-    if missing or unexpected or misshaped:
-        lines = [f"{path}: checkpoint does not match the llama4_text model described by its config.json"]
-        for title, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
-            if items:
-                more = " ..." if len(items) > 20 else ""
-                lines.append(f"  {title} ({len(items)}): " + ", ".join(items[:20]) + more)
-        raise ValueError("\n".join(lines))
+    check_tensors(path, "llama4_text", need, have)
     state = {o: (get(h).transpose(1, 2) if t else get(h)).to(dtype) for h, o, t in pairs}
     model.to_empty(device=torch.device(device or "cpu"))
     model.init_weights()  # buffers (expert_bias) that a checkpoint does not carry

@@ -18,13 +18,7 @@ from hybridlm.checkpoint import Checkpoint, export_hf, optimizer_from_files, opt
 from hybridlm.optim import build_optimizer
 from hybridlm.train import train
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: one intra-op thread
 
 
 @pytest.mark.parametrize("name", ["adamw", "muon"])

@@ -14,15 +14,7 @@ import torch
 from hybridlm.data import Batches, default_corpus, eot_id, load_tokenizer, pack, read_documents, train_bpe, unigram_loss
 from hybridlm.tokenizer import ByteTokenizer
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: identical numerics on any machine, and no OpenMP spin-wait stalls when the
-    cores are shared (2 threads on a loaded 2-core box ran these small matmuls ~100x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: one intra-op thread
 
 def words(n: int, seed: int = 0) -> str:
     rng = random.Random(seed)

@@ -20,12 +20,7 @@ from hybridlm.train import train
 RTOL = 1e-5
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: one intra-op thread
 
 
 def torchrun(cfg, *extra: str) -> subprocess.CompletedProcess:

@@ -17,15 +17,7 @@ from hybridlm.data import Batches, pack, read_documents
 from hybridlm.tokenizer import ByteTokenizer
 from hybridlm.train import NonFiniteLossError, TrainConfig, train
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: identical numerics on any machine, and no OpenMP spin-wait stalls when the
-    cores are shared (2 threads on a loaded 2-core box ran these small matmuls ~100x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: one intra-op thread
 
 # -- shared helpers (imported by test_checkpoint.py and test_distributed.py) --------------------------------------
 def small_config(**changes) -> ModelConfig:
