@@ -65,6 +65,7 @@ class LatentCache:
 
     c_kv: torch.Tensor | None = None
     k_rope: torch.Tensor | None = None
+    index_k: torch.Tensor | None = None  # DeepSeek-V3.2 indexer keys [B, S, index_head_dim] (None: no indexer)
 
     def append(self, c_new: torch.Tensor, k_rope_new: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.c_kv is not None:
@@ -72,8 +73,14 @@ class LatentCache:
         self.c_kv, self.k_rope = c_new, k_rope_new
         return c_new, k_rope_new
 
+    def append_index(self, k_new: torch.Tensor) -> torch.Tensor:
+        if self.index_k is not None:
+            k_new = torch.cat((self.index_k, k_new), dim=1)
+        self.index_k = k_new
+        return k_new
+
     def memory_bytes(self) -> int:
-        return _nbytes(self.c_kv, self.k_rope)
+        return _nbytes(self.c_kv, self.k_rope, self.index_k)
 
 
 @dataclass

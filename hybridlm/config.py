@@ -155,6 +155,10 @@ class MLAConfig:
     yarn_mscale: float = 0.0
     yarn_mscale_all_dim: float = 0.0
     latent_norm_eps: float = 1e-6  # the q / kv latent RMSNorms (1e-6 in DeepSeek's and transformers' code)
+    # DeepSeek Sparse Attention (V3.2) lightning indexer: index_n_heads 0 = no indexer (dense MLA).
+    index_n_heads: int = 0
+    index_head_dim: int = 128
+    index_topk: int = 2048
     kind: Literal["mla"] = "mla"
 
     def validate(self, where: str, d_model: int) -> None:
@@ -176,10 +180,24 @@ class MLAConfig:
                     _fail(f"{where}.{name}", getattr(self, name), "must be >= 0 (0 = absent)")
         if self.latent_norm_eps <= 0:
             _fail(f"{where}.latent_norm_eps", self.latent_norm_eps, "must be > 0")
+        if self.index_n_heads < 0:
+            _fail(f"{where}.index_n_heads", self.index_n_heads, "must be >= 0 (0 = no indexer)")
+        if self.index_n_heads:
+            if self.q_lora_rank is None:
+                _fail(f"{where}.q_lora_rank", None, "must be set when index_n_heads > 0 (the indexer query reads c_Q)")
+            if self.index_head_dim < self.qk_rope_head_dim:
+                _fail(f"{where}.index_head_dim", self.index_head_dim,
+                      f"must be >= qk_rope_head_dim ({self.qk_rope_head_dim}): RoPE goes on its first dims")
+            if self.index_topk < 1:
+                _fail(f"{where}.index_topk", self.index_topk, "must be >= 1")
 
     @property
     def qk_head_dim(self) -> int:
         return self.qk_nope_head_dim + self.qk_rope_head_dim
+
+    @property
+    def has_indexer(self) -> bool:
+        return self.index_n_heads > 0
 
 
 @dataclass

@@ -29,7 +29,7 @@ import torch
 from .config import AttentionConfig, DenseFFNConfig, GatedDeltaNetConfig, ModelConfig, MoEConfig
 
 SUPPORTED = ("qwen3_next", "qwen3_5_moe", "qwen3_5_moe_text", "qwen3_5", "qwen3_5_text")
-DEEPSEEK_TYPES = ("deepseek_v3", "kimi_k2")  # hf_deepseek.py
+DEEPSEEK_TYPES = ("deepseek_v3", "kimi_k2", "deepseek_v32")  # hf_deepseek.py
 _SKIP = re.compile(r"^(model\.visual\.|visual\.)")
 
 

@@ -1,4 +1,6 @@
-"""Hugging Face interop for DeepSeek-V3 (model_type deepseek_v3; kimi_k2 is the same architecture).
+"""Hugging Face interop for DeepSeek-V3 (model_type deepseek_v3; kimi_k2 is the same architecture) and DeepSeek-V3.2
+(deepseek_v32: V3 plus the sparse-attention indexer, self_attn.indexer.{wq_b, wk, k_norm, weights_proj} ->
+mixer.indexer.*, same names and layouts; MLA RoPE always interleaved there).
 
 Reads a checkpoint directory (config.json + safetensors, sharded or not) into HybridLM and writes one back that
 transformers' DeepseekV3ForCausalLM loads. Called from hf.py, which dispatches on config.json's model_type.
@@ -27,7 +29,7 @@ import torch
 from .config import DenseFFNConfig, MLAConfig, ModelConfig, MoEConfig
 from .hf import _SWIGLU, _checkpoint_files, _Reader, _runs, check_tensors, write_hf_dir
 
-MODEL_TYPES = ("deepseek_v3", "kimi_k2")
+MODEL_TYPES = ("deepseek_v3", "kimi_k2", "deepseek_v32")
 # transformers' DeepseekV3Config defaults, for fields a config.json may leave out.
 _DEFAULTS = {
     "q_lora_rank": 1536, "first_k_dense_replace": 3, "moe_layer_freq": 1, "n_group": 8, "topk_group": 4,
@@ -56,6 +58,9 @@ def _mla_from_hf(hf: dict) -> MLAConfig:
                    yarn_mscale_all_dim=float(rope.get("mscale_all_dim") or 0.0))
     elif rope_type != "default":
         raise ValueError(f"config.json rope type {rope_type!r} is not supported for MLA (default or yarn)")
+    if hf.get("model_type") == "deepseek_v32":  # transformers' DeepseekV32Config defaults for absent index fields
+        mla.update(rope_interleaved=True, index_n_heads=int(hf.get("index_n_heads") or 64),
+                   index_head_dim=int(hf.get("index_head_dim") or 128), index_topk=int(hf.get("index_topk") or 2048))
     return MLAConfig(**mla)
 
 
@@ -89,7 +94,8 @@ def config_from_hf(hf: dict) -> ModelConfig:
         mixers={"L": _mla_from_hf(hf)}, ffns={f: c for f, c in ffns.items() if f in ffn_letters},
         norm_eps=hf["rms_norm_eps"], zero_centered_norm=False, tie_embeddings=bool(hf["tie_word_embeddings"]),
         mtp_depth=mtp, mtp_mixer="L" if mtp else None, mtp_ffn=ffn_letters[-1] if mtp else None,
-        max_seq_len=hf["max_position_embeddings"], hf_model_type="deepseek_v3")
+        max_seq_len=hf["max_position_embeddings"],
+        hf_model_type="deepseek_v32" if hf.get("model_type") == "deepseek_v32" else "deepseek_v3")
 
 
 def config_to_hf(cfg: ModelConfig) -> dict:
@@ -111,6 +117,8 @@ def config_to_hf(cfg: ModelConfig) -> dict:
         problems.append("MoE must use sigmoid scores and an ungated shared expert of a whole number of expert widths")
     if cfg.zero_centered_norm:
         problems.append("zero_centered_norm must be False")
+    if isinstance(mla, MLAConfig) and mla.has_indexer and not mla.rope_interleaved:
+        problems.append("an MLA with the V3.2 indexer must use interleaved RoPE (deepseek_v32 always does)")
     if problems:
         raise ValueError(f"config {cfg.name!r} cannot be written as a DeepSeek-V3 HF checkpoint: "
                          + "; ".join(problems))
@@ -132,6 +140,10 @@ def config_to_hf(cfg: ModelConfig) -> dict:
         "rms_norm_eps": cfg.norm_eps, "tie_word_embeddings": cfg.tie_embeddings,
         "max_position_embeddings": cfg.max_seq_len, "num_nextn_predict_layers": cfg.mtp_depth, "torch_dtype": "float32",
     }
+    if mla.has_indexer:  # DeepSeek-V3.2: transformers' DeepseekV32Config (no rope_interleave field: always on)
+        del out["rope_interleave"]
+        out.update(architectures=["DeepseekV32ForCausalLM"], model_type="deepseek_v32", index_n_heads=mla.index_n_heads,
+                   index_head_dim=mla.index_head_dim, index_topk=mla.index_topk)
     if moe is not None:
         out.update(n_routed_experts=moe.num_experts, num_experts_per_tok=moe.top_k,
                    moe_intermediate_size=moe.expert_size, n_shared_experts=moe.shared_size // moe.expert_size,
@@ -214,7 +226,7 @@ def load_hf(path: Path, hf: dict, device=None, dtype: torch.dtype = torch.float3
     model = HybridLM(cfg, device="meta")
     need = {k: tuple(t.shape) for k, t in _to_hf_state(model, cfg, fused).items()}
     have = {k: tuple(h.get_slice(k).get_shape()) for k, h in get.where.items()}
-    check_tensors(path, "deepseek_v3", need, have)
+    check_tensors(path, hf.get("model_type", "deepseek_v3"), need, have)
 
     mixer_names = [n[len("layers.0.mixer."):] for n, _ in model.named_parameters() if n.startswith("layers.0.mixer.")]
     state = {"embed.weight": get("model.embed_tokens.weight"), "norm.weight": get("model.norm.weight")}

@@ -77,16 +77,18 @@ def _llama4(name: str, *, experts: int, moe_step: int, qk_norm: bool, rope_scali
 
 def _deepseek_v3(name: str, *, vocab: int, heads: int, dense_layers: int, experts: int, groups: int, topk_groups: int,
                  routed_scale: float, rope_theta: float, yarn_factor: float, yarn_beta_fast: float, mtp: int,
-                 max_seq_len: int) -> ModelConfig:
+                 max_seq_len: int, index_n_heads: int = 0) -> ModelConfig:
     """DeepSeek-V3 architecture (d=7168, 61 layers): MLA on every layer (q_lora 1536, kv_lora 512, nope/rope/v head
     dims 128/64/128, interleaved RoPE with YaRN from 4096 positions, mscale 1.0 / 1.0); the first `dense_layers`
     layers dense SwiGLU 18432, the rest MoE: sigmoid scores, `experts` x 2048 routed top-8 (group-limited when
     groups > 1), selection-only bias with the aux-loss-free step 0.001, top-k renormalised then scaled by
-    `routed_scale`, one ungated shared expert of width 2048. Plain RMSNorm (eps 1e-6), untied head."""
+    `routed_scale`, one ungated shared expert of width 2048. Plain RMSNorm (eps 1e-6), untied head.
+    index_n_heads > 0: V3.2's sparse-attention indexer (head dim 128, top-2048 keys) in every MLA layer."""
     mla = MLAConfig(num_heads=heads, kv_lora_rank=512, q_lora_rank=1536, qk_nope_head_dim=128, qk_rope_head_dim=64,
                     v_head_dim=128, rope_theta=rope_theta, rope_interleaved=True, rope_scaling="yarn",
                     yarn_factor=yarn_factor, yarn_original_max_position=4096, yarn_beta_fast=yarn_beta_fast,
-                    yarn_beta_slow=1.0, yarn_mscale=1.0, yarn_mscale_all_dim=1.0)
+                    yarn_beta_slow=1.0, yarn_mscale=1.0, yarn_mscale_all_dim=1.0, index_n_heads=index_n_heads,
+                    index_head_dim=128, index_topk=2048)
     moe = MoEConfig(num_experts=experts, top_k=8, expert_size=2048, shared_size=2048, shared_gate=False,
                     score_func="sigmoid", norm_topk=True, routed_scale=routed_scale, bias_update_rate=0.001,
                     n_groups=groups, topk_groups=topk_groups)
@@ -95,7 +97,7 @@ def _deepseek_v3(name: str, *, vocab: int, heads: int, dense_layers: int, expert
         ffn_pattern=f"D*{dense_layers} M*{61 - dense_layers}", mixers={"L": mla},
         ffns={"D": DenseFFNConfig(intermediate_size=18_432), "M": moe}, norm_eps=1e-6, zero_centered_norm=False,
         tie_embeddings=False, mtp_depth=mtp, mtp_mixer="L" if mtp else None, mtp_ffn="M" if mtp else None,
-        max_seq_len=max_seq_len, hf_model_type="deepseek_v3",
+        max_seq_len=max_seq_len, hf_model_type="deepseek_v32" if index_n_heads else "deepseek_v3",
     )
 
 
@@ -191,6 +193,14 @@ PRESETS = {
     "deepseek-v3": lambda: _deepseek_v3(
         "deepseek-v3", vocab=129_280, heads=128, dense_layers=3, experts=256, groups=8, topk_groups=4,
         routed_scale=2.5, rope_theta=10_000.0, yarn_factor=40.0, yarn_beta_fast=32.0, mtp=1, max_seq_len=163_840),
+    # deepseek-ai/DeepSeek-V3.2-Exp (V3.2 final: same shapes) config (published-configs.json): V3 + the DSA
+    # lightning indexer (64 heads x 128, top-2048) in every layer: 13.96M params per layer (0.851B over 61 layers,
+    # + 14M in the MTP layer); main model 671.878B; HF safetensors total (V3.2, logical) 685,355,329,792 with the
+    # MTP layer's embedding / head copies and the bias vectors. The indexer is always active.
+    "deepseek-v3.2": lambda: _deepseek_v3(
+        "deepseek-v3.2", vocab=129_280, heads=128, dense_layers=3, experts=256, groups=8, topk_groups=4,
+        routed_scale=2.5, rope_theta=10_000.0, yarn_factor=40.0, yarn_beta_fast=32.0, mtp=1, max_seq_len=163_840,
+        index_n_heads=64),
     # moonshotai/Kimi-K2-Instruct config.json (published-configs.json; Base/0905/Thinking the same shapes): the V3
     # architecture with 64 heads, 1 dense layer, 384 experts ungrouped, route scale 2.827, rope theta 5e4, yarn x32
     # (beta_fast 1), no MTP weights shipped. Checkpoint total 1,026,408,232,448 (+ 60 selection-bias vectors).

@@ -19,6 +19,14 @@ mscale(f, yarn_mscale_all_dim), and the softmax scale by mscale(f, yarn_mscale_a
 Shapes: B batch, T new tokens, S keys (cache + new), H heads, D d_model, R kv_lora_rank, n qk_nope_head_dim,
 r qk_rope_head_dim, v v_head_dim.
 Reference: transformers `DeepseekV3Attention` (parity through the whole model in tests/test_deepseek.py).
+
+Optional DeepSeek Sparse Attention (V3.2, cfg.index_n_heads > 0), transformers' `DeepseekV32Indexer` exactly:
+    q^I = wq_b c_Q -> [T, Hi, Di],  k^I = LayerNorm(wk x) -> [S, Di] (one key head, weight + bias, eps 1e-6),
+    RoPE (rotate-half, never interleaved, same frequencies and YaRN cos/sin scale as MLA) on the first r dims of both,
+    I(t, s) = sum_j w(t, j) ReLU(q^I(t, j) . k^I(s) Di^-1/2),  w = weights_proj(x) Hi^-1/2   (float32 scoring),
+    causal mask (-inf), top-min(index_topk, S) keys per query; every other key gets -inf in MLA (both forms).
+No Hadamard rotation or FP8 (transformers skips both: the rotation preserves dot products). The indexer keys are
+cached per token (LatentCache.index_k, index_head_dim values, counted under "latent").
 """
 
 from __future__ import annotations
@@ -90,6 +98,7 @@ class MLA(nn.Module):
         # Not a buffer: model.to(bf16) would round the frequencies. Float32, computed on the CPU, moved on use.
         self._inv_freq, self.rope_scale, self.scale = rope_inv_freq(cfg)
         self.absorb = "auto"  # "auto": absorbed for single-token steps, expanded otherwise; "always" | "never"
+        self.indexer = Indexer(cfg, d_model) if cfg.has_indexer else None
 
     @torch.no_grad()
     def init_weights(self, std: float, out_std: float) -> None:
@@ -100,12 +109,16 @@ class MLA(nn.Module):
         for norm in (self.q_a_layernorm, self.kv_a_layernorm):
             if norm is not None:
                 norm.init_weights()
+        if self.indexer is not None:
+            for lin in (self.indexer.wq_b, self.indexer.wk, self.indexer.weights_proj):
+                nn.init.normal_(lin.weight, std=std)
+            self.indexer.k_norm.reset_parameters()
 
     def new_cache(self) -> LatentCache:
         return LatentCache()
 
     # -- rotary ------------------------------------------------------------------------------------------
-    def _rope(self, x_BTHr: torch.Tensor, pos0: int) -> torch.Tensor:
+    def _rope(self, x_BTHr: torch.Tensor, pos0: int, interleaved: bool | None = None) -> torch.Tensor:
         T = x_BTHr.shape[1]
         positions = torch.arange(pos0, pos0 + T, device=x_BTHr.device, dtype=torch.float32)
         if self._inv_freq.device != x_BTHr.device:
@@ -114,7 +127,7 @@ class MLA(nn.Module):
         angles = torch.cat((angles, angles), dim=-1)
         cos = (angles.cos() * self.rope_scale).to(x_BTHr.dtype)
         sin = (angles.sin() * self.rope_scale).to(x_BTHr.dtype)
-        if self.cfg.rope_interleaved:  # pairs (x0, x1), (x2, x3), ... -> halves: then it is rotate-half RoPE
+        if self.cfg.rope_interleaved if interleaved is None else interleaved:  # pairs (x0, x1), (x2, x3), ... -> halves: then it is rotate-half RoPE
             x_BTHr = torch.cat((x_BTHr[..., 0::2], x_BTHr[..., 1::2]), dim=-1)
         return apply_rope(x_BTHr, cos, sin)
 
@@ -126,7 +139,8 @@ class MLA(nn.Module):
         if self.q_proj is not None:
             q = self.q_proj(x_BTD)
         else:
-            q = self.q_b_proj(self.q_a_layernorm(self.q_a_proj(x_BTD)))
+            c_q_BTQ = self.q_a_layernorm(self.q_a_proj(x_BTD))
+            q = self.q_b_proj(c_q_BTQ)
         q_nope_BTHn, q_rope_BTHr = q.view(B, T, H, n + r).split([n, r], dim=-1)
         c_kv_BTR, k_rope_BTr = self.kv_a_proj_with_mqa(x_BTD).split([R, r], dim=-1)
         c_kv_BTR = self.kv_a_layernorm(c_kv_BTR)
@@ -143,6 +157,9 @@ class MLA(nn.Module):
             mask, causal = None, False  # one query sees every cached key
         else:  # a chunk after a cached prefix: query t sits at key position S - T + t
             mask = torch.arange(S, device=x_BTD.device)[None, :] <= torch.arange(S - T, S, device=x_BTD.device)[:, None]
+            causal = False
+        if self.indexer is not None:  # sparse: causal AND among the query's top-k indexer keys; [B, 1, T, S]
+            mask = self.index_mask(x_BTD, c_q_BTQ, pos0, cache)[:, None]
             causal = False
         absorbed = self.absorb == "always" or (self.absorb == "auto" and T == 1)
         if absorbed:
@@ -165,25 +182,62 @@ class MLA(nn.Module):
             o_BTHv = o_BHTv.transpose(1, 2)
         return self.o_proj(o_BTHv.reshape(B, T, H * v))
 
+    @torch.no_grad()
+    def index_mask(self, x_BTD: torch.Tensor, c_q_BTQ: torch.Tensor, pos0: int,
+                   cache: LatentCache | None = None) -> torch.Tensor:
+        """-> bool [B, T, S]: True where key s is causal for query t and among its top-k indexer scores."""
+        ix = self.indexer
+        B, T, _ = x_BTD.shape
+        Hi, Di, r = ix.n_heads, ix.head_dim, self.cfg.qk_rope_head_dim
+        q_BTHD = ix.wq_b(c_q_BTQ).view(B, T, Hi, Di)
+        q_rot, q_pass = q_BTHD.split([r, Di - r], dim=-1)
+        k_BTD = ix.k_norm(ix.wk(x_BTD))
+        k_rot, k_pass = k_BTD.split([r, Di - r], dim=-1)
+        q_BTHD = torch.cat((self._rope(q_rot, pos0, interleaved=False), q_pass), dim=-1)
+        k_BTD = torch.cat((self._rope(k_rot[:, :, None], pos0, interleaved=False)[:, :, 0], k_pass), dim=-1)
+        k_BSD = cache.append_index(k_BTD) if cache is not None else k_BTD
+        S = k_BSD.shape[1]
+        scores_BTHS = F.relu(torch.matmul(q_BTHD.float(), k_BSD.transpose(-1, -2).float().unsqueeze(1)) * ix.softmax_scale)
+        w_BTH = ix.weights_proj(x_BTD.to(ix.weights_proj.weight.dtype)).float() * Hi ** -0.5
+        index_BTS = torch.matmul(w_BTH.unsqueeze(-2), scores_BTHS).squeeze(-2)
+        causal_TS = torch.arange(S, device=x_BTD.device)[None, :] <= torch.arange(S - T, S, device=x_BTD.device)[:, None]
+        index_BTS = index_BTS.masked_fill(~causal_TS, float("-inf"))
+        top_BTK = index_BTS.topk(min(self.cfg.index_topk, S), dim=-1).indices
+        selected = torch.zeros_like(index_BTS, dtype=torch.bool).scatter(-1, top_BTK, True)
+        return selected & causal_TS
+
     # -- accounting (docs/cost.md): matmul FLOPs at 2 per multiply-add; norms, RoPE, softmax not counted -----
     def num_params(self, d_model: int | None = None) -> int:
         c, D = self.cfg, self.d_model
         H, R, r = c.num_heads, c.kv_lora_rank, c.qk_rope_head_dim
         q_out = H * c.qk_head_dim
         q = D * q_out if c.q_lora_rank is None else D * c.q_lora_rank + c.q_lora_rank + c.q_lora_rank * q_out
-        return q + D * (R + r) + R + R * H * (c.qk_nope_head_dim + c.v_head_dim) + H * c.v_head_dim * D
+        n = q + D * (R + r) + R + R * H * (c.qk_nope_head_dim + c.v_head_dim) + H * c.v_head_dim * D
+        if c.has_indexer:  # wq_b, wk, k_norm (weight + bias), weights_proj
+            Hi, Di = c.index_n_heads, c.index_head_dim
+            n += c.q_lora_rank * Hi * Di + D * Di + 2 * Di + D * Hi
+        return n
 
     def _proj_flops(self) -> int:
         c = self.cfg
-        norms = c.kv_lora_rank + (c.q_lora_rank or 0)
+        norms = c.kv_lora_rank + (c.q_lora_rank or 0) + (2 * c.index_head_dim if c.has_indexer else 0)
         return 2 * (self.num_params() - norms)
 
     def keys_seen(self, position: int) -> int:
-        """Keys the query at 1-based `position` attends to (itself included): all of them."""
-        return position
+        """Keys the query at 1-based `position` attends to (itself included): all of them, or with the indexer at
+        most index_topk of them."""
+        return min(position, self.cfg.index_topk) if self.cfg.has_indexer else position
 
     def mean_keys(self, context: int) -> float:
-        return (context + 1) / 2
+        if not self.cfg.has_indexer or context <= self.cfg.index_topk:
+            return (context + 1) / 2
+        k = self.cfg.index_topk
+        return (k * (k + 1) / 2 + (context - k) * k) / context
+
+    def _index_flops_per_key(self) -> int:
+        """Indexer scoring per (query, causal key): Hi Di for q^I . k^I and Hi for the head-weighted sum."""
+        c = self.cfg
+        return 2 * c.index_n_heads * (c.index_head_dim + 1) if c.has_indexer else 0
 
     def flops_per_token(self, context: int, causal_skip: bool = True) -> float:
         """Prefill (expanded form) FLOPs per token over a causal pass of `context` tokens: every projection once
@@ -191,7 +245,9 @@ class MLA(nn.Module):
         dims per head. causal_skip=False counts every query against all `context` keys (a dense masked kernel)."""
         c = self.cfg
         keys = self.mean_keys(context) if causal_skip else context
-        return self._proj_flops() + 2 * c.num_heads * (c.qk_head_dim + c.v_head_dim) * keys
+        index_keys = (context + 1) / 2 if causal_skip else context  # the indexer scores every causal key
+        return (self._proj_flops() + 2 * c.num_heads * (c.qk_head_dim + c.v_head_dim) * keys
+                + self._index_flops_per_key() * index_keys)
 
     def decode_flops(self, context: int) -> int:
         """One absorbed decode step whose query is token number `context`: the projections of the new token,
@@ -200,12 +256,29 @@ class MLA(nn.Module):
         latent weighted sum over R dims per head."""
         c = self.cfg
         R, r = c.kv_lora_rank, c.qk_rope_head_dim
-        return self._proj_flops() + 2 * c.num_heads * (2 * R + r) * self.keys_seen(context)
+        return (self._proj_flops() + 2 * c.num_heads * (2 * R + r) * self.keys_seen(context)
+                + self._index_flops_per_key() * context)
 
     def cache_tokens(self, context: int) -> int:
         return context
 
     def cache_bytes(self, context: int, batch: int = 1, dtype_bytes: int = 2, state_bytes: int | None = None) -> int:
-        """c_KV [B, S, R] and k_R [B, S, r], S = context. state_bytes: unused (no state)."""
+        """c_KV [B, S, R] and k_R [B, S, r], S = context (+ the indexer keys [B, S, index_head_dim]).
+        state_bytes: unused (no state)."""
         c = self.cfg
-        return batch * self.cache_tokens(context) * (c.kv_lora_rank + c.qk_rope_head_dim) * dtype_bytes
+        per_token = c.kv_lora_rank + c.qk_rope_head_dim + (c.index_head_dim if c.has_indexer else 0)
+        return batch * self.cache_tokens(context) * per_token * dtype_bytes
+
+
+class Indexer(nn.Module):
+    """DeepSeek-V3.2 lightning indexer parameters (transformers' `DeepseekV32Indexer` names and shapes); the
+    scoring lives in MLA.index_mask."""
+
+    def __init__(self, cfg: MLAConfig, d_model: int):
+        super().__init__()
+        self.n_heads, self.head_dim = cfg.index_n_heads, cfg.index_head_dim
+        self.wq_b = nn.Linear(cfg.q_lora_rank, self.n_heads * self.head_dim, bias=False)
+        self.wk = nn.Linear(d_model, self.head_dim, bias=False)
+        self.k_norm = nn.LayerNorm(self.head_dim, eps=1e-6)
+        self.weights_proj = nn.Linear(d_model, self.n_heads, bias=False)
+        self.softmax_scale = self.head_dim ** -0.5
