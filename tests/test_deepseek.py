@@ -39,9 +39,10 @@ CASES = {
 }
 
 
-def _hf_model(**overrides):
+def _hf_model(config_cls=None, tiny=None, **overrides):
+    """A tiny transformers DeepSeek model (V3 by default; test_deepseek_v32 passes its own config class)."""
     torch.manual_seed(0)
-    cfg = transformers.DeepseekV3Config(**{**TINY, **overrides})
+    cfg = (config_cls or transformers.DeepseekV3Config)(**{**(tiny or TINY), **overrides})
     model = transformers.AutoModelForCausalLM.from_config(cfg)
     with torch.no_grad():  # weights large enough that attention is peaked and RoPE / routing errors show
         for name, p in model.named_parameters():

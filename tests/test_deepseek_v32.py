@@ -12,6 +12,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 transformers = pytest.importorskip("transformers")
 
+from test_deepseek import _hf_model as _hf_model_v3
+from test_deepseek import _logits
+
 from hybridlm import HybridLM, MLAConfig, get_config
 from hybridlm.cost import REFERENCE
 from hybridlm.hf import config_from_hf
@@ -28,24 +31,7 @@ T = 30
 
 
 def _hf_model(**overrides):
-    torch.manual_seed(0)
-    cfg = transformers.DeepseekV32Config(**{**TINY, **overrides})
-    model = transformers.AutoModelForCausalLM.from_config(cfg)
-    with torch.no_grad():  # weights large enough that attention is peaked and RoPE / selection errors show
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.add_(0.1 * torch.randn_like(p))
-            elif p.dim() >= 2 and "embed" not in name:
-                p.normal_(0.0, 1.2 / p.shape[-1] ** 0.5)
-        for name, b in model.named_buffers():
-            if name.endswith("e_score_correction_bias"):
-                b.copy_(0.05 * torch.randn_like(b))
-    return model.eval()
-
-
-def _logits(model, ids):
-    with torch.no_grad():
-        return model(input_ids=ids).logits
+    return _hf_model_v3(transformers.DeepseekV32Config, TINY, **overrides)
 
 
 def test_from_hf_and_back_matches_transformers_and_cached_decode(tmp_path):
