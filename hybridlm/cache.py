@@ -3,7 +3,8 @@
 Attention layers keep keys and values (`KVCache`, growing with context, or bounded by a sliding window or by
 the current block of chunked attention);
 linear layers keep a constant-size conv window and recurrent state (`RecurrentState`); Multi-head Latent
-Attention layers keep one compressed latent and one shared roped key per token (`LatentCache`). `HybridCache.pos`
+Attention layers keep one compressed latent and one shared roped key per token (`LatentCache`); DeepSeek-V4 layers
+keep a sliding window of shared key=value vectors plus compressed entries (`CompressedKVCache`). `HybridCache.pos`
 is the number of tokens already consumed, i.e. the absolute position of the next token.
 """
 
@@ -84,6 +85,46 @@ class LatentCache:
 
 
 @dataclass
+class CompressorState:
+    """Running state of a DeepSeek-V4 KV compressor: the projected tokens of the still-open window (kv and gate
+    logits [B, p, c*d], p < ratio), for overlapping (CSA) compression the low half of the last closed window
+    (kv and gate + position bias [B, ratio, d]), and the emitted entries [B, N, d] (entry i pools tokens
+    [i*ratio, (i+1)*ratio))."""
+
+    pending_kv: torch.Tensor | None = None
+    pending_gate: torch.Tensor | None = None
+    prev_kv: torch.Tensor | None = None
+    prev_gate: torch.Tensor | None = None
+    entries: torch.Tensor | None = None
+    count: int = 0  # entries emitted so far
+
+    def memory_bytes(self) -> int:
+        return _nbytes(self.pending_kv, self.pending_gate, self.prev_kv, self.prev_gate, self.entries)
+
+
+@dataclass
+class CompressedKVCache:
+    """DeepSeek-V4 attention cache: the last window-1 shared key=value vectors [B, S, d] plus, on compressed
+    layers, the compressor's state and, on CSA layers, the lightning indexer's own compressor state."""
+
+    window: int
+    kv: torch.Tensor | None = None
+    compressor: CompressorState | None = None
+    indexer: CompressorState | None = None
+    kind = "compressed"
+
+    def append(self, kv_new: torch.Tensor) -> torch.Tensor:
+        """-> every key this step attends to in its window (cached then new); keeps the last window-1."""
+        kv_all = kv_new if self.kv is None else torch.cat((self.kv, kv_new), dim=1)
+        self.kv = kv_all[:, kv_all.shape[1] - min(kv_all.shape[1], self.window - 1):]
+        return kv_all
+
+    def memory_bytes(self) -> int:
+        return (_nbytes(self.kv) + (self.compressor.memory_bytes() if self.compressor else 0)
+                + (self.indexer.memory_bytes() if self.indexer else 0))
+
+
+@dataclass
 class HybridCache:
     layers: list = field(default_factory=list)
     pos: int = 0
@@ -94,6 +135,7 @@ class HybridCache:
     def memory_by_kind(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for layer in self.layers:
-            kind = "kv" if isinstance(layer, KVCache) else "latent" if isinstance(layer, LatentCache) else "recurrent"
+            kind = getattr(layer, "kind", None) or (
+                "kv" if isinstance(layer, KVCache) else "latent" if isinstance(layer, LatentCache) else "recurrent")
             out[kind] = out.get(kind, 0) + layer.memory_bytes()
         return out

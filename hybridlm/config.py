@@ -201,6 +201,57 @@ class MLAConfig:
 
 
 @dataclass
+class CompressedAttentionConfig:
+    """DeepSeek-V4 attention: one shared key=value head, a sliding window with a learnable per-head sink, and
+    optionally compressed long-range entries: "csa" (overlapping windows of 2 x compress_ratio tokens, top-k picked
+    by a lightning indexer) or "hca" (disjoint windows, every closed one attended). Low-rank query, grouped
+    low-rank output projection. RoPE (interleaved pairs) on the last rope_dim dims of each head; rope_scaling is
+    None or {"rope_type": "yarn", "factor", "original_max_position_embeddings", "beta_fast", "beta_slow"}
+    (frequencies only: V4 scales neither cos/sin nor the softmax)."""
+
+    num_heads: int
+    head_dim: int = 512
+    rope_dim: int = 64
+    q_lora_rank: int = 1024
+    o_groups: int = 8
+    o_lora_rank: int = 1024
+    sliding_window: int = 128
+    compression: Literal["none", "csa", "hca"] = "none"
+    compress_ratio: int = 4
+    rope_theta: float = 10_000.0
+    rope_scaling: dict | None = None
+    index_n_heads: int = 64  # CSA only: the lightning indexer
+    index_head_dim: int = 128
+    index_topk: int = 512
+    kind: Literal["compressed_attention"] = "compressed_attention"
+
+    _YARN_KEYS = ("factor", "original_max_position_embeddings", "beta_fast", "beta_slow")
+
+    def validate(self, where: str, d_model: int) -> None:
+        for name in ("num_heads", "head_dim", "q_lora_rank", "o_groups", "o_lora_rank", "sliding_window",
+                     "compress_ratio", "index_n_heads", "index_head_dim", "index_topk"):
+            if getattr(self, name) < 1:
+                _fail(f"{where}.{name}", getattr(self, name), "must be >= 1")
+        if self.rope_dim < 0 or self.rope_dim % 2 or self.rope_dim > self.head_dim:
+            _fail(f"{where}.rope_dim", self.rope_dim, f"must be even and in [0, head_dim={self.head_dim}]")
+        if self.num_heads % self.o_groups:
+            _fail(f"{where}.o_groups", self.o_groups, f"must divide num_heads={self.num_heads}")
+        if self.compression not in ("none", "csa", "hca"):
+            _fail(f"{where}.compression", self.compression, "must be 'none', 'csa' or 'hca'")
+        if self.compression == "csa" and self.index_head_dim < self.rope_dim:
+            _fail(f"{where}.index_head_dim", self.index_head_dim, f"must be >= rope_dim ({self.rope_dim})")
+        rs = self.rope_scaling
+        if rs is not None:
+            missing = [k for k in self._YARN_KEYS if k not in rs] if isinstance(rs, dict) else list(self._YARN_KEYS)
+            unknown = sorted(set(rs) - {"rope_type", *self._YARN_KEYS}) if isinstance(rs, dict) else []
+            if not isinstance(rs, dict) or rs.get("rope_type") != "yarn" or missing or unknown:
+                _fail(f"{where}.rope_scaling", rs, f"must be {{'rope_type': 'yarn', {', '.join(self._YARN_KEYS)}}} "
+                      f"(missing {missing}, unknown {unknown})")
+            if not all(rs[k] > 0 for k in self._YARN_KEYS):
+                _fail(f"{where}.rope_scaling", rs, "needs every value > 0")
+
+
+@dataclass
 class DenseFFNConfig:
     """SwiGLU feed-forward: down(silu(gate(x)) * up(x))."""
 
@@ -221,7 +272,7 @@ class MoEConfig:
     expert_size: int  # intermediate width of one routed expert
     shared_size: int = 0  # intermediate width of the shared expert(s) together; 0 = none
     shared_gate: bool = False  # shared output scaled by sigmoid(w_s . x) (Qwen)
-    score_func: Literal["softmax", "sigmoid"] = "softmax"
+    score_func: Literal["softmax", "sigmoid", "sqrtsoftplus"] = "softmax"  # sqrtsoftplus: sqrt(softplus(u)), V4
     norm_topk: bool = True  # renormalise the top-k gates to sum to 1
     routed_scale: float = 1.0
     aux_loss_coef: float = 0.0  # switch-style load-balancing loss weight
@@ -231,6 +282,11 @@ class MoEConfig:
     # the sum of its top-2 biased scores; only the best topk_groups groups' experts compete for the top-k.
     n_groups: int = 1
     topk_groups: int = 1
+    # DeepSeek-V4. swiglu_limit > 0 clamps every expert's (routed and shared) gate pre-activation to <= limit and
+    # up to [-limit, limit]. hash_routing: the experts come from a frozen token-id table (tid2eid [vocab, top_k]),
+    # the router only weighs them (V4's first layers).
+    swiglu_limit: float = 0.0
+    hash_routing: bool = False
     kind: Literal["moe"] = "moe"
 
     def validate(self, where: str, d_model: int) -> None:
@@ -243,8 +299,12 @@ class MoEConfig:
             _fail(f"{where}.shared_size", self.shared_size, "must be >= 0")
         if self.shared_gate and not self.shared_size:
             _fail(f"{where}.shared_gate", True, "needs a shared expert (shared_size > 0)")
-        if self.score_func not in ("softmax", "sigmoid"):
-            _fail(f"{where}.score_func", self.score_func, "must be 'softmax' or 'sigmoid'")
+        if self.score_func not in ("softmax", "sigmoid", "sqrtsoftplus"):
+            _fail(f"{where}.score_func", self.score_func, "must be 'softmax', 'sigmoid' or 'sqrtsoftplus'")
+        if self.swiglu_limit < 0:
+            _fail(f"{where}.swiglu_limit", self.swiglu_limit, "must be >= 0 (0 = no clamp)")
+        if self.hash_routing and self.n_groups > 1:
+            _fail(f"{where}.hash_routing", True, "cannot be combined with group-limited routing (n_groups > 1)")
         if self.n_groups < 1 or self.num_experts % self.n_groups:
             _fail(f"{where}.n_groups", self.n_groups, f"must be >= 1 and divide num_experts={self.num_experts}")
         if not 1 <= self.topk_groups <= self.n_groups:
@@ -254,10 +314,10 @@ class MoEConfig:
                   f"({self.topk_groups * (self.num_experts // self.n_groups)})")
 
 
-MixerConfig = AttentionConfig | GatedDeltaNetConfig | MLAConfig
+MixerConfig = AttentionConfig | GatedDeltaNetConfig | MLAConfig | CompressedAttentionConfig
 FFNConfig = DenseFFNConfig | MoEConfig
 MIXER_CONFIGS: dict[str, type] = {"attention": AttentionConfig, "gated_deltanet": GatedDeltaNetConfig,
-                                  "mla": MLAConfig}
+                                  "mla": MLAConfig, "compressed_attention": CompressedAttentionConfig}
 FFN_CONFIGS: dict[str, type] = {"dense": DenseFFNConfig, "moe": MoEConfig}
 
 _TERM = re.compile(r"^([A-Za-z]+)(?:\*(\d+))?$")
@@ -313,6 +373,11 @@ class ModelConfig:
     mtp_loss_weight: float = 0.3
     max_seq_len: int = 4096
     init_std: float = 0.02
+    # Manifold-constrained hyper-connections (DeepSeek-V4): the residual is hc_mult streams mixed by a
+    # Sinkhorn-normalised matrix around every sublayer; 1 = the plain residual.
+    hc_mult: int = 1
+    hc_sinkhorn_iters: int = 20
+    hc_eps: float = 1e-6
     hf_model_type: str | None = None  # Hugging Face format `save_hf` writes (e.g. "qwen3_next"); None = inferred
     # Filled by __post_init__: the expanded per-layer plan.
     layer_mixers: list[str] = field(init=False, repr=False)
@@ -333,6 +398,12 @@ class ModelConfig:
                 cfg.validate(f"{legend}[{letter!r}]", self.d_model)
         self.layer_mixers = self._expand("mixer_pattern", self.mixers)
         self.layer_ffns = self._expand("ffn_pattern", self.ffns)
+        if self.hc_mult < 1:
+            _fail("hc_mult", self.hc_mult, "must be >= 1 (1 = plain residual)")
+        if self.hc_sinkhorn_iters < 1:
+            _fail("hc_sinkhorn_iters", self.hc_sinkhorn_iters, "must be >= 1")
+        if self.hc_eps <= 0:
+            _fail("hc_eps", self.hc_eps, "must be > 0")
         if self.mtp_depth not in (0, 1):
             _fail("mtp_depth", self.mtp_depth, "only depth 0 or 1 is supported")
         if self.mtp_depth:

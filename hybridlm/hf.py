@@ -83,6 +83,9 @@ def config_from_hf(hf: dict) -> ModelConfig:
     if model_type in DEEPSEEK_TYPES:  # DeepSeek-V3 / Kimi-K2 (MLA) live in their own module
         from .hf_deepseek import config_from_hf as config_from_deepseek
         return config_from_deepseek(hf)
+    if model_type == "deepseek_v4":
+        from .hf_deepseek_v4 import config_from_hf as config_from_v4
+        return config_from_v4(hf)
     if model_type not in SUPPORTED:
         raise ValueError(f"config.json model_type={model_type!r} is not supported; supported: {SUPPORTED}")
     text = dict(hf.get("text_config", hf))
@@ -376,6 +379,9 @@ def load_hf(path, device=None, dtype: torch.dtype = torch.float32):
     if hf_json.get("model_type") in DEEPSEEK_TYPES:
         from .hf_deepseek import load_hf as load_deepseek
         return load_deepseek(path, hf_json, device=device, dtype=dtype)
+    if hf_json.get("model_type") == "deepseek_v4":
+        from .hf_deepseek_v4 import load_hf as load_v4
+        return load_v4(path, hf_json, device=device, dtype=dtype)
     cfg = config_from_hf(hf_json)
     if cfg.hf_model_type not in SUPPORTED:
         raise ValueError(f"{path}: reading weights of this model_type is not supported yet (its config.json "
@@ -416,7 +422,7 @@ def write_hf_dir(path, tensors: dict[str, torch.Tensor], hf_cfg: dict, dtype: to
     """Write model.safetensors + config.json atomically (temp name, fsync, rename): a crash mid-write never
     leaves a half-written checkpoint under the final names. Shared by every family's save_hf."""
     from safetensors.torch import save_file
-    out = {k: (v.to(dtype) if dtype else v).contiguous().cpu() for k, v in tensors.items()}
+    out = {k: (v.to(dtype) if dtype and v.is_floating_point() else v).contiguous().cpu() for k, v in tensors.items()}
     # safetensors refuses tensors that share memory (e.g. DeepSeek's MTP copies of the embedding): clone those.
     seen: set[int] = set()
     for k, v in out.items():
@@ -444,6 +450,11 @@ def save_hf(model, path, dtype: torch.dtype | None = None, model_type: str | Non
             model_type is None and cfg.hf_model_type is None and any(m.kind == "mla" for m in cfg.mixers.values())):
         from .hf_deepseek import save_hf as save_deepseek
         return save_deepseek(model, path, dtype=dtype)
+    if (model_type or cfg.hf_model_type) == "deepseek_v4" or (
+            model_type is None and cfg.hf_model_type is None
+            and any(m.kind == "compressed_attention" for m in cfg.mixers.values())):
+        from .hf_deepseek_v4 import save_hf as save_v4
+        return save_v4(model, path, dtype=dtype)
     model_type = model_type or cfg.hf_model_type or (
         "qwen3_next" if any(f.kind == "moe" for f in cfg.ffns.values()) else "qwen3_5_text")
     if model_type in ("llama4", "llama4_text"):

@@ -24,6 +24,7 @@ from .cache import HybridCache
 from .config import ModelConfig
 from .mixers import build_mixer
 from .moe import MoE, DenseFFN
+from .hyper import HyperConnection, HyperHead
 from .norms import RMSNorm
 
 
@@ -40,11 +41,14 @@ class ModelOutput:
 FFNS = {"dense": DenseFFN, "moe": MoE}
 
 
-def build_ffn(cfg, d_model: int) -> nn.Module:
-    return FFNS[cfg.kind](cfg, d_model)
+def build_ffn(cfg, d_model: int, vocab_size: int | None = None) -> nn.Module:
+    return FFNS[cfg.kind](cfg, d_model, vocab_size)
 
 
 class Block(nn.Module):
+    """Pre-norm mixer + FFN. Plain residual (x [B, T, D]) when hc_mult == 1; otherwise x is the mHC stream
+    [B, T, n, D] and each sublayer is wrapped by its own HyperConnection (hyper.py)."""
+
     def __init__(self, cfg: ModelConfig, mixer_letter: str, ffn_letter: str):
         super().__init__()
         self.mixer_letter, self.ffn_letter = mixer_letter, ffn_letter
@@ -52,40 +56,68 @@ class Block(nn.Module):
         self.mixer_norm = RMSNorm(cfg.d_model, eps, zc)
         self.mixer = build_mixer(cfg.mixers[mixer_letter], cfg.d_model, eps, zc)
         self.ffn_norm = RMSNorm(cfg.d_model, eps, zc)
-        self.ffn = build_ffn(cfg.ffns[ffn_letter], cfg.d_model)
+        self.ffn = build_ffn(cfg.ffns[ffn_letter], cfg.d_model, cfg.vocab_size)
+        self.attn_hc = self.ffn_hc = None
+        if cfg.hc_mult > 1:
+            self.attn_hc, self.ffn_hc = (HyperConnection(cfg.hc_mult, cfg.d_model, cfg.hc_sinkhorn_iters, cfg.hc_eps,
+                                                         eps) for _ in range(2))
 
     def init_weights(self, std: float, out_std: float) -> None:
         self.mixer_norm.init_weights()
         self.ffn_norm.init_weights()
         self.mixer.init_weights(std, out_std)
         self.ffn.init_weights(std)
+        for hc in (self.attn_hc, self.ffn_hc):
+            if hc is not None:
+                hc.init_weights(std)
 
-    def forward(self, x: torch.Tensor, pos0: int = 0, cache=None) -> torch.Tensor:
-        x = x + self.mixer(self.mixer_norm(x), pos0, cache)
-        return x + self.ffn(self.ffn_norm(x))
+    def forward(self, x: torch.Tensor, pos0: int = 0, cache=None, token_ids: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        if self.attn_hc is None:
+            x = x + self.mixer(self.mixer_norm(x), pos0, cache)
+            return x + self.ffn(self.ffn_norm(x), token_ids)
+        u, post, comb = self.attn_hc(x)
+        x = HyperConnection.expand(self.mixer(self.mixer_norm(u), pos0, cache), x, post, comb)
+        u, post, comb = self.ffn_hc(x)
+        return HyperConnection.expand(self.ffn(self.ffn_norm(u), token_ids), x, post, comb)
+
+    def num_params(self) -> int:
+        hc = sum(h.num_params() for h in (self.attn_hc, self.ffn_hc) if h is not None)
+        return 2 * self.mixer_norm.weight.numel() + self.mixer.num_params() + self.ffn.num_params() + hc
 
 
 class MTP(nn.Module):
-    """Depth-1 multi-token prediction module; shares the embedding and output head with the main model."""
+    """Depth-1 multi-token prediction module; shares the embedding and output head with the main model.
+    With mHC (hc_mult > 1, DeepSeek-V4) h is the main stack's stream [B, T, n, D] before its head, each copy is
+    projected with the (broadcast) next-token embedding, and the module collapses its block's stream with a
+    HyperHead of its own before the norm."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         eps, zc = cfg.norm_eps, cfg.zero_centered_norm
         self.emb_norm = RMSNorm(cfg.d_model, eps, zc)
         self.hidden_norm = RMSNorm(cfg.d_model, eps, zc)
-        self.proj = nn.Linear(2 * cfg.d_model, cfg.d_model, bias=False)
+        self.proj = nn.Linear(2 * cfg.d_model, cfg.d_model, bias=False)  # [W_e | W_h] on [emb; h]
         self.block = Block(cfg, cfg.mtp_mixer, cfg.mtp_ffn)
         self.norm = RMSNorm(cfg.d_model, eps, zc)
+        self.hc_head = HyperHead(cfg.hc_mult, cfg.d_model, cfg.hc_eps, eps) if cfg.hc_mult > 1 else None
 
     def init_weights(self, std: float, out_std: float) -> None:
         for norm in (self.emb_norm, self.hidden_norm, self.norm):
             norm.init_weights()
         nn.init.normal_(self.proj.weight, std=std)
         self.block.init_weights(std, out_std)
+        if self.hc_head is not None:
+            self.hc_head.init_weights(std)
 
-    def forward(self, h_BTD: torch.Tensor, emb_next_BTD: torch.Tensor) -> torch.Tensor:
-        x = self.proj(torch.cat((self.emb_norm(emb_next_BTD), self.hidden_norm(h_BTD)), dim=-1))
-        return self.norm(self.block(x))
+    def forward(self, h: torch.Tensor, emb_next_BTD: torch.Tensor, next_ids: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        e = self.emb_norm(emb_next_BTD)
+        hn = self.hidden_norm(h)
+        if self.hc_head is not None:
+            e = e.unsqueeze(2).expand_as(hn)
+        x = self.block(self.proj(torch.cat((e, hn), dim=-1)), token_ids=next_ids)
+        return self.norm(x if self.hc_head is None else self.hc_head(x))
 
 
 class HybridLM(nn.Module):
@@ -98,6 +130,8 @@ class HybridLM(nn.Module):
                 Block(config, m, f) for m, f in zip(config.layer_mixers, config.layer_ffns)
             )
             self.norm = RMSNorm(config.d_model, config.norm_eps, config.zero_centered_norm)
+            self.hc_head = (HyperHead(config.hc_mult, config.d_model, config.hc_eps, config.norm_eps)
+                            if config.hc_mult > 1 else None)
             self.lm_head = None if config.tie_embeddings else nn.Linear(config.d_model, config.vocab_size, bias=False)
             self.mtp = MTP(config) if config.mtp_depth else None
         device = torch.device(device) if device is not None else torch.device("cpu")
@@ -118,6 +152,8 @@ class HybridLM(nn.Module):
         for block in self.layers:
             block.init_weights(std, out_std)
         self.norm.init_weights()
+        if self.hc_head is not None:
+            self.hc_head.init_weights(std)
         if self.lm_head is not None:
             nn.init.normal_(self.lm_head.weight, std=std)
         if self.mtp is not None:
@@ -133,6 +169,12 @@ class HybridLM(nn.Module):
     # -- forward --------------------------------------------------------------------------
     def hidden_states(self, input_ids: torch.Tensor, cache: HybridCache | None = None) -> torch.Tensor:
         """Final normed hidden states [B, T, D]; advances the cache by T when one is given."""
+        return self.norm(self._stack(input_ids, cache)[0])
+
+    def _stack(self, input_ids: torch.Tensor, cache: HybridCache | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """-> (the residual after the last block [B, T, D], collapsed by the mHC head when there is one;
+        the uncollapsed mHC stream [B, T, n, D] or None), before the final norm."""
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be [batch, time], got shape {tuple(input_ids.shape)}")
         V = self.config.vocab_size
@@ -141,16 +183,19 @@ class HybridLM(nn.Module):
                              f"min {int(input_ids.min())}, max {int(input_ids.max())}")
         pos0 = cache.pos if cache is not None else 0
         x = self.embed(input_ids)
+        if self.hc_head is not None:
+            x = x.unsqueeze(2).expand(-1, -1, self.config.hc_mult, -1).contiguous()
         for i, block in enumerate(self.layers):
-            x = block(x, pos0, cache.layers[i] if cache is not None else None)
+            x = block(x, pos0, cache.layers[i] if cache is not None else None, input_ids)
         if cache is not None:
             cache.pos += input_ids.shape[1]
-        return self.norm(x)
+        return (x, None) if self.hc_head is None else (self.hc_head(x), x)
 
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None,
                 cache: HybridCache | None = None) -> ModelOutput:
         """labels: [B, T] aligned with input_ids (shifted inside, HF style); -100 is ignored."""
-        h = self.hidden_states(input_ids, cache)
+        x, streams = self._stack(input_ids, cache)
+        h = self.norm(x)
         logits = F.linear(h, self.head_weight)  # [B, T, V]
         if labels is None:
             return ModelOutput(logits=logits)
@@ -163,7 +208,8 @@ class HybridLM(nn.Module):
             loss = loss + aux
         mtp_loss = mtp_logits = None
         if self.mtp is not None and input_ids.shape[1] > 2:
-            h_mtp = self.mtp(h[:, :-1], self.embed(input_ids[:, 1:]))  # position i predicts token i+2
+            h_in = h if streams is None else streams  # mHC: the stream before the main head
+            h_mtp = self.mtp(h_in[:, :-1], self.embed(input_ids[:, 1:]), input_ids[:, 1:])  # i predicts token i+2
             mtp_logits = F.linear(h_mtp, self.head_weight)
             mtp_loss = F.cross_entropy(mtp_logits[:, :-1].flatten(0, 1).float(), labels[:, 2:].flatten(),
                                        ignore_index=-100)
@@ -232,10 +278,10 @@ class HybridLM(nn.Module):
     def num_params_analytic(self, mtp: bool = True) -> int:
         D, V = self.config.d_model, self.config.vocab_size
         n = V * D + D + (0 if self.lm_head is None else V * D)  # embedding, final norm, untied head
-        n += sum(2 * D + b.mixer.num_params() + b.ffn.num_params() for b in self.layers)
+        n += sum(b.num_params() for b in self.layers) + (self.hc_head.num_params() if self.hc_head else 0)
         if mtp and self.mtp is not None:
-            blk = self.mtp.block
-            n += 3 * D + 2 * D * D + 2 * D + blk.mixer.num_params() + blk.ffn.num_params()
+            n += 3 * D + 2 * D * D + self.mtp.block.num_params()
+            n += self.mtp.hc_head.num_params() if self.mtp.hc_head is not None else 0
         return n
 
     def head_flops(self) -> int:

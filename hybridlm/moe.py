@@ -19,18 +19,25 @@ from torch import Tensor, nn
 from hybridlm.config import DenseFFNConfig, MoEConfig
 
 
+def swiglu(gate: Tensor, up: Tensor, limit: float = 0.0) -> Tensor:
+    """silu(gate) * up; limit > 0 clamps first: gate <= limit, up in [-limit, limit] (DeepSeek-V4)."""
+    if limit > 0:
+        gate, up = gate.clamp(max=limit), up.clamp(min=-limit, max=limit)
+    return F.silu(gate) * up
+
+
 class SwiGLU(nn.Module):
     """down(silu(gate(x)) * up(x)); also the MoE's shared expert."""
 
-    def __init__(self, d_model: int, intermediate_size: int):
+    def __init__(self, d_model: int, intermediate_size: int, limit: float = 0.0):
         super().__init__()
-        self.d_model, self.intermediate_size = d_model, intermediate_size
+        self.d_model, self.intermediate_size, self.limit = d_model, intermediate_size, limit
         self.gate_proj = nn.Linear(d_model, intermediate_size, bias=False)
         self.up_proj = nn.Linear(d_model, intermediate_size, bias=False)
         self.down_proj = nn.Linear(intermediate_size, d_model, bias=False)
 
-    def forward(self, x_BTD: Tensor) -> Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x_BTD)) * self.up_proj(x_BTD))
+    def forward(self, x_BTD: Tensor, token_ids: Tensor | None = None) -> Tensor:
+        return self.down_proj(swiglu(self.gate_proj(x_BTD), self.up_proj(x_BTD), self.limit))
 
     @torch.no_grad()
     def init_weights(self, std: float) -> None:
@@ -50,7 +57,7 @@ class SwiGLU(nn.Module):
 class DenseFFN(SwiGLU):
     """A dense SwiGLU layer with the MoE's interface (`aux_loss` is always None)."""
 
-    def __init__(self, cfg: DenseFFNConfig, d_model: int):
+    def __init__(self, cfg: DenseFFNConfig, d_model: int, vocab_size: int | None = None):
         super().__init__(d_model, cfg.intermediate_size)
         self.cfg = cfg
         self.aux_loss: Tensor | None = None
@@ -97,7 +104,7 @@ def _grouped_mm_works(device: torch.device, dtype: torch.dtype) -> bool:
 class MoE(nn.Module):
     """Token-choice top-k routed SwiGLU experts + optional (gated) shared expert; see the module docstring."""
 
-    def __init__(self, cfg: MoEConfig, d_model: int):
+    def __init__(self, cfg: MoEConfig, d_model: int, vocab_size: int | None = None):
         super().__init__()
         self.cfg, self.d_model = cfg, d_model
         E, I = cfg.num_experts, cfg.expert_size
@@ -108,7 +115,11 @@ class MoE(nn.Module):
         # Selection-only bias (DeepSeek-V3 aux-loss-free balancing); a buffer, so no grad ever reaches it.
         self.register_buffer("expert_bias", torch.zeros(E, dtype=torch.float32))
         self.register_buffer("load_accum", torch.zeros(E, dtype=torch.float32), persistent=False)
-        self.shared = SwiGLU(d_model, cfg.shared_size) if cfg.shared_size else None
+        if cfg.hash_routing:  # frozen token id -> top_k expert ids (DeepSeek-V4 hash layers); saved, never trained
+            if vocab_size is None:
+                raise ValueError("a hash-routed MoE (hash_routing=True) needs the model's vocab_size")
+            self.register_buffer("tid2eid", torch.zeros(vocab_size, cfg.top_k, dtype=torch.long))
+        self.shared = SwiGLU(d_model, cfg.shared_size, cfg.swiglu_limit) if cfg.shared_size else None
         self.shared_gate = nn.Linear(d_model, 1, bias=False) if cfg.shared_gate else None
         self.impl = "auto"  # "auto" | "grouped_mm" | "loop": how run_experts computes
         self.aux_loss: Tensor | None = None
@@ -124,22 +135,36 @@ class MoE(nn.Module):
             nn.init.normal_(self.shared_gate.weight, 0.0, std)
         self.expert_bias.zero_()  # buffers are garbage after to_empty()
         self.load_accum.zero_()
+        if self.cfg.hash_routing:  # a random table of top_k distinct experts per token id, seeded for repeatability
+            g = torch.Generator().manual_seed(0)
+            table = torch.rand(self.tid2eid.shape[0], self.cfg.num_experts, generator=g).argsort(-1)
+            self.tid2eid.copy_(table[:, :self.cfg.top_k])
 
     # -- routing ---------------------------------------------------------------------------------
-    def route(self, x_TD: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def route(self, x_TD: Tensor, token_ids_T: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """-> (scores_TE, expert ids_TK, gates_TK); scores and gates in fp32 (or fp64 for fp64 inputs)."""
         cfg = self.cfg
         logits_TE = self.router(x_TD)
         logits_TE = logits_TE.to(torch.promote_types(logits_TE.dtype, torch.float32))  # bf16 softmax is too coarse
-        scores_TE = logits_TE.softmax(-1) if cfg.score_func == "softmax" else logits_TE.sigmoid()
-        # The bias only picks the experts; the gates use the unbiased scores of those experts.
-        choice_TE = scores_TE + self.expert_bias
-        if cfg.topk_groups < cfg.n_groups:
-            choice_TE = self.limit_groups(choice_TE)
-        idx_TK = torch.topk(choice_TE, cfg.top_k, dim=-1, sorted=False).indices
+        if cfg.score_func == "softmax":
+            scores_TE = logits_TE.softmax(-1)
+        elif cfg.score_func == "sigmoid":
+            scores_TE = logits_TE.sigmoid()
+        else:  # sqrtsoftplus (DeepSeek-V4)
+            scores_TE = F.softplus(logits_TE).sqrt()
+        if cfg.hash_routing:
+            if token_ids_T is None:
+                raise ValueError("this MoE is hash-routed (hash_routing=True): its forward needs the token ids")
+            idx_TK = self.tid2eid[token_ids_T]
+        else:
+            # The bias only picks the experts; the gates use the unbiased scores of those experts.
+            choice_TE = scores_TE + self.expert_bias
+            if cfg.topk_groups < cfg.n_groups:
+                choice_TE = self.limit_groups(choice_TE)
+            idx_TK = torch.topk(choice_TE, cfg.top_k, dim=-1, sorted=False).indices
         gates_TK = scores_TE.gather(1, idx_TK)
         if cfg.norm_topk:
-            eps = 1e-20 if cfg.score_func == "sigmoid" else 0.0  # sigmoid scores can all underflow to 0
+            eps = 1e-20 if cfg.score_func != "softmax" else 0.0  # sigmoid-like scores can all underflow to 0
             gates_TK = gates_TK / (gates_TK.sum(-1, keepdim=True) + eps)
         return scores_TE, idx_TK, gates_TK * cfg.routed_scale
 
@@ -165,8 +190,7 @@ class MoE(nn.Module):
             offs_E = counts_E.cumsum(0).to(torch.int32)  # end offset of each segment, stays on device
             # _grouped_mm wants [E, in, out] weights: transposed views, no copies.
             h_N2I = torch._grouped_mm(x_ND, self.gate_up_proj.transpose(1, 2), offs=offs_E)
-            gate_NI, up_NI = h_N2I.chunk(2, dim=-1)
-            act_NI = F.silu(gate_NI) * up_NI
+            act_NI = swiglu(*h_N2I.chunk(2, dim=-1), self.cfg.swiglu_limit)
             if gates_N1 is not None:
                 act_NI = act_NI * gates_N1
             return torch._grouped_mm(act_NI, self.down_proj.transpose(1, 2), offs=offs_E)
@@ -182,8 +206,7 @@ class MoE(nn.Module):
         for e, (seg_nD, g_n1) in enumerate(zip(x_ND.split(counts), gate_splits)):
             if counts[e] == 0:  # skip experts without tokens
                 continue
-            gate_nI, up_nI = F.linear(seg_nD, gate_up[e]).chunk(2, dim=-1)
-            act_nI = F.silu(gate_nI) * up_nI
+            act_nI = swiglu(*F.linear(seg_nD, gate_up[e]).chunk(2, dim=-1), self.cfg.swiglu_limit)
             outs.append(F.linear(act_nI if g_n1 is None else act_nI * g_n1, down[e]))
         return torch.cat(outs) if outs else x_ND.new_zeros(0, self.d_model)
 
@@ -205,11 +228,12 @@ class MoE(nn.Module):
         return works and (x.device.type != "cpu" or PREFER_GROUPED_MM_ON_CPU)
 
     # -- forward ---------------------------------------------------------------------------------
-    def forward(self, x_BTD: Tensor) -> Tensor:
+    def forward(self, x_BTD: Tensor, token_ids: Tensor | None = None) -> Tensor:
+        """token_ids [B, T]: needed by hash routing only."""
         cfg, E, K = self.cfg, self.cfg.num_experts, self.cfg.top_k
         x_TD = x_BTD.reshape(-1, self.d_model)
         T = x_TD.shape[0]
-        scores_TE, idx_TK, gates_TK = self.route(x_TD)
+        scores_TE, idx_TK, gates_TK = self.route(x_TD, None if token_ids is None else token_ids.reshape(-1))
 
         # Sort the N = T*K assignments by expert; stable, so each segment keeps token order.
         expert_N = idx_TK.reshape(-1)

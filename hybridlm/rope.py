@@ -1,6 +1,7 @@
 """Rotary position embedding, full or partial, on the first `rope_dim` dims of a head: the rotate-half layout
 (Qwen, `apply_rope`) or the interleaved / complex layout that rotates adjacent pairs (Llama 4,
-`apply_rope_interleaved`); optional "llama3" frequency scaling (`llama3_inv_freq`)."""
+`apply_rope_interleaved`); optional "llama3" frequency scaling (`llama3_inv_freq`) and YaRN frequencies
+(`yarn_inv_freq`, DeepSeek V3 / V4)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,25 @@ def llama3_inv_freq(inv_freq: torch.Tensor, scaling: dict) -> torch.Tensor:
     smoothed = (1 - smooth) * scaled / factor + smooth * scaled
     in_band = ~(wavelen < old_len / high) * ~(wavelen > old_len / low)
     return torch.where(in_band, smoothed, scaled)
+
+
+def yarn_inv_freq(dim: int, base: float, factor: float, original_max: int, beta_fast: float,
+                  beta_slow: float) -> torch.Tensor:
+    """YaRN inverse frequencies [dim/2] (float32, CPU): blended between interpolated (1/factor) and extrapolated by a
+    linear ramp over the dims whose wavelength fits between beta_slow and beta_fast rotations in the original context
+    (transformers' _compute_yarn_parameters and DeepSeek's precompute_freqs_cis, op for op)."""
+    pos_freqs = base ** (torch.arange(0, dim, 2, dtype=torch.float32, device="cpu") / dim)
+
+    def correction_dim(rotations: float) -> float:  # the dim whose wavelength fits `rotations` times in the context
+        return dim * math.log(original_max / (rotations * 2 * math.pi)) / (2 * math.log(base))
+
+    low = max(math.floor(correction_dim(beta_fast)), 0)
+    high = min(math.ceil(correction_dim(beta_slow)), dim - 1)
+    if low == high:
+        high += 0.001  # no zero-width ramp
+    ramp = torch.clamp((torch.arange(dim // 2, dtype=torch.float32, device="cpu") - low) / (high - low), 0, 1)
+    extrapolate = 1 - ramp  # 1: keep the original frequency (high-frequency dims), 0: interpolate by 1/factor
+    return (1.0 / (factor * pos_freqs)) * (1 - extrapolate) + (1.0 / pos_freqs) * extrapolate
 
 
 def rope_cos_sin(positions: torch.Tensor, rope_dim: int, theta: float, dtype: torch.dtype,
@@ -55,3 +75,22 @@ def apply_rope_interleaved(x_BTHd: torch.Tensor, cos: torch.Tensor, sin: torch.T
     re, im = rot[..., 0::2], rot[..., 1::2]
     out = torch.stack((re * c - im * s, re * s + im * c), dim=-1).flatten(-2).to(x_BTHd.dtype)
     return torch.cat((out, rest), dim=-1) if rest.shape[-1] else out
+
+
+def rope_tail_interleaved(x: torch.Tensor, inv_freq: torch.Tensor, positions: torch.Tensor,
+                          inverse: bool = False) -> torch.Tensor:
+    """Rotate adjacent pairs of the LAST 2 * len(inv_freq) dims of x [B, T, ..., d] by positions [T] x inv_freq, in
+    float32 (DeepSeek-V4 lays a head out as [no-RoPE | RoPE]). inverse=True rotates by -position (V4 de-rotates
+    the attention output's RoPE slice this way)."""
+    rd = 2 * inv_freq.numel()
+    if rd == 0:
+        return x
+    angles = positions.float()[:, None] * inv_freq.to(x.device)[None, :]  # [T, rd/2]
+    shape = (1, positions.numel()) + (1,) * (x.dim() - 3) + (rd // 2,)
+    c, s = angles.cos().view(shape), angles.sin().view(shape)
+    if inverse:
+        s = -s
+    rot = x[..., -rd:].float()
+    re, im = rot[..., 0::2], rot[..., 1::2]
+    out = torch.stack((re * c - im * s, re * s + im * c), dim=-1).flatten(-2).to(x.dtype)
+    return torch.cat((x[..., :-rd], out), dim=-1)

@@ -8,10 +8,12 @@
 """
 
 from .attention import Attention
+from .compressed_attention import CompressedAttention
 from .gated_deltanet import GatedDeltaNet
 from .mla import MLA
 
-MIXERS = {"attention": Attention, "gated_deltanet": GatedDeltaNet, "mla": MLA}
+MIXERS = {"attention": Attention, "gated_deltanet": GatedDeltaNet, "mla": MLA,
+          "compressed_attention": CompressedAttention}
 
 
 def build_mixer(cfg, d_model: int, norm_eps: float, zero_centered: bool):

@@ -40,7 +40,7 @@ from torch import nn
 from ..cache import LatentCache
 from ..config import MLAConfig
 from ..norms import RMSNorm
-from ..rope import apply_rope
+from ..rope import apply_rope, yarn_inv_freq
 
 
 def yarn_mscale(factor: float, mscale: float = 1.0) -> float:
@@ -62,16 +62,7 @@ def rope_inv_freq(c: MLAConfig) -> tuple[torch.Tensor, float, float]:
     if c.yarn_mscale_all_dim:
         scale = scale * yarn_mscale(f, c.yarn_mscale_all_dim) ** 2
 
-    def correction_dim(rotations: float) -> float:  # the dim whose wavelength fits `rotations` times in the context
-        return dim * math.log(c.yarn_original_max_position / (rotations * 2 * math.pi)) / (2 * math.log(base))
-
-    low = max(math.floor(correction_dim(c.yarn_beta_fast)), 0)
-    high = min(math.ceil(correction_dim(c.yarn_beta_slow)), dim - 1)
-    if low == high:
-        high += 0.001  # no zero-width ramp
-    ramp = torch.clamp((torch.arange(dim // 2, dtype=torch.float32, device="cpu") - low) / (high - low), 0, 1)
-    extrapolate = 1 - ramp  # 1: keep the original frequency (high-frequency dims), 0: interpolate by 1/f
-    inv_freq = (1.0 / (f * pos_freqs)) * (1 - extrapolate) + (1.0 / pos_freqs) * extrapolate
+    inv_freq = yarn_inv_freq(dim, base, f, c.yarn_original_max_position, c.yarn_beta_fast, c.yarn_beta_slow)
     return inv_freq, attention_factor, scale
 
 

@@ -1,0 +1,214 @@
+"""DeepSeek-V4 attention: one shared key=value head over a sliding window plus compressed entries, with a sink.
+
+    c_Q = RMSNorm(W_qa x);  q_h = W_qb,h c_Q;  q_h <- q_h / rms(q_h)   (unweighted)     RoPE on the last r dims
+    kv = RMSNorm(W_kv x)  [hd]: the ONE key, and also the value, that every head reads   RoPE on the last r dims
+    keys of query t: kv of tokens (t - window, t]  +  compressed entries (mixers/compressor.py):
+        "hca": every entry i < (t+1)//m;  "csa": the indexer's top-k of those;  "none": the window only
+    p_j = exp(s_j) / (sum_i exp(s_i) + exp(sink_h)),  s_j = q_h . k_j hd^-1/2           (a learnable sink per head)
+    o_h = sum_j p_j k_j, then the RoPE slice of o_h rotated back by -t (K = V carried the keys' rotation into o)
+    output = W_ob concat_g( W_oa,g [o_h for the H/g heads of group g] )                 (grouped low-rank output)
+
+The cache (`CompressedKVCache`) keeps the last window-1 kv vectors and the compressor states: its size is bounded
+by the window plus context/m entries. Attention is computed in one piece ([B, H, T, S] scores, float32): the
+single key head makes it one batched matmul, and torch's SDPA has no sink term.
+RoPE: theta and optional YaRN frequencies per layer (V4: plain 10k on window-only layers, 160k + YaRN x16 on
+compressed ones); neither cos/sin nor the softmax scale gets YaRN's mscale, as in DeepSeek's code and transformers.
+Reference: transformers 5.23 `DeepseekV4Attention` (parity through the whole model in tests/test_deepseek_v4.py).
+
+Shapes: B batch, T new tokens, S window keys (cached + new), N compressed entries, H heads, hd head dim,
+G output groups, R o_lora_rank, Q q_lora_rank.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..cache import CompressedKVCache, CompressorState
+from ..config import CompressedAttentionConfig
+from ..norms import RMSNorm, rms_normalize
+from ..rope import rope_tail_interleaved, yarn_inv_freq
+from .compressor import Compressor, Indexer, visible_entries
+
+
+def v4_inv_freq(c: CompressedAttentionConfig) -> torch.Tensor:
+    rs = c.rope_scaling
+    if rs is None:
+        return 1.0 / (c.rope_theta ** (torch.arange(0, c.rope_dim, 2, dtype=torch.float32, device="cpu") / c.rope_dim))
+    return yarn_inv_freq(c.rope_dim, c.rope_theta, rs["factor"], rs["original_max_position_embeddings"],
+                         rs["beta_fast"], rs["beta_slow"])
+
+
+class CompressedAttention(nn.Module):
+    cache_kind = "compressed"  # how HybridLM.cache_bytes_by_kind and HybridCache.memory_by_kind label its cache
+
+    def __init__(self, cfg: CompressedAttentionConfig, d_model: int, norm_eps: float = 1e-6,
+                 zero_centered: bool = False):
+        super().__init__()
+        if zero_centered:
+            raise NotImplementedError("compressed_attention uses plain RMSNorm weights (zero_centered_norm=False)")
+        self.cfg, self.d_model, self.eps = cfg, d_model, norm_eps
+        H, hd, G, R = cfg.num_heads, cfg.head_dim, cfg.o_groups, cfg.o_lora_rank
+        self.wq_a = nn.Linear(d_model, cfg.q_lora_rank, bias=False)
+        self.q_norm = RMSNorm(cfg.q_lora_rank, norm_eps)
+        self.wq_b = nn.Linear(cfg.q_lora_rank, H * hd, bias=False)
+        self.wkv = nn.Linear(d_model, hd, bias=False)
+        self.kv_norm = RMSNorm(hd, norm_eps)
+        self.wo_a = nn.Linear(H * hd // G, G * R, bias=False)  # G blocks [R, H hd / G] stacked: block-diagonal
+        self.wo_b = nn.Linear(G * R, d_model, bias=False)
+        self.attn_sink = nn.Parameter(torch.empty(H))
+        self.compressor = self.indexer = None
+        if cfg.compression != "none":
+            self.compressor = Compressor(d_model, hd, cfg.compress_ratio, cfg.compression == "csa", norm_eps)
+        if cfg.compression == "csa":
+            self.indexer = Indexer(d_model, cfg.q_lora_rank, cfg.index_n_heads, cfg.index_head_dim,
+                                   cfg.compress_ratio, cfg.index_topk, norm_eps)
+        self._inv_freq = v4_inv_freq(cfg)  # float32 on the CPU, not a buffer: model.to(bf16) must not round it
+        self.scale = hd ** -0.5
+
+    @torch.no_grad()
+    def init_weights(self, std: float, out_std: float) -> None:
+        for lin in (self.wq_a, self.wq_b, self.wkv, self.wo_a):
+            nn.init.normal_(lin.weight, std=std)
+        nn.init.normal_(self.wo_b.weight, std=out_std)
+        nn.init.zeros_(self.attn_sink)
+        self.q_norm.init_weights()
+        self.kv_norm.init_weights()
+        for sub in (self.compressor, self.indexer):
+            if sub is not None:
+                sub.init_weights(std)
+
+    def new_cache(self) -> CompressedKVCache:
+        c = self.cfg
+        return CompressedKVCache(window=c.sliding_window,
+                                 compressor=CompressorState() if self.compressor is not None else None,
+                                 indexer=CompressorState() if self.indexer is not None else None)
+
+    def forward(self, x_BTD: torch.Tensor, pos0: int = 0, cache: CompressedKVCache | None = None) -> torch.Tensor:
+        c = self.cfg
+        B, T, _ = x_BTD.shape
+        H, hd, G = c.num_heads, c.head_dim, c.o_groups
+        inv_freq = self._inv_freq
+        positions_T = torch.arange(pos0, pos0 + T, device=x_BTD.device)
+
+        c_q_BTQ = self.q_norm(self.wq_a(x_BTD))
+        q_BTHd = self.wq_b(c_q_BTQ).view(B, T, H, hd)
+        q_BTHd = rope_tail_interleaved(rms_normalize(q_BTHd, self.eps).to(q_BTHd.dtype), inv_freq, positions_T)
+        kv_BTd = rope_tail_interleaved(self.kv_norm(self.wkv(x_BTD)), inv_freq, positions_T)
+
+        kv_BSd = cache.append(kv_BTd) if cache is not None else kv_BTd  # window keys at positions pos0+T-S ..
+        key_pos_S = torch.arange(pos0 + T - kv_BSd.shape[1], pos0 + T, device=x_BTD.device)
+        delta_TS = positions_T[:, None] - key_pos_S[None, :]
+        mask_BTS = ((delta_TS >= 0) & (delta_TS < c.sliding_window)).expand(B, T, -1)
+        if self.compressor is not None:
+            state = cache.compressor if cache is not None else CompressorState()
+            entries_BNd = self.compressor(x_BTD, state, inv_freq)
+            if self.indexer is not None:
+                istate = cache.indexer if cache is not None else CompressorState()
+                seen_BTN = self.indexer.select(x_BTD, c_q_BTQ, positions_T, istate, inv_freq)
+            else:
+                seen_BTN = visible_entries(positions_T, entries_BNd.shape[1], c.compress_ratio).expand(B, T, -1)
+            kv_BSd = torch.cat((kv_BSd, entries_BNd), dim=1)
+            mask_BTS = torch.cat((mask_BTS, seen_BTN), dim=-1)
+
+        # one key head: all H x T queries against the same S keys in one batched matmul, float32 softmax with sink
+        scores_BHTS = torch.einsum("bthd,bsd->bhts", q_BTHd.float(), kv_BSd.float()) * self.scale
+        scores_BHTS = scores_BHTS.masked_fill(~mask_BTS[:, None], float("-inf"))
+        sink_BHT1 = self.attn_sink.float().view(1, H, 1, 1).expand(B, H, T, 1)
+        probs_BHTS = torch.cat((scores_BHTS, sink_BHT1), dim=-1).softmax(dim=-1)[..., :-1]
+        o_BTHd = torch.einsum("bhts,bsd->bthd", probs_BHTS.to(kv_BSd.dtype), kv_BSd)
+        o_BTHd = rope_tail_interleaved(o_BTHd, inv_freq, positions_T, inverse=True)
+
+        o_BTGi = o_BTHd.reshape(B, T, G, -1)  # heads [g H/G, (g+1) H/G) form group g
+        w_GRi = self.wo_a.weight.view(G, c.o_lora_rank, -1)
+        return self.wo_b(torch.einsum("btgi,gri->btgr", o_BTGi, w_GRi).flatten(2))
+
+    # -- accounting (docs/cost.md): matmul FLOPs at 2 per multiply-add; norms, RoPE, softmax, pooling not counted --
+    def num_params(self) -> int:
+        c, D = self.cfg, self.d_model
+        Q, H, hd = c.q_lora_rank, c.num_heads, c.head_dim
+        n = D * Q + Q + Q * H * hd + D * hd + hd + H * hd * c.o_lora_rank + c.o_groups * c.o_lora_rank * D + H
+        for sub in (self.compressor, self.indexer):
+            n += sub.num_params() if sub is not None else 0
+        return n
+
+    def _proj_flops(self) -> int:
+        c, D = self.cfg, self.d_model
+        n = D * c.q_lora_rank + c.q_lora_rank * c.num_heads * c.head_dim + D * c.head_dim
+        n += c.num_heads * c.head_dim * c.o_lora_rank + c.o_groups * c.o_lora_rank * D
+        if self.compressor is not None:
+            n += self.compressor.matmul_params() // 2
+        if self.indexer is not None:
+            n += (self.indexer.wq_b.weight.numel() + self.indexer.weights_proj.weight.numel()
+                  + self.indexer.compressor.matmul_params() // 2)
+        return 2 * n
+
+    def _entries(self, position: int) -> int:
+        """Complete compressed entries for the query at 1-based `position`."""
+        return position // self.cfg.compress_ratio if self.compressor is not None else 0
+
+    def keys_seen(self, position: int) -> int:
+        """Keys the query at 1-based `position` attends to: its window plus the entries it may (CSA: top-k) see."""
+        c = self.cfg
+        entries = self._entries(position)
+        return min(position, c.sliding_window) + (min(entries, c.index_topk) if self.indexer is not None else entries)
+
+    def _sum_keys(self, context: int) -> tuple[float, float]:
+        """-> (sum over positions 1..context of keys_seen, of the entries the indexer scores), closed forms."""
+        c, L = self.cfg, context
+        w = c.sliding_window
+        window = L * (L + 1) / 2 if L <= w else w * (w + 1) / 2 + (L - w) * w
+
+        def floor_sum(n: int) -> float:  # sum_{t=1..n} floor(t / m)
+            m = c.compress_ratio
+            q, r = divmod(n, m)
+            return m * q * (q - 1) / 2 + q * (r + 1)
+
+        if self.compressor is None:
+            return window, 0.0
+        scored = floor_sum(L)
+        if self.indexer is None:
+            return window + scored, 0.0
+        k_end = c.index_topk * c.compress_ratio  # from this position on, the top-k cap binds
+        capped = scored if L < k_end else floor_sum(k_end - 1) + (L - k_end + 1) * c.index_topk
+        return window + capped, scored
+
+    def _index_flops_per_entry(self) -> int:
+        c = self.cfg
+        return 2 * c.index_n_heads * (c.index_head_dim + 1) if self.indexer is not None else 0
+
+    def flops_per_token(self, context: int, causal_skip: bool = True) -> float:
+        """Prefill FLOPs per token averaged over a causal pass of `context` tokens: projections (compressors and
+        indexer included), then per key 2 H hd for the scores and 2 H hd for the weighted sum, plus the indexer's
+        scoring of every complete entry. causal_skip=False: every query against its window and all entries of the
+        whole context (a dense masked kernel)."""
+        c = self.cfg
+        if causal_skip:
+            keys, scored = (s / context for s in self._sum_keys(context))
+        else:
+            keys = min(context, c.sliding_window) + self._entries(context)
+            scored = self._entries(context) if self.indexer is not None else 0
+        return self._proj_flops() + 4 * c.num_heads * c.head_dim * keys + self._index_flops_per_entry() * scored
+
+    def decode_flops(self, context: int) -> float:
+        """One decode step whose query is token number `context`."""
+        c = self.cfg
+        scored = self._entries(context) if self.indexer is not None else 0
+        return (self._proj_flops() + 4 * c.num_heads * c.head_dim * self.keys_seen(context)
+                + self._index_flops_per_entry() * scored)
+
+    def cache_bytes(self, context: int, batch: int = 1, dtype_bytes: int = 2, state_bytes: int | None = None) -> int:
+        """What `CompressedKVCache` holds after `context` tokens: min(context, window - 1) kv vectors; per
+        compressor its entries, the open window's projected kv and gate, and (overlapping) the last closed window's
+        low half of kv and gate. state_bytes: unused (the state is kept in the model dtype)."""
+        c = self.cfg
+        n = min(context, c.sliding_window - 1) * c.head_dim
+        m = c.compress_ratio
+        for sub in (self.compressor, self.indexer.compressor if self.indexer is not None else None):
+            if sub is None:
+                continue
+            width = sub.wkv.out_features
+            n += (context // m) * sub.dim + 2 * (context % m) * width
+            if sub.overlap and context >= m:
+                n += 2 * m * sub.dim
+        return batch * n * dtype_bytes
