@@ -177,6 +177,10 @@ def describe_layout(cfg) -> str:
             label += " NoPE" if not c.rope_dim else ""
         elif c.kind == "mla":
             label = f"MLA {c.num_heads}q, latent {c.kv_lora_rank}+{c.qk_rope_head_dim}"
+        elif c.kind == "compressed_attention":
+            label = {"none": f"window-only ({c.sliding_window})", "csa": f"CSA ({c.compress_ratio}x, top-{c.index_topk})",
+                     "hca": f"HCA ({c.compress_ratio}x)"}[c.compression]
+            label = f"shared-KV {c.num_heads}q x {c.head_dim} {label}"
         else:
             label = "Gated DeltaNet"
         counts[label] = counts.get(label, 0) + 1

@@ -63,6 +63,10 @@ class HyperConnection(nn.Module):
     def num_params(self) -> int:
         return self.fn.numel() + self.base.numel() + 3
 
+    def flops_per_token(self) -> int:
+        """The logits projection and the comb-mixing matmul (n x n by n x D); the weighted sums are elementwise."""
+        return 2 * self.fn.numel() + 2 * self.n * self.n * self.fn.shape[1] // self.n
+
 
 class HyperHead(nn.Module):
     """The final collapse of the n copies: sum_i (sigmoid(a m_i + b_i) + eps) X_i, m = W_fn flatten(X) / rms."""
@@ -87,3 +91,6 @@ class HyperHead(nn.Module):
 
     def num_params(self) -> int:
         return self.fn.numel() + self.base.numel() + 1
+
+    def flops_per_token(self) -> int:
+        return 2 * self.fn.numel()

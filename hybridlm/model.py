@@ -81,6 +81,9 @@ class Block(nn.Module):
         u, post, comb = self.ffn_hc(x)
         return HyperConnection.expand(self.ffn(self.ffn_norm(u), token_ids), x, post, comb)
 
+    def hc_flops(self) -> int:
+        return sum(h.flops_per_token() for h in (self.attn_hc, self.ffn_hc) if h is not None)
+
     def num_params(self) -> int:
         hc = sum(h.num_params() for h in (self.attn_hc, self.ffn_hc) if h is not None)
         return 2 * self.mixer_norm.weight.numel() + self.mixer.num_params() + self.ffn.num_params() + hc
@@ -285,14 +288,16 @@ class HybridLM(nn.Module):
         return n
 
     def head_flops(self) -> int:
-        return 2 * self.config.d_model * self.config.vocab_size
+        """The output head, and the mHC head's collapse when there is one."""
+        return 2 * self.config.d_model * self.config.vocab_size + (self.hc_head.flops_per_token() if self.hc_head
+                                                                   else 0)
 
     def flops_per_token(self, context: int, causal_skip: bool = True, head: bool = True) -> float:
         """Forward FLOPs per token averaged over a causal pass of `context` tokens from an empty cache
         (attention: mean keys per query; see Attention.flops_per_token for causal_skip)."""
         n = sum(b.mixer.flops_per_token(context, causal_skip) if hasattr(b.mixer, "keys_seen")
                 else b.mixer.flops_per_token(context) for b in self.layers)
-        n += sum(b.ffn.flops_per_token() for b in self.layers)
+        n += sum(b.ffn.flops_per_token() + b.hc_flops() for b in self.layers)
         return n + (self.head_flops() if head else 0)
 
     def forward_flops(self, tokens: int, causal_skip: bool = True) -> float:
@@ -305,7 +310,7 @@ class HybridLM(nn.Module):
 
     def decode_flops(self, context: int) -> int:
         """FLOPs of one decode step for one sequence whose new token is token number `context`."""
-        return (sum(b.mixer.decode_flops(context) + b.ffn.flops_per_token() for b in self.layers)
+        return (sum(b.mixer.decode_flops(context) + b.ffn.flops_per_token() + b.hc_flops() for b in self.layers)
                 + self.head_flops())
 
     def cache_bytes_by_kind(self, context: int, batch: int = 1, dtype_bytes: int = 2,

@@ -6,7 +6,8 @@ dumps, cited per preset below). Build them on the meta device: `HybridLM(get_con
 
 from __future__ import annotations
 
-from .config import AttentionConfig, DenseFFNConfig, GatedDeltaNetConfig, MLAConfig, ModelConfig, MoEConfig
+from .config import (AttentionConfig, CompressedAttentionConfig, DenseFFNConfig, GatedDeltaNetConfig, MLAConfig,
+                     ModelConfig, MoEConfig)
 
 
 def _qwen_hybrid(name: str, *, vocab: int, d: int, layers: int, heads: int, kv_heads: int, qk_heads: int,
@@ -101,6 +102,48 @@ def _deepseek_v3(name: str, *, vocab: int, heads: int, dense_layers: int, expert
     )
 
 
+def _v4_mixers(*, heads: int, q_lora: int, o_groups: int, index_topk: int, head_dim: int = 512, rope_dim: int = 64,
+               o_lora: int = 1024, window: int = 128, csa: int = 4, hca: int = 128, index_heads: int = 64,
+               index_dim: int = 128, yarn: dict | None = None) -> dict[str, CompressedAttentionConfig]:
+    """DeepSeek-V4's three attention kinds, one shape: S window-only (RoPE theta 1e4), C = CSA (ratio `csa`, lightning
+    indexer top-`index_topk`) and H = HCA (ratio `hca`), both RoPE theta 1.6e5 with YaRN."""
+    shape = dict(num_heads=heads, head_dim=head_dim, rope_dim=rope_dim, q_lora_rank=q_lora, o_groups=o_groups,
+                 o_lora_rank=o_lora, sliding_window=window, index_n_heads=index_heads, index_head_dim=index_dim,
+                 index_topk=index_topk)
+    return {"S": CompressedAttentionConfig(**shape, rope_theta=10_000.0),
+            "C": CompressedAttentionConfig(**shape, compression="csa", compress_ratio=csa, rope_theta=160_000.0,
+                                           rope_scaling=yarn),
+            "H": CompressedAttentionConfig(**shape, compression="hca", compress_ratio=hca, rope_theta=160_000.0,
+                                           rope_scaling=yarn)}
+
+
+def _v4_moe(experts: int, width: int, routed_scale: float, top_k: int = 6, hash_routing: bool = False) -> MoEConfig:
+    """sqrt(softplus) scores, selection-only bias (aux-loss-free step 0.001) without group limit, top-k
+    renormalised then scaled, one ungated shared expert of the expert width, SwiGLU clamped at 10."""
+    return MoEConfig(num_experts=experts, top_k=top_k, expert_size=width, shared_size=width, shared_gate=False,
+                     score_func="sqrtsoftplus", norm_topk=True, routed_scale=routed_scale, bias_update_rate=0.001,
+                     swiglu_limit=10.0, hash_routing=hash_routing)
+
+
+def _deepseek_v4(name: str, *, d: int, mixer_pattern: str, heads: int, q_lora: int, o_groups: int, experts: int,
+                 width: int, routed_scale: float, index_topk: int) -> ModelConfig:
+    """DeepSeek-V4: shared-KV attention (512-dim K=V head, 64 RoPE dims, window 128 with sinks; CSA 4x with a 64 x 128
+    lightning indexer, HCA 128x; YaRN x16 from 65,536 on the compressed layers), grouped output projection
+    (o_lora 1024), mHC with 4 copies and 20 Sinkhorn iterations, MoE on every layer with the first 3 hash-routed,
+    one MTP module (window-only attention), vocab 129,280, untied head, plain RMSNorm eps 1e-6, 1M context."""
+    layers = sum(int(t.split("*")[1]) * len(t.split("*")[0]) if "*" in t else len(t) for t in mixer_pattern.split())
+    yarn = {"rope_type": "yarn", "factor": 16, "original_max_position_embeddings": 65_536, "beta_fast": 32,
+            "beta_slow": 1}
+    return ModelConfig(
+        name=name, vocab_size=129_280, d_model=d, num_layers=layers, mixer_pattern=mixer_pattern,
+        ffn_pattern=f"X*3 M*{layers - 3}",
+        mixers=_v4_mixers(heads=heads, q_lora=q_lora, o_groups=o_groups, index_topk=index_topk, yarn=yarn),
+        ffns={"X": _v4_moe(experts, width, routed_scale, hash_routing=True), "M": _v4_moe(experts, width, routed_scale)},
+        norm_eps=1e-6, zero_centered_norm=False, tie_embeddings=False, mtp_depth=1, mtp_mixer="S", mtp_ffn="M",
+        max_seq_len=1_048_576, hc_mult=4, hc_sinkhorn_iters=20, hc_eps=1e-6, hf_model_type="deepseek_v4",
+    )
+
+
 def _tiny(name: str, mixer_pattern: str) -> ModelConfig:
     """A few-million-parameter Qwen-style model that trains on a laptop CPU (byte-level vocabulary)."""
     return ModelConfig(
@@ -147,6 +190,22 @@ def _tiny_deepseek() -> ModelConfig:
         mixers={"L": mla}, ffns={"D": DenseFFNConfig(intermediate_size=384), "M": moe}, norm_eps=1e-6,
         zero_centered_norm=False, tie_embeddings=True, mtp_depth=1, mtp_mixer="L", mtp_ffn="M", max_seq_len=2048,
         hf_model_type="deepseek_v3")
+
+
+def _tiny_deepseek_v4() -> ModelConfig:
+    """DeepSeek-V4-style tiny model (the `_deepseek_v4` layout at the tiny width): window-only attention first, then
+    CSA / HCA alternating (window 32, CSA 4x with a 4 x 32 indexer keeping 8 entries, HCA 16x, so compression matters
+    inside a 256-token training window), 4 heads x 32 with 16 RoPE dims, grouped output 2 x 64; mHC with 4 copies;
+    sqrt-softplus MoE with the first 2 layers hash-routed, clamped SwiGLU; one MTP module. The MoE is `_tiny`'s
+    (8 experts, top-2, width 128, shared 128), so active parameters are comparable."""
+    mixers = _v4_mixers(heads=4, head_dim=32, rope_dim=16, q_lora=96, o_groups=2, o_lora=64, window=32, csa=4, hca=16,
+                        index_heads=4, index_dim=32, index_topk=8)
+    return ModelConfig(
+        name="tiny-deepseek-v4", vocab_size=256, d_model=128, num_layers=8, mixer_pattern="S CH*3 C",
+        ffn_pattern="X*2 M*6", mixers=mixers,
+        ffns={"X": _v4_moe(8, 128, 1.0, top_k=2, hash_routing=True), "M": _v4_moe(8, 128, 1.0, top_k=2)},
+        norm_eps=1e-6, zero_centered_norm=False, tie_embeddings=True, mtp_depth=1, mtp_mixer="S", mtp_ffn="M",
+        max_seq_len=2048, hc_mult=4, hf_model_type="deepseek_v4")
 
 
 PRESETS = {
@@ -207,16 +266,32 @@ PRESETS = {
     "kimi-k2": lambda: _deepseek_v3(
         "kimi-k2", vocab=163_840, heads=64, dense_layers=1, experts=384, groups=1, topk_groups=1,
         routed_scale=2.827, rope_theta=50_000.0, yarn_factor=32.0, yarn_beta_fast=1.0, mtp=0, max_seq_len=131_072),
+    # deepseek-ai/DeepSeek-V4-Flash config.json (published-configs.json): 43 layers = 2 window-only + CSA / HCA
+    # alternating (compress_ratios 0, 0, 4, 128, ..., 4), 256 experts x 2048 top-6, route scale 1.5, index top-512.
+    # Main model 284.332B ("284B"); + MTP 290.942B; the HF total 290,944,616,402 adds the int tid2eid tables and the
+    # selection-bias vectors (buffers here).
+    "deepseek-v4-flash": lambda: _deepseek_v4(
+        "deepseek-v4-flash", d=4096, mixer_pattern="SS CH*20 C", heads=64, q_lora=1024, o_groups=8, experts=256,
+        width=2048, routed_scale=1.5, index_topk=512),
+    # deepseek-ai/DeepSeek-V4-Pro config.json as quoted (published-configs.json): 61 layers = 2 HCA + CSA / HCA
+    # alternating (compress_ratios 128, 128, 4, 128, ..., 4), d 7168, 128 heads, q_lora 1536, 16 output groups,
+    # 384 experts x 3072 top-6, route scale 2.5, index top-1024. HF total 1,598,839,674,782.
+    "deepseek-v4-pro": lambda: _deepseek_v4(
+        "deepseek-v4-pro", d=7168, mixer_pattern="HH CH*29 C", heads=128, q_lora=1536, o_groups=16, experts=384,
+        width=3072, routed_scale=2.5, index_topk=1024),
     # Tiny trainable models: the Qwen-style hybrid and its two baselines, same width, depth and MoE.
     "tiny-hybrid": lambda: _tiny("tiny-hybrid", "GGGA*2"),
     "tiny-attention": lambda: _tiny("tiny-attention", "A*8"),
     "tiny-gdn": lambda: _tiny("tiny-gdn", "G*8"),
     # Tiny members of the other families, for `hybridlm compare` (same width, depth, vocabulary; comparable active
-    # parameters): Llama 4 (iRoPE + top-1 MoE) and DeepSeek-V3 (MLA + group-limited sigmoid MoE).
+    # parameters): Llama 4 (iRoPE + top-1 MoE), DeepSeek-V3 (MLA + group-limited sigmoid MoE) and DeepSeek-V4
+    # (compressed sparse attention + mHC + hash / sqrt-softplus MoE).
     "tiny-llama4": _tiny_llama4,
     "tiny-deepseek": _tiny_deepseek,
+    "tiny-deepseek-v4": _tiny_deepseek_v4,
 }
-ALIASES = {"qwen3.6-35b-a3b": "qwen3.5-35b-a3b", "qwen3.6-27b": "qwen3.5-27b"}
+ALIASES = {"qwen3.6-35b-a3b": "qwen3.5-35b-a3b", "qwen3.6-27b": "qwen3.5-27b",
+           "llama-4-scout": "llama4-scout-17b-16e", "llama-4-maverick": "llama4-maverick-17b-128e"}
 
 
 def preset_names() -> list[str]:

@@ -11,7 +11,8 @@ from hybridlm.compare import CompareConfig, _period, default_presets, run_compar
 
 def test_default_presets_are_the_tiny_families():
     names = default_presets()
-    assert {"tiny-hybrid", "tiny-attention", "tiny-gdn", "tiny-llama4", "tiny-deepseek"} <= set(names)
+    assert {"tiny-hybrid", "tiny-attention", "tiny-gdn", "tiny-llama4", "tiny-deepseek",
+            "tiny-deepseek-v4"} <= set(names)
     assert all(n.startswith("tiny-") for n in names)
 
 

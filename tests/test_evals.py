@@ -11,7 +11,8 @@ from hybridlm.config import AttentionConfig, DenseFFNConfig, GatedDeltaNetConfig
 from hybridlm.evals import MQARSettings, _needle_case, eval_mqar, mqar_batch, mqar_config, speed, train_mqar
 from hybridlm.tokenizer import ByteTokenizer
 
-TINY_FAMILIES = [n for n in ("tiny-hybrid", "tiny-attention", "tiny-gdn", "tiny-llama4", "tiny-deepseek")]
+TINY_FAMILIES = [n for n in ("tiny-hybrid", "tiny-attention", "tiny-gdn", "tiny-llama4", "tiny-deepseek",
+                                  "tiny-deepseek-v4")]
 
 
 def test_mqar_batch_layout():

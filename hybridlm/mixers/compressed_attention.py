@@ -137,10 +137,10 @@ class CompressedAttention(nn.Module):
         n = D * c.q_lora_rank + c.q_lora_rank * c.num_heads * c.head_dim + D * c.head_dim
         n += c.num_heads * c.head_dim * c.o_lora_rank + c.o_groups * c.o_lora_rank * D
         if self.compressor is not None:
-            n += self.compressor.matmul_params() // 2
+            n += self.compressor.matmul_params()
         if self.indexer is not None:
             n += (self.indexer.wq_b.weight.numel() + self.indexer.weights_proj.weight.numel()
-                  + self.indexer.compressor.matmul_params() // 2)
+                  + self.indexer.compressor.matmul_params())
         return 2 * n
 
     def _entries(self, position: int) -> int:

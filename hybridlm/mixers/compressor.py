@@ -120,7 +120,7 @@ class Indexer(nn.Module):
         q_BTHd = rope_tail_interleaved(q_BTHd, inv_freq, positions_T)
         scores_BTHN = F.relu(torch.matmul(q_BTHd.float(), keys_BNd.float().transpose(-1, -2)[:, None]))
         w_BTH = self.weights_proj(x_BTD).float() * self.n_heads ** -0.5
-        index_BTN = (scores_BTHN * self.head_dim ** -0.5 * w_BTH[..., None]).sum(dim=2)
+        index_BTN = torch.matmul(w_BTH[..., None, :], scores_BTHN).squeeze(-2) * self.head_dim ** -0.5
         causal_TN = visible_entries(positions_T, N, self.ratio)
         if N == 0:
             return causal_TN.expand(B, T, N)
