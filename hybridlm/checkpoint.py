@@ -240,11 +240,16 @@ class Checkpoint:
 def export_hf(checkpoint: str | Path, hf_dir: str | Path, drop_expert_bias: bool = False) -> Path:
     """Write a training checkpoint as a Hugging Face checkpoint (config.json + safetensors [+ tokenizer.json]).
 
-    The Qwen HF formats have no routing bias: a checkpoint whose aux-loss-free expert bias moved would route
-    differently once exported, so that needs drop_expert_bias=True, said out loud."""
+    The Qwen and Llama 4 HF formats have no routing bias: a checkpoint whose aux-loss-free expert bias moved would
+    route differently once exported, so that needs drop_expert_bias=True, said out loud. DeepSeek's formats keep it
+    (e_score_correction_bias / gate.bias); a hash-routed layer's bias never routes."""
     ckpt = Checkpoint.open(checkpoint)
     model = ckpt.load_model()
-    moved = [n for n, b in model.named_buffers() if n.endswith("expert_bias") and bool(b.any())]
+    kinds = {m.kind for m in model.config.mixers.values()}
+    keeps_bias = model.config.hf_model_type in ("deepseek_v3", "deepseek_v32", "deepseek_v4") or (
+        model.config.hf_model_type is None and kinds & {"mla", "compressed_attention"})
+    moved = [n for n, b in model.named_buffers() if n.endswith("expert_bias") and bool(b.any()) and not keeps_bias
+             and not getattr(model.get_submodule(n.rsplit(".", 1)[0]).cfg, "hash_routing", False)]
     if moved and not drop_expert_bias:
         raise ValueError(f"{ckpt.path}: {len(moved)} MoE layers have a non-zero expert_bias (e.g. {moved[0]}), which "
                          f"the Hugging Face format cannot hold, so the exported model would route differently; "

@@ -223,6 +223,7 @@ class CompressedAttentionConfig:
     index_n_heads: int = 64  # CSA only: the lightning indexer
     index_head_dim: int = 128
     index_topk: int = 512
+    index_loss_coef: float = 0.0  # > 0: train the CSA indexer with the KL loss (a training knob, not in checkpoints)
     kind: Literal["compressed_attention"] = "compressed_attention"
 
     _YARN_KEYS = ("factor", "original_max_position_embeddings", "beta_fast", "beta_slow")
@@ -238,6 +239,8 @@ class CompressedAttentionConfig:
             _fail(f"{where}.o_groups", self.o_groups, f"must divide num_heads={self.num_heads}")
         if self.compression not in ("none", "csa", "hca"):
             _fail(f"{where}.compression", self.compression, "must be 'none', 'csa' or 'hca'")
+        if self.index_loss_coef < 0:
+            _fail(f"{where}.index_loss_coef", self.index_loss_coef, "must be >= 0 (0 = the indexer is not trained)")
         if self.compression == "csa" and self.index_head_dim < self.rope_dim:
             _fail(f"{where}.index_head_dim", self.index_head_dim, f"must be >= rope_dim ({self.rope_dim})")
         rs = self.rope_scaling

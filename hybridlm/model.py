@@ -217,14 +217,16 @@ class HybridLM(nn.Module):
             mtp_loss = F.cross_entropy(mtp_logits[:, :-1].flatten(0, 1).float(), labels[:, 2:].flatten(),
                                        ignore_index=-100)
             loss = loss + self.config.mtp_loss_weight * mtp_loss
-            aux_mtp = getattr(self.mtp.block.ffn, "aux_loss", None)
-            if aux_mtp is not None:
-                loss = loss + aux_mtp
+            for mod in (self.mtp.block.mixer, self.mtp.block.ffn):
+                if getattr(mod, "aux_loss", None) is not None:
+                    loss = loss + mod.aux_loss
         return ModelOutput(logits=logits, loss=loss, ce_loss=ce, aux_loss=aux, mtp_loss=mtp_loss,
                            mtp_logits=mtp_logits)
 
     def aux_loss(self) -> torch.Tensor | None:
-        losses = [b.ffn.aux_loss for b in self.layers if getattr(b.ffn, "aux_loss", None) is not None]
+        """The main stack's auxiliary losses: MoE balance losses and, where trained, indexer KL losses."""
+        mods = [m for b in self.layers for m in (b.mixer, b.ffn)]
+        losses = [m.aux_loss for m in mods if getattr(m, "aux_loss", None) is not None]
         return torch.stack(losses).sum() if losses else None
 
     def moe_layers(self) -> list[nn.Module]:

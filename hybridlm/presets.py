@@ -104,15 +104,17 @@ def _deepseek_v3(name: str, *, vocab: int, heads: int, dense_layers: int, expert
 
 def _v4_mixers(*, heads: int, q_lora: int, o_groups: int, index_topk: int, head_dim: int = 512, rope_dim: int = 64,
                o_lora: int = 1024, window: int = 128, csa: int = 4, hca: int = 128, index_heads: int = 64,
-               index_dim: int = 128, yarn: dict | None = None) -> dict[str, CompressedAttentionConfig]:
+               index_dim: int = 128, yarn: dict | None = None, index_loss_coef: float = 0.0
+               ) -> dict[str, CompressedAttentionConfig]:
     """DeepSeek-V4's three attention kinds, one shape: S window-only (RoPE theta 1e4), C = CSA (ratio `csa`, lightning
-    indexer top-`index_topk`) and H = HCA (ratio `hca`), both RoPE theta 1.6e5 with YaRN."""
+    indexer top-`index_topk`, trained by its KL loss when index_loss_coef > 0) and H = HCA (ratio `hca`), both RoPE
+    theta 1.6e5 with YaRN."""
     shape = dict(num_heads=heads, head_dim=head_dim, rope_dim=rope_dim, q_lora_rank=q_lora, o_groups=o_groups,
                  o_lora_rank=o_lora, sliding_window=window, index_n_heads=index_heads, index_head_dim=index_dim,
                  index_topk=index_topk)
     return {"S": CompressedAttentionConfig(**shape, rope_theta=10_000.0),
             "C": CompressedAttentionConfig(**shape, compression="csa", compress_ratio=csa, rope_theta=160_000.0,
-                                           rope_scaling=yarn),
+                                           rope_scaling=yarn, index_loss_coef=index_loss_coef),
             "H": CompressedAttentionConfig(**shape, compression="hca", compress_ratio=hca, rope_theta=160_000.0,
                                            rope_scaling=yarn)}
 
@@ -195,11 +197,12 @@ def _tiny_deepseek() -> ModelConfig:
 def _tiny_deepseek_v4() -> ModelConfig:
     """DeepSeek-V4-style tiny model (the `_deepseek_v4` layout at the tiny width): window-only attention first, then
     CSA / HCA alternating (window 32, CSA 4x with a 4 x 32 indexer keeping 8 entries, HCA 16x, so compression matters
-    inside a 256-token training window), 4 heads x 32 with 16 RoPE dims, grouped output 2 x 64; mHC with 4 copies;
+    inside a 256-token training window; the indexer trained by its KL loss), 4 heads x 32 with 16 RoPE dims, grouped
+    output 2 x 64; mHC with 4 copies;
     sqrt-softplus MoE with the first 2 layers hash-routed, clamped SwiGLU; one MTP module. The MoE is `_tiny`'s
     (8 experts, top-2, width 128, shared 128), so active parameters are comparable."""
     mixers = _v4_mixers(heads=4, head_dim=32, rope_dim=16, q_lora=96, o_groups=2, o_lora=64, window=32, csa=4, hca=16,
-                        index_heads=4, index_dim=32, index_topk=8)
+                        index_heads=4, index_dim=32, index_topk=8, index_loss_coef=1.0)
     return ModelConfig(
         name="tiny-deepseek-v4", vocab_size=256, d_model=128, num_layers=8, mixer_pattern="S CH*3 C",
         ffn_pattern="X*2 M*6", mixers=mixers,

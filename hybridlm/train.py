@@ -6,8 +6,8 @@
     add_train_parser     registers `hybridlm train` and `hybridlm export` (checkpoint -> Hugging Face dir)
 
 Per optimizer step: `batch_size` sequences (global, over all ranks) = world x grad_accum micro-batches.
-loss = CE + aux_loss_weight * sum(MoE aux losses) + mtp_loss_weight * CE(token after next); every MoE's
-aux-loss-free expert bias is updated after every optimizer step. A non-finite loss or gradient norm stops the run
+loss = CE + aux_loss_weight * sum(aux losses: MoE balance, trained indexers' KL) + mtp_loss_weight * CE(token after
+next); every MoE's aux-loss-free expert bias is updated after every optimizer step. A non-finite loss or gradient norm stops the run
 before the optimizer step, naming the step and the last good checkpoint.
 """
 
@@ -65,7 +65,7 @@ class TrainConfig:
     beta1: float = _f(0.9, "AdamW beta1")
     beta2: float = _f(0.95, "AdamW beta2")
     grad_clip: float = _f(1.0, "clip the global gradient norm to this (0 = no clipping; the norm is still logged)")
-    aux_loss_weight: float = _f(1.0, "weight of the MoE auxiliary (balance) losses")
+    aux_loss_weight: float = _f(1.0, "weight of the auxiliary losses (MoE balance, trained indexers' KL)")
     mtp_loss_weight: float | None = _f(None, "weight of the MTP loss (default: the model config's)")
     bias_update_rate: float | None = _f(None, "aux-loss-free expert-bias step per optimizer step "
                                               "(default: the model config's; e.g. 1e-3)")
@@ -269,9 +269,14 @@ def _moe_modules(model) -> list:
     return [m for m in model.modules() if hasattr(m, "update_bias")]
 
 
-def _loss(out, moes, cfg: TrainConfig, mtp_weight: float) -> torch.Tensor:
+def _aux_modules(model) -> list:
+    """Modules that may carry an auxiliary loss after a forward: MoE (balance) and indexed attention (KL)."""
+    return [m for m in model.modules() if hasattr(m, "aux_loss") and not callable(m.aux_loss)]  # not HybridLM's method
+
+
+def _loss(out, aux_mods, cfg: TrainConfig, mtp_weight: float) -> torch.Tensor:
     loss = out.ce_loss
-    aux = [m.aux_loss for m in moes if m.aux_loss is not None]  # main layers and the MTP block
+    aux = [m.aux_loss for m in aux_mods if m.aux_loss is not None]  # main layers and the MTP block
     if aux:
         loss = loss + cfg.aux_loss_weight * torch.stack(aux).sum()
     if out.mtp_loss is not None:
@@ -375,7 +380,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                 fully_shard(model.mtp)
             fully_shard(model)
         model.train()
-        moes = _moe_modules(model)
+        moes, aux_mods = _moe_modules(model), _aux_modules(model)
         opt = build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2),
                               muon_lr=cfg.muon_lr)
         sched = WarmupCosine(opt, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio)
@@ -453,11 +458,11 @@ def train(cfg: TrainConfig) -> TrainResult:
                     x = data.train[idx[m]].to(device)
                     with autocast():
                         o = model(x, labels=x)
-                        loss = _loss(o, moes, cfg, mtp_weight)
+                        loss = _loss(o, aux_mods, cfg, mtp_weight)
                     if cfg.debug_nan_step == step + 1:
                         loss = loss * float("nan")
                     (loss / cfg.grad_accum).backward()
-                    aux = sum(float(mo.aux_loss.detach()) for mo in moes if mo.aux_loss is not None)
+                    aux = sum(float(mo.aux_loss.detach()) for mo in aux_mods if mo.aux_loss is not None)
                     mtp = float(o.mtp_loss.detach()) if o.mtp_loss is not None else 0.0
                     sums += torch.tensor([float(loss.detach()), float(o.ce_loss.detach()), aux, mtp], dtype=torch.float64)
                 sums /= cfg.grad_accum * world

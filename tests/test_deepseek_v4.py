@@ -301,7 +301,7 @@ def test_config_json_round_trip():
     assert ModelConfig.from_json(cfg.to_json()) == cfg
 
 
-def test_tiny_preset_trains_and_its_loss_falls(tmp_path):
+def test_tiny_preset_trains_its_loss_falls_and_it_exports(tmp_path):
     out = tmp_path / "run"
     main(["train", "tiny-deepseek-v4", "--steps", "40", "--seq-len", "64", "--batch-size", "4", "--lr", "3e-3",
           "--warmup-steps", "5", "--corpus-max-bytes", "200000", "--out", str(out), "--log-every", "1",
@@ -310,6 +310,13 @@ def test_tiny_preset_trains_and_its_loss_falls(tmp_path):
     losses = [r["loss"] for r in records if "loss" in r]
     assert len(losses) == 40
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.5
+    # the trained checkpoint exports with its moved selection biases (deepseek_v4 holds them) and reloads exactly
+    assert main(["export", str(out), str(tmp_path / "hf")]) == 0
+    from hybridlm.checkpoint import Checkpoint
+    trained, exported = Checkpoint.open(out).load_model().eval(), HybridLM.from_hf(tmp_path / "hf").eval()
+    assert any(b.ffn.expert_bias.any() for b in trained.layers if not b.ffn.cfg.hash_routing)
+    ids = torch.randint(0, 256, (1, 50))
+    assert torch.equal(_logits(trained, ids), _logits(exported, ids))
 
 
 def test_cost_cli_prints_v4(tmp_path):
@@ -319,3 +326,55 @@ def test_cost_cli_prints_v4(tmp_path):
     assert model["params"]["total_without_mtp"] == HybridLM(get_config("deepseek-v4-flash"), device="meta").num_params(
         mtp=False)
     assert "CSA" in model["layout"] and "HCA" in model["layout"]
+
+
+# -- training the indexer (DeepSeek-V3.2's sparse-stage KL objective) ----------------------------------------
+def test_index_kl_loss_against_kl_div():
+    from hybridlm.mixers.compressor import index_kl_loss
+    torch.manual_seed(0)
+    index, target = torch.randn(2, 5, 7), torch.rand(2, 5, 7)
+    selected = torch.rand(2, 5, 7) > 0.4
+    selected[0, 0] = False  # a query with nothing selected does not count
+    want = []
+    for b in range(2):
+        for t in range(5):
+            s = selected[b, t]
+            if s.any():
+                p = target[b, t][s] / target[b, t][s].sum()
+                want.append(torch.nn.functional.kl_div(index[b, t][s].log_softmax(-1), p, reduction="sum"))
+    assert torch.allclose(index_kl_loss(index, target, selected), torch.stack(want).mean(), atol=1e-6)
+    # zero exactly when the indexer's distribution over the selected keys is the target's
+    assert index_kl_loss(target.log(), target, selected).abs() < 1e-6
+
+
+def test_indexer_learns_from_its_loss_only():
+    cfg = get_config("tiny-deepseek-v4")
+    assert cfg.mixers["C"].index_loss_coef > 0
+    torch.manual_seed(0)
+    m = HybridLM(cfg).train()
+    ids = torch.randint(0, 256, (2, 96))
+    csa = [b.mixer for b in m.layers if b.mixer.indexer is not None]
+    out = m(ids, labels=ids)
+    kl = torch.stack([mx.aux_loss for mx in csa]).sum()
+    assert kl > 0 and out.aux_loss is not None and out.aux_loss >= kl
+    idx_params = {id(p) for mx in csa for p in mx.indexer.parameters()}
+    grads = torch.autograd.grad(kl, list(m.parameters()), allow_unused=True)
+    touched = {id(p) for p, g in zip(m.parameters(), grads) if g is not None and g.abs().sum() > 0}
+    assert touched and touched <= idx_params  # the KL reaches the indexer only (its input is detached)
+    grads = torch.autograd.grad(out.ce_loss, list(m.parameters()), allow_unused=True)
+    assert all(g is None or g.abs().sum() == 0 for p, g in zip(m.parameters(), grads) if id(p) in idx_params)
+
+    opt = torch.optim.Adam([p for mx in csa for p in mx.indexer.parameters()], lr=1e-2)
+    first = None
+    for _ in range(30):
+        m(ids, labels=ids)
+        kl = torch.stack([mx.aux_loss for mx in csa]).sum()
+        first = float(kl.detach()) if first is None else first
+        opt.zero_grad()
+        kl.backward()
+        opt.step()
+    assert float(kl.detach()) < 0.7 * first
+    m.eval()
+    with torch.no_grad():
+        m(ids)
+    assert all(mx.aux_loss is None for mx in csa)  # only training forwards compute it

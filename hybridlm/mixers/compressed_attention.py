@@ -8,6 +8,8 @@
     o_h = sum_j p_j k_j, then the RoPE slice of o_h rotated back by -t (K = V carried the keys' rotation into o)
     output = W_ob concat_g( W_oa,g [o_h for the H/g heads of group g] )                 (grouped low-rank output)
 
+Training: with index_loss_coef > 0 the CSA indexer learns from V3.2's sparse-stage KL loss (mixers/compressor.py),
+exposed as `aux_loss` and added to the model's loss.
 The cache (`CompressedKVCache`) keeps the last window-1 kv vectors and the compressor states: its size is bounded
 by the window plus context/m entries. Attention is computed in one piece ([B, H, T, S] scores, float32): the
 single key head makes it one batched matmul, and torch's SDPA has no sink term.
@@ -28,7 +30,7 @@ from ..cache import CompressedKVCache, CompressorState
 from ..config import CompressedAttentionConfig
 from ..norms import RMSNorm, rms_normalize
 from ..rope import rope_tail_interleaved, yarn_inv_freq
-from .compressor import Compressor, Indexer, visible_entries
+from .compressor import Compressor, Indexer, index_kl_loss, visible_entries
 
 
 def v4_inv_freq(c: CompressedAttentionConfig) -> torch.Tensor:
@@ -65,6 +67,7 @@ class CompressedAttention(nn.Module):
                                    cfg.compress_ratio, cfg.index_topk, norm_eps)
         self._inv_freq = v4_inv_freq(cfg)  # float32 on the CPU, not a buffer: model.to(bf16) must not round it
         self.scale = hd ** -0.5
+        self.aux_loss: torch.Tensor | None = None  # the indexer's KL loss after a training forward
 
     @torch.no_grad()
     def init_weights(self, std: float, out_std: float) -> None:
@@ -100,12 +103,16 @@ class CompressedAttention(nn.Module):
         key_pos_S = torch.arange(pos0 + T - kv_BSd.shape[1], pos0 + T, device=x_BTD.device)
         delta_TS = positions_T[:, None] - key_pos_S[None, :]
         mask_BTS = ((delta_TS >= 0) & (delta_TS < c.sliding_window)).expand(B, T, -1)
+        self.aux_loss = index_BTN = None
+        train_index = self.indexer is not None and c.index_loss_coef > 0 and self.training and torch.is_grad_enabled()
         if self.compressor is not None:
             state = cache.compressor if cache is not None else CompressorState()
             entries_BNd = self.compressor(x_BTD, state, inv_freq)
             if self.indexer is not None:
                 istate = cache.indexer if cache is not None else CompressorState()
-                seen_BTN = self.indexer.select(x_BTD, c_q_BTQ, positions_T, istate, inv_freq)
+                with torch.set_grad_enabled(train_index):  # detached input: only the KL loss trains the indexer
+                    index_BTN = self.indexer.scores(x_BTD.detach(), c_q_BTQ.detach(), positions_T, istate, inv_freq)
+                seen_BTN = self.indexer.select(index_BTN, positions_T)
             else:
                 seen_BTN = visible_entries(positions_T, entries_BNd.shape[1], c.compress_ratio).expand(B, T, -1)
             kv_BSd = torch.cat((kv_BSd, entries_BNd), dim=1)
@@ -116,6 +123,10 @@ class CompressedAttention(nn.Module):
         scores_BHTS = scores_BHTS.masked_fill(~mask_BTS[:, None], float("-inf"))
         sink_BHT1 = self.attn_sink.float().view(1, H, 1, 1).expand(B, H, T, 1)
         probs_BHTS = torch.cat((scores_BHTS, sink_BHT1), dim=-1).softmax(dim=-1)[..., :-1]
+        if train_index:  # target: the main attention's weight on each compressed entry, summed over heads
+            N = index_BTN.shape[-1]
+            target_BTN = probs_BHTS[..., probs_BHTS.shape[-1] - N:].detach().sum(1)
+            self.aux_loss = c.index_loss_coef * index_kl_loss(index_BTN, target_BTN, seen_BTN)
         o_BTHd = torch.einsum("bhts,bsd->bthd", probs_BHTS.to(kv_BSd.dtype), kv_BSd)
         o_BTHd = rope_tail_interleaved(o_BTHd, inv_freq, positions_T, inverse=True)
 

@@ -12,7 +12,9 @@ window's low half, so feeding tokens one at a time emits exactly the entries of 
 
 Lightning indexer (CSA): q^I = W^I c_Q [T, Hi, Di] with RoPE; keys = a second, Di-wide overlapping compressor;
     I(t, s) = sum_h w(t, h) ReLU(q^I(t, h) . K^I(s)) Di^-1/2,   w = W_w x Hi^-1/2     (float32)
-and each query keeps its top-min(k, N) causal entries (ties to the earliest). DeepSeek's own code also Hadamard-rotates q^I and K^I and
+and each query keeps its top-min(k, N) causal entries (ties to the earliest). Training (index_loss_coef > 0): the
+indexer sees a detached input and learns from `index_kl_loss` (V3.2's sparse stage) only; the main model never
+gets its gradient, and the top-k choice gives the main model none either. DeepSeek's own code also Hadamard-rotates q^I and K^I and
 simulates FP4 on them; the rotation preserves dot products and transformers skips both, as this does.
 Reference: transformers 5.23 `DeepseekV4CSACompressor`, `DeepseekV4HCACompressor`, `DeepseekV4Indexer`
 (parity through the whole model in tests/test_deepseek_v4.py).
@@ -86,6 +88,22 @@ class Compressor(nn.Module):
         return 2 * self.wkv.in_features * self.wkv.out_features
 
 
+def index_kl_loss(index_BTN: torch.Tensor, target_BTN: torch.Tensor, selected_BTN: torch.Tensor) -> torch.Tensor:
+    """DeepSeek-V3.2's sparse-stage indexer objective (DeepSeek-V3.2 report, section 2.1): for each query t,
+    KL(p_t || softmax(I_t)) over its selected set S_t, where p_t is the main attention's weight on those keys summed
+    over heads and L1-normalised over S_t (a constant: pass it detached). Mean over the queries with a selected key."""
+    p_BTN = target_BTN.float().masked_fill(~selected_BTN, 0.0)
+    mass_BT1 = p_BTN.sum(-1, keepdim=True)
+    rows_BT = mass_BT1.squeeze(-1) > 0
+    if not rows_BT.any():
+        return index_BTN.sum() * 0.0
+    p_BTN = p_BTN / mass_BT1.clamp_min(1e-30)
+    log_q_BTN = index_BTN.float().masked_fill(~selected_BTN, float("-inf")).log_softmax(-1)
+    log_q_BTN = log_q_BTN.masked_fill(~selected_BTN, 0.0)  # p = 0 there: no NaN from 0 * -inf
+    kl_BT = (p_BTN * (p_BTN.clamp_min(1e-30).log() - log_q_BTN)).sum(-1)
+    return kl_BT[rows_BT].mean()
+
+
 def visible_entries(positions_T: torch.Tensor, num_entries: int, ratio: int) -> torch.Tensor:
     """bool [T, N]: entry i is complete (causal) for the query at absolute position t iff i < (t + 1) // ratio."""
     idx = torch.arange(num_entries, device=positions_T.device)
@@ -109,18 +127,21 @@ class Indexer(nn.Module):
             nn.init.normal_(lin.weight, std=std)
         self.compressor.init_weights(std)
 
-    @torch.no_grad()  # the top-k choice passes no gradient; training the indexer needs its own loss (not built)
-    def select(self, x_BTD: torch.Tensor, c_q_BTQ: torch.Tensor, positions_T: torch.Tensor,
+    def scores(self, x_BTD: torch.Tensor, c_q_BTQ: torch.Tensor, positions_T: torch.Tensor,
                state: CompressorState, inv_freq: torch.Tensor) -> torch.Tensor:
-        """-> bool [B, T, N]: entry s is causal for query t and among its top-k indexer scores."""
+        """Advance the indexer's compressor by x_BTD; -> I [B, T, N] (float32) against every entry so far."""
         B, T, _ = x_BTD.shape
         keys_BNd = self.compressor(x_BTD, state, inv_freq)
-        N = keys_BNd.shape[1]
         q_BTHd = self.wq_b(c_q_BTQ).view(B, T, self.n_heads, self.head_dim)
         q_BTHd = rope_tail_interleaved(q_BTHd, inv_freq, positions_T)
         scores_BTHN = F.relu(torch.matmul(q_BTHd.float(), keys_BNd.float().transpose(-1, -2)[:, None]))
         w_BTH = self.weights_proj(x_BTD).float() * self.n_heads ** -0.5
-        index_BTN = torch.matmul(w_BTH[..., None, :], scores_BTHN).squeeze(-2) * self.head_dim ** -0.5
+        return torch.matmul(w_BTH[..., None, :], scores_BTHN).squeeze(-2) * self.head_dim ** -0.5
+
+    @torch.no_grad()  # the top-k choice passes no gradient (the indexer learns from index_kl_loss)
+    def select(self, index_BTN: torch.Tensor, positions_T: torch.Tensor) -> torch.Tensor:
+        """-> bool [B, T, N]: entry s is causal for query t and among its top-k indexer scores."""
+        B, T, N = index_BTN.shape
         causal_TN = visible_entries(positions_T, N, self.ratio)
         if N == 0:
             return causal_TN.expand(B, T, N)
