@@ -159,6 +159,7 @@ class MLAConfig:
     index_n_heads: int = 0
     index_head_dim: int = 128
     index_topk: int = 2048
+    index_loss_coef: float = 0.0  # > 0: train the indexer with its KL loss (a training knob, not in checkpoints)
     kind: Literal["mla"] = "mla"
 
     def validate(self, where: str, d_model: int) -> None:
@@ -190,6 +191,8 @@ class MLAConfig:
                       f"must be >= qk_rope_head_dim ({self.qk_rope_head_dim}): RoPE goes on its first dims")
             if self.index_topk < 1:
                 _fail(f"{where}.index_topk", self.index_topk, "must be >= 1")
+        if self.index_loss_coef < 0:
+            _fail(f"{where}.index_loss_coef", self.index_loss_coef, "must be >= 0 (0 = the indexer is not trained)")
 
     @property
     def qk_head_dim(self) -> int:

@@ -109,20 +109,20 @@ def config_from_hf(hf: dict) -> ModelConfig:
     head_dim = hf["head_dim"]
     rope_dim = int(hf.get("qk_rope_head_dim") or round(head_dim * (hf.get("partial_rotary_factor") or 64 / 512)))
     main, comp = _rope(hf)
-    common = dict(num_heads=hf["num_attention_heads"], head_dim=head_dim, rope_dim=rope_dim,
-                  q_lora_rank=hf["q_lora_rank"], o_groups=hf["o_groups"], o_lora_rank=hf["o_lora_rank"],
-                  sliding_window=hf["sliding_window"], index_n_heads=hf["index_n_heads"],
-                  index_head_dim=hf["index_head_dim"], index_topk=hf["index_topk"])
+    common = {"num_heads": hf["num_attention_heads"], "head_dim": head_dim, "rope_dim": rope_dim,
+              "q_lora_rank": hf["q_lora_rank"], "o_groups": hf["o_groups"], "o_lora_rank": hf["o_lora_rank"],
+              "sliding_window": hf["sliding_window"], "index_n_heads": hf["index_n_heads"],
+              "index_head_dim": hf["index_head_dim"], "index_topk": hf["index_topk"]}
     mixers = {"S": CompressedAttentionConfig(**common, **main),
               "C": CompressedAttentionConfig(**common, **comp, compression="csa", compress_ratio=rates[CSA]),
               "H": CompressedAttentionConfig(**common, **comp, compression="hca", compress_ratio=rates[HCA])}
     if hf["scoring_func"] not in ("sqrtsoftplus", "sigmoid", "softmax"):
         raise ValueError(f"config.json scoring_func {hf['scoring_func']!r} is not supported")
     width = hf["moe_intermediate_size"]
-    moe = dict(num_experts=hf["n_routed_experts"], top_k=hf["num_experts_per_tok"], expert_size=width,
-               shared_size=hf["n_shared_experts"] * width, score_func=hf["scoring_func"],
-               norm_topk=bool(hf["norm_topk_prob"]), routed_scale=float(hf["routed_scaling_factor"]),
-               swiglu_limit=float(hf["swiglu_limit"]))
+    moe = {"num_experts": hf["n_routed_experts"], "top_k": hf["num_experts_per_tok"], "expert_size": width,
+           "shared_size": hf["n_shared_experts"] * width, "score_func": hf["scoring_func"],
+           "norm_topk": bool(hf["norm_topk_prob"]), "routed_scale": float(hf["routed_scaling_factor"]),
+           "swiglu_limit": float(hf["swiglu_limit"])}
     ffns = {"X": MoEConfig(**moe, hash_routing=True), "M": MoEConfig(**moe)}
     mixer_letters = [_LETTER[t] for t in types]
     ffn_letters = ["X" if t == "hash_moe" else "M" for t in mlp]

@@ -6,8 +6,15 @@ dumps, cited per preset below). Build them on the meta device: `HybridLM(get_con
 
 from __future__ import annotations
 
-from .config import (AttentionConfig, CompressedAttentionConfig, DenseFFNConfig, GatedDeltaNetConfig, MLAConfig,
-                     ModelConfig, MoEConfig)
+from .config import (
+    AttentionConfig,
+    CompressedAttentionConfig,
+    DenseFFNConfig,
+    GatedDeltaNetConfig,
+    MLAConfig,
+    ModelConfig,
+    MoEConfig,
+)
 
 
 def _qwen_hybrid(name: str, *, vocab: int, d: int, layers: int, heads: int, kv_heads: int, qk_heads: int,
@@ -109,9 +116,9 @@ def _v4_mixers(*, heads: int, q_lora: int, o_groups: int, index_topk: int, head_
     """DeepSeek-V4's three attention kinds, one shape: S window-only (RoPE theta 1e4), C = CSA (ratio `csa`, lightning
     indexer top-`index_topk`, trained by its KL loss when index_loss_coef > 0) and H = HCA (ratio `hca`), both RoPE
     theta 1.6e5 with YaRN."""
-    shape = dict(num_heads=heads, head_dim=head_dim, rope_dim=rope_dim, q_lora_rank=q_lora, o_groups=o_groups,
-                 o_lora_rank=o_lora, sliding_window=window, index_n_heads=index_heads, index_head_dim=index_dim,
-                 index_topk=index_topk)
+    shape = {"num_heads": heads, "head_dim": head_dim, "rope_dim": rope_dim, "q_lora_rank": q_lora,
+             "o_groups": o_groups, "o_lora_rank": o_lora, "sliding_window": window, "index_n_heads": index_heads,
+             "index_head_dim": index_dim, "index_topk": index_topk}
     return {"S": CompressedAttentionConfig(**shape, rope_theta=10_000.0),
             "C": CompressedAttentionConfig(**shape, compression="csa", compress_ratio=csa, rope_theta=160_000.0,
                                            rope_scaling=yarn, index_loss_coef=index_loss_coef),

@@ -162,3 +162,32 @@ def test_preset_matches_published_hyperparameters():
         {k: v for k, v in preset.ffns["M"].__dict__.items() if k != "bias_update_rate"}  # a training setting
     assert (ours.num_layers, ours.d_model, ours.vocab_size, ours.mtp_depth, ours.max_seq_len) == (
         preset.num_layers, preset.d_model, preset.vocab_size, preset.mtp_depth, preset.max_seq_len)
+
+
+def test_indexer_learns_from_its_kl_loss_only():
+    # V3.2's sparse stage: KL(main attention on the selected keys || softmax(index scores)); the indexer's input is
+    # detached, so the KL trains the indexer only and the LM loss never reaches it.
+    cfg = config_from_hf({**TINY, "model_type": "deepseek_v32", "index_topk": 6})
+    cfg = cfg.replace(mixers={k: {**v.__dict__, "index_loss_coef": 1.0} for k, v in cfg.mixers.items()})
+    torch.manual_seed(0)
+    m = HybridLM(cfg).train()
+    ids = torch.randint(0, 101, (2, 30))
+    out = m(ids, labels=ids)
+    mixers = [b.mixer for b in m.layers]
+    kl = torch.stack([mx.aux_loss for mx in mixers]).sum()
+    idx = {id(p) for mx in mixers for p in mx.indexer.parameters()}
+    grads = torch.autograd.grad(kl, list(m.parameters()), allow_unused=True)
+    touched = {id(p) for p, g in zip(m.parameters(), grads) if g is not None and g.abs().sum() > 0}
+    assert touched and touched <= idx
+    grads = torch.autograd.grad(out.ce_loss, list(m.parameters()), allow_unused=True)
+    assert all(g is None or g.abs().sum() == 0 for p, g in zip(m.parameters(), grads) if id(p) in idx)
+    opt = torch.optim.Adam([p for mx in mixers for p in mx.indexer.parameters()], lr=1e-2)
+    kls = []
+    for _ in range(30):
+        m(ids, labels=ids)
+        kl = torch.stack([mx.aux_loss for mx in mixers]).sum()
+        kls.append(float(kl.detach()))
+        opt.zero_grad()
+        kl.backward()
+        opt.step()
+    assert kls[-1] < 0.7 * kls[0]

@@ -250,7 +250,7 @@ def test_presets_match_published_hyperparameters(preset, name):
     from_fields, cfg = config_from_hf(fields), get_config(preset)  # DeepSeek's own (legacy) config fields
     assert from_fields.layer_mixers == cfg.layer_mixers and from_fields.layer_ffns == cfg.layer_ffns
     assert all(from_fields.mixers[k] == cfg.mixers[k] for k in from_fields.mixers)
-    strip = lambda c: {k: v for k, v in vars(c).items() if k != "bias_update_rate"}  # noqa: E731 (a training knob)
+    strip = lambda c: {k: v for k, v in vars(c).items() if k != "bias_update_rate"}  # bias_update_rate: training
     assert all(strip(from_fields.ffns[k]) == strip(cfg.ffns[k]) for k in cfg.ffns)
     for f in ("vocab_size", "d_model", "mtp_depth", "max_seq_len", "hc_mult", "hc_sinkhorn_iters", "norm_eps"):
         assert getattr(from_fields, f) == getattr(cfg, f), f
@@ -274,7 +274,7 @@ def test_cache_at_1m_is_a_few_percent_of_v32():
     ({"sliding_window": 0}, "sliding_window"),
 ])
 def test_attention_config_errors_name_the_field(change, match):
-    base = dict(num_heads=4, head_dim=32, rope_dim=8, q_lora_rank=16, o_groups=2, o_lora_rank=8)
+    base = {"num_heads": 4, "head_dim": 32, "rope_dim": 8, "q_lora_rank": 16, "o_groups": 2, "o_lora_rank": 8}
     cfg = {"vocab_size": 50, "d_model": 32, "num_layers": 1, "mixer_pattern": "A", "ffn_pattern": "M",
            "mixers": {"A": CompressedAttentionConfig(**{**base, **change})},
            "ffns": {"M": MoEConfig(num_experts=4, top_k=2, expert_size=8)}, "zero_centered_norm": False}
@@ -330,7 +330,7 @@ def test_cost_cli_prints_v4(tmp_path):
 
 # -- training the indexer (DeepSeek-V3.2's sparse-stage KL objective) ----------------------------------------
 def test_index_kl_loss_against_kl_div():
-    from hybridlm.mixers.compressor import index_kl_loss
+    from hybridlm.ops.index_loss import index_kl_loss
     torch.manual_seed(0)
     index, target = torch.randn(2, 5, 7), torch.rand(2, 5, 7)
     selected = torch.rand(2, 5, 7) > 0.4

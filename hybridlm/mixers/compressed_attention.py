@@ -8,7 +8,7 @@
     o_h = sum_j p_j k_j, then the RoPE slice of o_h rotated back by -t (K = V carried the keys' rotation into o)
     output = W_ob concat_g( W_oa,g [o_h for the H/g heads of group g] )                 (grouped low-rank output)
 
-Training: with index_loss_coef > 0 the CSA indexer learns from V3.2's sparse-stage KL loss (mixers/compressor.py),
+Training: with index_loss_coef > 0 the CSA indexer learns from V3.2's sparse-stage KL loss (ops/index_loss.py),
 exposed as `aux_loss` and added to the model's loss.
 The cache (`CompressedKVCache`) keeps the last window-1 kv vectors and the compressor states: its size is bounded
 by the window plus context/m entries. Attention is computed in one piece ([B, H, T, S] scores, float32): the
@@ -29,8 +29,9 @@ from torch import nn
 from ..cache import CompressedKVCache, CompressorState
 from ..config import CompressedAttentionConfig
 from ..norms import RMSNorm, rms_normalize
+from ..ops.index_loss import index_kl_loss
 from ..rope import rope_tail_interleaved, yarn_inv_freq
-from .compressor import Compressor, Indexer, index_kl_loss, visible_entries
+from .compressor import Compressor, Indexer, visible_entries
 
 
 def v4_inv_freq(c: CompressedAttentionConfig) -> torch.Tensor:

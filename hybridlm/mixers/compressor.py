@@ -13,7 +13,7 @@ window's low half, so feeding tokens one at a time emits exactly the entries of 
 Lightning indexer (CSA): q^I = W^I c_Q [T, Hi, Di] with RoPE; keys = a second, Di-wide overlapping compressor;
     I(t, s) = sum_h w(t, h) ReLU(q^I(t, h) . K^I(s)) Di^-1/2,   w = W_w x Hi^-1/2     (float32)
 and each query keeps its top-min(k, N) causal entries (ties to the earliest). Training (index_loss_coef > 0): the
-indexer sees a detached input and learns from `index_kl_loss` (V3.2's sparse stage) only; the main model never
+indexer sees a detached input and learns from ops/index_loss.py (V3.2's sparse stage) only; the main model never
 gets its gradient, and the top-k choice gives the main model none either. DeepSeek's own code also Hadamard-rotates q^I and K^I and
 simulates FP4 on them; the rotation preserves dot products and transformers skips both, as this does.
 Reference: transformers 5.23 `DeepseekV4CSACompressor`, `DeepseekV4HCACompressor`, `DeepseekV4Indexer`
@@ -88,22 +88,6 @@ class Compressor(nn.Module):
         return 2 * self.wkv.in_features * self.wkv.out_features
 
 
-def index_kl_loss(index_BTN: torch.Tensor, target_BTN: torch.Tensor, selected_BTN: torch.Tensor) -> torch.Tensor:
-    """DeepSeek-V3.2's sparse-stage indexer objective (DeepSeek-V3.2 report, section 2.1): for each query t,
-    KL(p_t || softmax(I_t)) over its selected set S_t, where p_t is the main attention's weight on those keys summed
-    over heads and L1-normalised over S_t (a constant: pass it detached). Mean over the queries with a selected key."""
-    p_BTN = target_BTN.float().masked_fill(~selected_BTN, 0.0)
-    mass_BT1 = p_BTN.sum(-1, keepdim=True)
-    rows_BT = mass_BT1.squeeze(-1) > 0
-    if not rows_BT.any():
-        return index_BTN.sum() * 0.0
-    p_BTN = p_BTN / mass_BT1.clamp_min(1e-30)
-    log_q_BTN = index_BTN.float().masked_fill(~selected_BTN, float("-inf")).log_softmax(-1)
-    log_q_BTN = log_q_BTN.masked_fill(~selected_BTN, 0.0)  # p = 0 there: no NaN from 0 * -inf
-    kl_BT = (p_BTN * (p_BTN.clamp_min(1e-30).log() - log_q_BTN)).sum(-1)
-    return kl_BT[rows_BT].mean()
-
-
 def visible_entries(positions_T: torch.Tensor, num_entries: int, ratio: int) -> torch.Tensor:
     """bool [T, N]: entry i is complete (causal) for the query at absolute position t iff i < (t + 1) // ratio."""
     idx = torch.arange(num_entries, device=positions_T.device)
@@ -138,7 +122,7 @@ class Indexer(nn.Module):
         w_BTH = self.weights_proj(x_BTD).float() * self.n_heads ** -0.5
         return torch.matmul(w_BTH[..., None, :], scores_BTHN).squeeze(-2) * self.head_dim ** -0.5
 
-    @torch.no_grad()  # the top-k choice passes no gradient (the indexer learns from index_kl_loss)
+    @torch.no_grad()  # the top-k choice passes no gradient (the indexer learns from ops.index_loss)
     def select(self, index_BTN: torch.Tensor, positions_T: torch.Tensor) -> torch.Tensor:
         """-> bool [B, T, N]: entry s is causal for query t and among its top-k indexer scores."""
         B, T, N = index_BTN.shape

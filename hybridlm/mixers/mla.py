@@ -26,7 +26,8 @@ Optional DeepSeek Sparse Attention (V3.2, cfg.index_n_heads > 0), transformers' 
     I(t, s) = sum_j w(t, j) ReLU(q^I(t, j) . k^I(s) Di^-1/2),  w = weights_proj(x) Hi^-1/2   (float32 scoring),
     causal mask (-inf), top-min(index_topk, S) keys per query; every other key gets -inf in MLA (both forms).
 No Hadamard rotation or FP8 (transformers skips both: the rotation preserves dot products). The indexer keys are
-cached per token (LatentCache.index_k, index_head_dim values, counted under "latent").
+cached per token (LatentCache.index_k, index_head_dim values, counted under "latent"). Training: with
+index_loss_coef > 0 the indexer learns from V3.2's sparse-stage KL loss (ops/index_loss.py) on a detached input.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from torch import nn
 from ..cache import LatentCache
 from ..config import MLAConfig
 from ..norms import RMSNorm
+from ..ops.index_loss import index_kl_loss
 from ..rope import apply_rope, yarn_inv_freq
 
 
@@ -90,6 +92,7 @@ class MLA(nn.Module):
         self._inv_freq, self.rope_scale, self.scale = rope_inv_freq(cfg)
         self.absorb = "auto"  # "auto": absorbed for single-token steps, expanded otherwise; "always" | "never"
         self.indexer = Indexer(cfg, d_model) if cfg.has_indexer else None
+        self.aux_loss: torch.Tensor | None = None  # the indexer's KL loss after a training forward
 
     @torch.no_grad()
     def init_weights(self, std: float, out_std: float) -> None:
@@ -149,8 +152,12 @@ class MLA(nn.Module):
         else:  # a chunk after a cached prefix: query t sits at key position S - T + t
             mask = torch.arange(S, device=x_BTD.device)[None, :] <= torch.arange(S - T, S, device=x_BTD.device)[:, None]
             causal = False
+        self.aux_loss = index_BTS = None
+        train_index = self.indexer is not None and c.index_loss_coef > 0 and self.training and torch.is_grad_enabled()
         if self.indexer is not None:  # sparse: causal AND among the query's top-k indexer keys; [B, 1, T, S]
-            mask = self.index_mask(x_BTD, c_q_BTQ, pos0, cache)[:, None]
+            with torch.set_grad_enabled(train_index):  # detached input: only the KL loss trains the indexer
+                index_BTS = self.index_scores(x_BTD.detach(), c_q_BTQ.detach(), pos0, cache)
+            mask = self.index_select(index_BTS)[:, None]
             causal = False
         absorbed = self.absorb == "always" or (self.absorb == "auto" and T == 1)
         if absorbed:
@@ -171,12 +178,17 @@ class MLA(nn.Module):
                                                     v_BSHv.transpose(1, 2), attn_mask=mask, is_causal=causal,
                                                     scale=self.scale)
             o_BTHv = o_BHTv.transpose(1, 2)
+            if train_index:  # the KL target: the attention weights SDPA does not return, recomputed without grad
+                with torch.no_grad():
+                    s_BHTS = torch.einsum("bthx,bshx->bhts", q_BTHX.float(), k_BSHX.float()) * self.scale
+                    target_BTS = s_BHTS.masked_fill(~mask, float("-inf")).softmax(-1).sum(1)
+                self.aux_loss = c.index_loss_coef * index_kl_loss(index_BTS, target_BTS, mask[:, 0])
         return self.o_proj(o_BTHv.reshape(B, T, H * v))
 
-    @torch.no_grad()
-    def index_mask(self, x_BTD: torch.Tensor, c_q_BTQ: torch.Tensor, pos0: int,
-                   cache: LatentCache | None = None) -> torch.Tensor:
-        """-> bool [B, T, S]: True where key s is causal for query t and among its top-k indexer scores."""
+    def index_scores(self, x_BTD: torch.Tensor, c_q_BTQ: torch.Tensor, pos0: int,
+                     cache: LatentCache | None = None) -> torch.Tensor:
+        """Lightning-indexer scores I [B, T, S] (float32) of each new query against every key so far; appends the
+        new indexer keys to the cache."""
         ix = self.indexer
         B, T, _ = x_BTD.shape
         Hi, Di, r = ix.n_heads, ix.head_dim, self.cfg.qk_rope_head_dim
@@ -187,11 +199,16 @@ class MLA(nn.Module):
         q_BTHD = torch.cat((self._rope(q_rot, pos0, interleaved=False), q_pass), dim=-1)
         k_BTD = torch.cat((self._rope(k_rot[:, :, None], pos0, interleaved=False)[:, :, 0], k_pass), dim=-1)
         k_BSD = cache.append_index(k_BTD) if cache is not None else k_BTD
-        S = k_BSD.shape[1]
         scores_BTHS = F.relu(torch.matmul(q_BTHD.float(), k_BSD.transpose(-1, -2).float().unsqueeze(1)) * ix.softmax_scale)
         w_BTH = ix.weights_proj(x_BTD.to(ix.weights_proj.weight.dtype)).float() * Hi ** -0.5
-        index_BTS = torch.matmul(w_BTH.unsqueeze(-2), scores_BTHS).squeeze(-2)
-        causal_TS = torch.arange(S, device=x_BTD.device)[None, :] <= torch.arange(S - T, S, device=x_BTD.device)[:, None]
+        return torch.matmul(w_BTH.unsqueeze(-2), scores_BTHS).squeeze(-2)
+
+    @torch.no_grad()
+    def index_select(self, index_BTS: torch.Tensor) -> torch.Tensor:
+        """-> bool [B, T, S]: True where key s is causal for query t and among its top-k indexer scores."""
+        T, S = index_BTS.shape[-2:]
+        device = index_BTS.device
+        causal_TS = torch.arange(S, device=device)[None, :] <= torch.arange(S - T, S, device=device)[:, None]
         index_BTS = index_BTS.masked_fill(~causal_TS, float("-inf"))
         top_BTK = index_BTS.topk(min(self.cfg.index_topk, S), dim=-1).indices
         selected = torch.zeros_like(index_BTS, dtype=torch.bool).scatter(-1, top_BTK, True)
@@ -263,7 +280,7 @@ class MLA(nn.Module):
 
 class Indexer(nn.Module):
     """DeepSeek-V3.2 lightning indexer parameters (transformers' `DeepseekV32Indexer` names and shapes); the
-    scoring lives in MLA.index_mask."""
+    scoring lives in MLA.index_scores / index_select."""
 
     def __init__(self, cfg: MLAConfig, d_model: int):
         super().__init__()
