@@ -91,6 +91,21 @@ def test_from_hf_and_back_matches_transformers_and_cached_decode(tmp_path):
     assert cache.layers[2].compressor.entries.shape[1] == 4
 
 
+def test_query_blocks_match_transformers_on_a_long_sequence(tmp_path):
+    # 300 tokens: three query blocks of 128, each reaching back into the previous one's window keys; 75 CSA and 37 HCA
+    # entries; then a cached prefill in two chunks that cut blocks differently, and decode steps.
+    hf = _hf_model(index_topk=5)
+    hf.save_pretrained(tmp_path)
+    ours = HybridLM.from_hf(tmp_path).eval()
+    ids = torch.randint(0, 97, (1, 300))
+    ref = _logits(hf, ids)
+    assert (_logits(ours, ids) - ref).abs().max().item() <= 1e-4
+    cache = ours.new_cache()
+    with torch.no_grad():
+        parts = [ours(ids[:, a:b], cache=cache).logits for a, b in [(0, 131), (131, 297), (297, 298), (298, 300)]]
+    assert (torch.cat(parts, 1) - ref).abs().max().item() <= 1e-4
+
+
 def test_generate_matches_transformers_greedy(tmp_path):
     hf = _hf_model()
     hf.save_pretrained(tmp_path)
@@ -378,3 +393,18 @@ def test_indexer_learns_from_its_loss_only():
     with torch.no_grad():
         m(ids)
     assert all(mx.aux_loss is None for mx in csa)  # only training forwards compute it
+
+
+def test_indexer_ties_at_the_cut_off_go_to_the_earliest_entries():
+    from hybridlm.mixers.compressor import Indexer
+    ix = Indexer(16, 8, 2, 8, ratio=4, topk=3, norm_eps=1e-6)
+    positions = torch.tensor([40, 41])  # 10 complete entries for both queries
+    index = torch.tensor([[[0.5, 0.0, 0.0, 0.9, 0.0, 0.0, -0.2, 0.0, 0.0, 0.0, 7.0, 7.0]] * 2])  # 2 future entries
+    top, valid = ix.select(index, positions)
+    assert sorted(top[0, 0][valid[0, 0]].tolist()) == [0, 1, 3]  # 0.9, 0.5, then the earliest of the zeros
+    # the same query with only its complete entries (a cached step) picks the same ones
+    top2, valid2 = ix.select(index[..., :10], positions)
+    assert sorted(top2[0, 0][valid2[0, 0]].tolist()) == [0, 1, 3]
+    # fewer complete entries than top-k: all of them, the rest invalid
+    top3, valid3 = ix.select(index[..., :10], torch.tensor([6, 9]))
+    assert sorted(top3[0, 0][valid3[0, 0]].tolist()) == [0] and sorted(top3[0, 1][valid3[0, 1]].tolist()) == [0, 1]

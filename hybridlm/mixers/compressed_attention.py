@@ -11,8 +11,10 @@
 Training: with index_loss_coef > 0 the CSA indexer learns from V3.2's sparse-stage KL loss (ops/index_loss.py),
 exposed as `aux_loss` and added to the model's loss.
 The cache (`CompressedKVCache`) keeps the last window-1 kv vectors and the compressor states: its size is bounded
-by the window plus context/m entries. Attention is computed in one piece ([B, H, T, S] scores, float32): the
-single key head makes it one batched matmul, and torch's SDPA has no sink term.
+by the window plus context/m entries. Attention runs over blocks of queries (max(128, window) of them): each block
+scores its band of block + window - 1 window keys and its entries (CSA: each query's top-k, gathered; HCA: every
+complete one) in float32 with the sink, one batched matmul per part since there is one key head; torch's SDPA has
+no sink term. Work and memory are O(T (block + window + k)), not O(T^2).
 RoPE: theta and optional YaRN frequencies per layer (V4: plain 10k on window-only layers, 160k + YaRN x16 on
 compressed ones); neither cos/sin nor the softmax scale gets YaRN's mscale, as in DeepSeek's code and transformers.
 Reference: transformers 5.23 `DeepseekV4Attention` (parity through the whole model in tests/test_deepseek_v4.py).
@@ -100,11 +102,9 @@ class CompressedAttention(nn.Module):
         q_BTHd = rope_tail_interleaved(rms_normalize(q_BTHd, self.eps).to(q_BTHd.dtype), inv_freq, positions_T)
         kv_BTd = rope_tail_interleaved(self.kv_norm(self.wkv(x_BTD)), inv_freq, positions_T)
 
-        kv_BSd = cache.append(kv_BTd) if cache is not None else kv_BTd  # window keys at positions pos0+T-S ..
-        key_pos_S = torch.arange(pos0 + T - kv_BSd.shape[1], pos0 + T, device=x_BTD.device)
-        delta_TS = positions_T[:, None] - key_pos_S[None, :]
-        mask_BTS = ((delta_TS >= 0) & (delta_TS < c.sliding_window)).expand(B, T, -1)
-        self.aux_loss = index_BTN = None
+        kv_BSd = cache.append(kv_BTd) if cache is not None else kv_BTd  # window keys from position key0 on
+        key0 = pos0 + T - kv_BSd.shape[1]
+        self.aux_loss = index_BTN = entries_BNd = top_BTK = valid_BTK = None
         train_index = self.indexer is not None and c.index_loss_coef > 0 and self.training and torch.is_grad_enabled()
         if self.compressor is not None:
             state = cache.compressor if cache is not None else CompressorState()
@@ -113,22 +113,47 @@ class CompressedAttention(nn.Module):
                 istate = cache.indexer if cache is not None else CompressorState()
                 with torch.set_grad_enabled(train_index):  # detached input: only the KL loss trains the indexer
                     index_BTN = self.indexer.scores(x_BTD.detach(), c_q_BTQ.detach(), positions_T, istate, inv_freq)
-                seen_BTN = self.indexer.select(index_BTN, positions_T)
-            else:
-                seen_BTN = visible_entries(positions_T, entries_BNd.shape[1], c.compress_ratio).expand(B, T, -1)
-            kv_BSd = torch.cat((kv_BSd, entries_BNd), dim=1)
-            mask_BTS = torch.cat((mask_BTS, seen_BTN), dim=-1)
+                top_BTK, valid_BTK = self.indexer.select(index_BTN, positions_T)
 
-        # one key head: all H x T queries against the same S keys in one batched matmul, float32 softmax with sink
-        scores_BHTS = torch.einsum("bthd,bsd->bhts", q_BTHd.float(), kv_BSd.float()) * self.scale
-        scores_BHTS = scores_BHTS.masked_fill(~mask_BTS[:, None], float("-inf"))
-        sink_BHT1 = self.attn_sink.float().view(1, H, 1, 1).expand(B, H, T, 1)
-        probs_BHTS = torch.cat((scores_BHTS, sink_BHT1), dim=-1).softmax(dim=-1)[..., :-1]
-        if train_index:  # target: the main attention's weight on each compressed entry, summed over heads
-            N = index_BTN.shape[-1]
-            target_BTN = probs_BHTS[..., probs_BHTS.shape[-1] - N:].detach().sum(1)
+        # Query blocks: each sees its band of window keys (block + window - 1 of them, not all T) and its compressed
+        # entries (CSA: each query's gathered top-k; HCA: the visible ones), one float32 softmax with the sink.
+        o_BTHd = q_BTHd.new_empty(B, T, H, hd)
+        target_BTN = index_BTN.new_zeros(index_BTN.shape) if train_index else None
+        block = max(128, c.sliding_window)
+        sink_1H11 = self.attn_sink.float().view(1, H, 1, 1)
+        for t0 in range(0, T, block):
+            t1 = min(T, t0 + block)
+            pos_b = positions_T[t0:t1]
+            lo, hi = max(0, pos0 + t0 - c.sliding_window + 1 - key0), pos0 + t1 - key0
+            kw_BSd = kv_BSd[:, lo:hi]
+            delta_bS = pos_b[:, None] - torch.arange(key0 + lo, key0 + hi, device=x_BTD.device)[None, :]
+            q_BbHd = q_BTHd[:, t0:t1].float() * self.scale
+            # one key head: all H x b queries against the same keys in one batched matmul
+            parts = [torch.einsum("bthd,bsd->bhts", q_BbHd, kw_BSd.float())
+                     .masked_fill(~((delta_bS >= 0) & (delta_bS < c.sliding_window)), float("-inf"))]
+            if top_BTK is not None:  # CSA: [B, b, K, hd] gathered entries
+                ent = entries_BNd[torch.arange(B, device=x_BTD.device)[:, None, None], top_BTK[:, t0:t1]]
+                parts.append(torch.einsum("bthd,btkd->bhtk", q_BbHd, ent.float())
+                             .masked_fill(~valid_BTK[:, None, t0:t1], float("-inf")))
+            elif entries_BNd is not None:  # HCA: the entries complete for the block's last query, [B, n, hd]
+                ent = entries_BNd[:, :(pos0 + t1) // c.compress_ratio]
+                parts.append(torch.einsum("bthd,bnd->bhtn", q_BbHd, ent.float())
+                             .masked_fill(~visible_entries(pos_b, ent.shape[1], c.compress_ratio), float("-inf")))
+            parts.append(sink_1H11.expand(B, H, t1 - t0, 1))
+            probs = torch.cat(parts, dim=-1).softmax(dim=-1)
+            Sw = kw_BSd.shape[1]
+            o = torch.einsum("bhts,bsd->bthd", probs[..., :Sw].to(kw_BSd.dtype), kw_BSd)
+            if entries_BNd is not None:
+                p_c = probs[..., Sw:-1].to(ent.dtype)
+                o = o + (torch.einsum("bhtk,btkd->bthd", p_c, ent) if top_BTK is not None
+                         else torch.einsum("bhtn,bnd->bthd", p_c, ent))
+                if train_index:  # the KL target: the main attention's weight on each entry, summed over heads
+                    target_BTN[:, t0:t1].scatter_add_(-1, top_BTK[:, t0:t1],
+                                                      p_c.detach().float().sum(1) * valid_BTK[:, t0:t1])
+            o_BTHd[:, t0:t1] = o
+        if train_index:
+            seen_BTN = torch.zeros_like(target_BTN, dtype=torch.bool).scatter_(-1, top_BTK, valid_BTK)
             self.aux_loss = c.index_loss_coef * index_kl_loss(index_BTN, target_BTN, seen_BTN)
-        o_BTHd = torch.einsum("bhts,bsd->bthd", probs_BHTS.to(kv_BSd.dtype), kv_BSd)
         o_BTHd = rope_tail_interleaved(o_BTHd, inv_freq, positions_T, inverse=True)
 
         o_BTGi = o_BTHd.reshape(B, T, G, -1)  # heads [g H/G, (g+1) H/G) form group g

@@ -25,7 +25,6 @@ Shapes: B batch, T new tokens, W closed windows, m ratio, d entry width, N entri
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..cache import CompressorState
@@ -118,23 +117,31 @@ class Indexer(nn.Module):
         keys_BNd = self.compressor(x_BTD, state, inv_freq)
         q_BTHd = self.wq_b(c_q_BTQ).view(B, T, self.n_heads, self.head_dim)
         q_BTHd = rope_tail_interleaved(q_BTHd, inv_freq, positions_T)
-        scores_BTHN = F.relu(torch.matmul(q_BTHd.float(), keys_BNd.float().transpose(-1, -2)[:, None]))
+        scores_BTHN = torch.matmul(q_BTHd.float(), keys_BNd.float().transpose(-1, -2)[:, None]).relu_()
         w_BTH = self.weights_proj(x_BTD).float() * self.n_heads ** -0.5
         return torch.matmul(w_BTH[..., None, :], scores_BTHN).squeeze(-2) * self.head_dim ** -0.5
 
     @torch.no_grad()  # the top-k choice passes no gradient (the indexer learns from ops.index_loss)
-    def select(self, index_BTN: torch.Tensor, positions_T: torch.Tensor) -> torch.Tensor:
-        """-> bool [B, T, N]: entry s is causal for query t and among its top-k indexer scores."""
-        B, T, N = index_BTN.shape
-        causal_TN = visible_entries(positions_T, N, self.ratio)
-        if N == 0:
-            return causal_TN.expand(B, T, N)
-        index_BTN = index_BTN.masked_fill(~causal_TN, float("-inf"))
-        # a stable sort, not topk: exact ties (every head's ReLU at 0 is common) then go to the earliest entries
-        # whatever N is, so a cached step picks what the whole-sequence pass picks
-        top_BTK = index_BTN.sort(dim=-1, descending=True, stable=True).indices[..., :min(self.topk, N)]
-        selected = torch.zeros_like(index_BTN, dtype=torch.bool).scatter(-1, top_BTK, True)
-        return selected & causal_TN
+    def select(self, index_BTN: torch.Tensor, positions_T: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (entry ids [B, T, K], valid [B, T, K]), K = min(topk, N): each query's top-K entries by index score
+        among its causal ones; valid is False where fewer than K are causal (early queries)."""
+        N = index_BTN.shape[-1]
+        limit_T1 = ((positions_T + 1) // self.ratio)[:, None]
+        index_BTN = index_BTN.masked_fill(torch.arange(N, device=index_BTN.device) >= limit_T1, float("-inf"))
+        K = min(self.topk, N)
+        if K == N:  # every entry: the causal ones are the valid ones
+            top_BTK = torch.arange(N, device=index_BTN.device).expand(*index_BTN.shape[:-1], N)
+            return top_BTK, top_BTK < limit_T1
+        vals_BTk, top_BTk = index_BTN.topk(K + 1, dim=-1)
+        top_BTK = top_BTk[..., :K]
+        # An exact tie at the cut-off (every head's ReLU at 0 is common) is broken by topk in a shape-dependent way;
+        # those rows take a stable sort instead, so ties go to the earliest entries whatever N is and a cached step
+        # picks what the whole-sequence pass picks. (Ties inside the top-K, or among -inf, change nothing.)
+        tied_BT = (vals_BTk[..., K - 1] == vals_BTk[..., K]) & torch.isfinite(vals_BTk[..., K - 1])
+        if tied_BT.any():
+            top_BTK = top_BTK.clone()
+            top_BTK[tied_BT] = index_BTN[tied_BT].sort(dim=-1, descending=True, stable=True).indices[..., :K]
+        return top_BTK, top_BTK < limit_T1
 
     def num_params(self) -> int:
         return self.wq_b.weight.numel() + self.weights_proj.weight.numel() + self.compressor.num_params()
