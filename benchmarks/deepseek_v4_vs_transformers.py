@@ -11,37 +11,18 @@ Run: python benchmarks/deepseek_v4_vs_transformers.py [--quick] [--threads N]
 
 from __future__ import annotations
 
-import argparse
 import tempfile
-import time
 
 import torch
-
-
-def best_of(fn, reps: int) -> float:
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+from common import alternate, greedy_agreement, line, setup
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--reps", type=int, default=None)
-    args = ap.parse_args()
+    args, reps = setup(__doc__)
     import transformers
 
     from hybridlm import HybridLM
-    from hybridlm.runtime import configure_threads
 
-    configure_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    reps = args.reps or (2 if args.quick else 4)
     T = 512 if args.quick else 2048
     prompt_len, new = (128, 16) if args.quick else (512, 32)
     torch.manual_seed(0)
@@ -80,17 +61,9 @@ def main() -> None:
         return ours.generate(prompt, max_new_tokens=new, temperature=0.0)
 
     with torch.no_grad():
-        a, b = hf_generate()[0, prompt_len:], our_generate()[0, prompt_len:]
-    agree = int((a != b).nonzero()[0, 0]) if not torch.equal(a, b) else new
-    print(f"greedy tokens identical for the first {agree} of {new}")
-
-    times = {k: float("inf") for k in ("ours_fwd", "hf_fwd", "ours_gen", "hf_gen")}
-    with torch.no_grad():
-        for _ in range(reps):  # alternate, keep the best of each: this machine's timings vary up to 5x
-            times["ours_fwd"] = min(times["ours_fwd"], best_of(lambda: ours(ids), 1))
-            times["hf_fwd"] = min(times["hf_fwd"], best_of(lambda: hf(input_ids=ids), 1))
-            times["ours_gen"] = min(times["ours_gen"], best_of(our_generate, 1))
-            times["hf_gen"] = min(times["hf_gen"], best_of(hf_generate, 1))
+        print(greedy_agreement(our_generate()[0, prompt_len:], hf_generate()[0, prompt_len:]))
+    whole = alternate({"forward": (lambda: ours(ids), lambda: hf(input_ids=ids)),
+                       "generate": (our_generate, hf_generate)}, reps)
 
     x = torch.randn(1, T, cfg.hidden_size)
     streams = torch.randn(1, T, 4, cfg.hidden_size)
@@ -112,17 +85,10 @@ def main() -> None:
         "hash moe layer": (lambda: ours.layers[0].ffn(x, tok), lambda: hf.model.layers[0].mlp(x, input_ids=tok)),
     }
     print(f"per-layer forward at T={T} (best of {reps}):")
-    with torch.no_grad():
-        for name, (f_ours, f_hf) in parts.items():
-            t_ours, t_hf = float("inf"), float("inf")
-            for _ in range(reps):
-                t_ours, t_hf = min(t_ours, best_of(f_ours, 1)), min(t_hf, best_of(f_hf, 1))
-            print(f"  {name:22s} hybridlm {t_ours * 1e3:7.1f} ms   transformers {t_hf * 1e3:7.1f} ms   "
-                  f"speed-up {t_hf / t_ours:.2f}x")
-    print(f"forward T={T}:          hybridlm {times['ours_fwd']:.3f} s   transformers {times['hf_fwd']:.3f} s   "
-          f"speed-up {times['hf_fwd'] / times['ours_fwd']:.2f}x")
-    print(f"prefill {prompt_len} + decode {new}: hybridlm {times['ours_gen']:.3f} s   transformers "
-          f"{times['hf_gen']:.3f} s   speed-up {times['hf_gen'] / times['ours_gen']:.2f}x")
+    for name, (t_ours, t_hf) in alternate(parts, reps).items():
+        print("  " + line(name, t_ours, t_hf, "ms"))
+    print(line(f"forward T={T}:", *whole["forward"]))
+    print(line(f"prefill {prompt_len} + decode {new}:", *whole["generate"]))
 
 
 if __name__ == "__main__":

@@ -9,37 +9,18 @@ Run: python benchmarks/model_vs_transformers.py [--quick] [--threads N]
 
 from __future__ import annotations
 
-import argparse
 import tempfile
-import time
 
 import torch
-
-
-def best_of(fn, reps: int) -> float:
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+from common import alternate, best_of, greedy_agreement, line, setup
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--reps", type=int, default=None)
-    args = ap.parse_args()
+    args, reps = setup(__doc__)
     import transformers
 
     from hybridlm import HybridLM
-    from hybridlm.runtime import configure_threads
 
-    configure_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    reps = args.reps or (2 if args.quick else 4)
     T = 512 if args.quick else 2048
     prompt_len, new = (128, 16) if args.quick else (512, 32)
     torch.manual_seed(0)
@@ -69,20 +50,11 @@ def main() -> None:
         return ours.generate(prompt, max_new_tokens=new)
 
     with torch.no_grad():
-        a, b = hf_generate()[0, prompt_len:], our_generate()[0, prompt_len:]
-    # random weights give near-tied logits; after the first differing token the continuations diverge
-    agree = int((a != b).nonzero()[0, 0]) if not torch.equal(a, b) else new
-    print(f"greedy tokens identical for the first {agree} of {new}")
-
-    times = {k: float("inf") for k in ("ours_fwd", "hf_fwd", "ours_gen", "hf_gen", "mm")}
+        print(greedy_agreement(our_generate()[0, prompt_len:], hf_generate()[0, prompt_len:]))
+    whole = alternate({"forward": (lambda: ours(ids), lambda: hf(input_ids=ids)),
+                       "generate": (our_generate, hf_generate)}, reps)
     a_mm, b_mm = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    with torch.no_grad():
-        for _ in range(reps):  # alternate, keep the best of each: this machine's timings vary up to 5x
-            times["mm"] = min(times["mm"], best_of(lambda: a_mm @ b_mm, 1))
-            times["ours_fwd"] = min(times["ours_fwd"], best_of(lambda: ours(ids), 1))
-            times["hf_fwd"] = min(times["hf_fwd"], best_of(lambda: hf(input_ids=ids), 1))
-            times["ours_gen"] = min(times["ours_gen"], best_of(our_generate, 1))
-            times["hf_gen"] = min(times["hf_gen"], best_of(hf_generate, 1))
+    t_mm = best_of(lambda: a_mm @ b_mm, reps)
     # Where the time goes: the same layer of each implementation on the same hidden states. Projections, the
     # attention kernel (SDPA) and the head are the same torch kernels in both, which bounds the whole-model ratio.
     x = torch.randn(1, T, cfg.hidden_size)
@@ -93,27 +65,21 @@ def main() -> None:
         "moe layer": (lambda: ours.layers[0].ffn(x), lambda: hf.model.layers[0].mlp(x)),
     }
     print(f"per-layer forward at T={T} (best of {reps}):")
-    with torch.no_grad():
-        for name, (f_ours, f_hf) in parts.items():
-            t_ours, t_hf = float("inf"), float("inf")
-            for _ in range(reps):
-                t_ours, t_hf = min(t_ours, best_of(f_ours, 1)), min(t_hf, best_of(f_hf, 1))
-            print(f"  {name:22s} hybridlm {t_ours * 1e3:7.1f} ms   transformers {t_hf * 1e3:7.1f} ms   "
-                  f"speed-up {t_hf / t_ours:.2f}x")
-    print(f"forward T={T}:          hybridlm {times['ours_fwd']:.3f} s   transformers {times['hf_fwd']:.3f} s   "
-          f"speed-up {times['hf_fwd'] / times['ours_fwd']:.2f}x")
+    for name, (t_ours, t_hf) in alternate(parts, reps).items():
+        print("  " + line(name, t_ours, t_hf, "ms"))
+    (t_ours, t_hf), (g_ours, g_hf) = whole["forward"], whole["generate"]
+    print(line(f"forward T={T}:", t_ours, t_hf))
     # The floor: the forward's matmul FLOPs (hybridlm's analytic count, docs/cost.md) at the machine's plain
     # 2048^3 matmul rate measured in this run. No implementation of these kernels can beat it by much, so it
     # bounds the speed-up any implementation can show over transformers.
-    mm_rate = 2 * 2048**3 / times["mm"]
+    mm_rate = 2 * 2048**3 / t_mm
     flops = ours.forward_flops(T)
     floor = flops / mm_rate
     print(f"  matmul rate {mm_rate / 1e9:.1f} GFLOP/s; forward {flops / 1e9:.2f} GFLOP -> floor {floor:.3f} s; "
-          f"hybridlm at {flops / times['ours_fwd'] / 1e9:.1f} GFLOP/s ({floor / times['ours_fwd']:.0%} of the rate), "
-          f"transformers at {flops / times['hf_fwd'] / 1e9:.1f} GFLOP/s; the largest speed-up over transformers "
-          f"the floor allows: {times['hf_fwd'] / floor:.2f}x")
-    print(f"prefill {prompt_len} + decode {new}: hybridlm {times['ours_gen']:.3f} s   transformers {times['hf_gen']:.3f} s   "
-          f"speed-up {times['hf_gen'] / times['ours_gen']:.2f}x")
+          f"hybridlm at {flops / t_ours / 1e9:.1f} GFLOP/s ({floor / t_ours:.0%} of the rate), "
+          f"transformers at {flops / t_hf / 1e9:.1f} GFLOP/s; the largest speed-up over transformers "
+          f"the floor allows: {t_hf / floor:.2f}x")
+    print(line(f"prefill {prompt_len} + decode {new}:", g_ours, g_hf))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 transformers = pytest.importorskip("transformers")
 
+from test_deepseek import _hf_model as _hf_deepseek
+
 from hybridlm import HybridLM, ModelConfig, get_config
 from hybridlm.cli import main
 from hybridlm.config import CompressedAttentionConfig, MoEConfig
@@ -34,22 +36,17 @@ TINY = {"vocab_size": 97, "hidden_size": 48, "moe_intermediate_size": 24, "num_h
 
 
 def _hf_model(**overrides):
-    torch.manual_seed(0)
-    model = transformers.AutoModelForCausalLM.from_config(transformers.DeepseekV4Config(**{**TINY, **overrides}))
-    with torch.no_grad():  # weights large enough that attention is peaked and RoPE / routing / mHC errors show
+    """test_deepseek's tiny-model builder (norms jittered, matrices at 1.2 / sqrt(fan-in)), plus V4's vectors: sinks,
+    compressor position biases and mHC biases / scales away from their zero / one init, and a real hash table."""
+    model = _hf_deepseek(transformers.DeepseekV4Config, TINY, **overrides)
+    with torch.no_grad():
         for name, p in model.named_parameters():
-            if "norm" in name:
-                p.add_(0.1 * torch.randn_like(p))
-            elif name.endswith(("sinks", "position_bias", "base")):
+            if name.endswith(("sinks", "position_bias", "base")):
                 p.normal_(0.0, 0.5)
             elif name.endswith("scale"):
                 p.add_(0.2 * torch.randn_like(p))
-            elif p.dim() >= 2 and "embed" not in name:
-                p.normal_(0.0, 1.2 / p.shape[-1] ** 0.5)
         for name, b in model.named_buffers():
-            if name.endswith("e_score_correction_bias"):
-                b.copy_(0.05 * torch.randn_like(b))
-            if name.endswith("tid2eid"):  # a real table: distinct experts per token (transformers' init is zeros)
+            if name.endswith("tid2eid"):  # distinct experts per token (transformers' init is zeros)
                 b.copy_(torch.rand(b.shape[0], TINY["n_routed_experts"]).argsort(-1)[:, :b.shape[1]])
     return model.eval()
 
