@@ -223,44 +223,25 @@ _HC = {"attn_hc.": "hc_attn_", "ffn_hc.": "hc_ffn_"}
 _SHARED = {"gate_proj": "w1", "down_proj": "w2", "up_proj": "w3"}
 
 
-def _block_to_hf(w: dict, p: str, ffn: MoEConfig) -> dict[str, torch.Tensor]:
-    """One block's state (names relative to the block) -> DeepSeek names under prefix p."""
-    out = {p + "attn_norm.weight": w["mixer_norm.weight"], p + "ffn_norm.weight": w["ffn_norm.weight"]}
-    out.update({p + "attn." + n[len("mixer."):]: t for n, t in w.items() if n.startswith("mixer.")})
-    for ours, theirs in _HC.items():
-        out.update({p + theirs + n: w[ours + n] for n in ("fn", "base", "scale")})
-    I = ffn.expert_size
-    for e in range(ffn.num_experts):
-        out[f"{p}ffn.experts.{e}.w1.weight"] = w["ffn.gate_up_proj"][e, :I]
-        out[f"{p}ffn.experts.{e}.w3.weight"] = w["ffn.gate_up_proj"][e, I:]
-        out[f"{p}ffn.experts.{e}.w2.weight"] = w["ffn.down_proj"][e]
-    out[p + "ffn.gate.weight"] = w["ffn.router.weight"]
-    if ffn.hash_routing:
-        out[p + "ffn.gate.tid2eid"] = w["ffn.tid2eid"]
-    else:
-        out[p + "ffn.gate.bias"] = w["ffn.expert_bias"]
-    out.update({f"{p}ffn.shared_experts.{_SHARED[n]}.weight": w[f"ffn.shared.{n}.weight"] for n in _SHARED})
-    return out
+def _expert_blocks(model) -> list[tuple[str, str, MoEConfig]]:
+    """(DeepSeek prefix, our prefix, MoE config) of every block, the MTP block's included."""
+    cfg = model.config
+    out = [(f"layers.{i}.", f"layers.{i}.", cfg.ffns[f]) for i, f in enumerate(cfg.layer_ffns)]
+    return out + ([("mtp.0.", "mtp.block.", cfg.ffns[cfg.mtp_ffn])] if model.mtp is not None else [])
 
 
 def _to_hf_state(model) -> dict[str, torch.Tensor]:
     """Our state dict -> DeepSeek names (also run on a meta model to list what a checkpoint must hold)."""
-    cfg, w = model.config, dict(model.state_dict())
-    out = {"embed.weight": w["embed.weight"], "norm.weight": w["norm.weight"]}
-    out.update({f"hc_head_{n}": w[f"hc_head.{n}"] for n in ("fn", "base", "scale")})
-    if not cfg.tie_embeddings:
-        out["head.weight"] = w["lm_head.weight"]
-    for i, f in enumerate(cfg.layer_ffns):
-        blk = {n[len(f"layers.{i}."):]: t for n, t in w.items() if n.startswith(f"layers.{i}.")}
-        out.update(_block_to_hf(blk, f"layers.{i}.", cfg.ffns[f]))
+    D, w = model.config.d_model, dict(model.state_dict())
+    out = {theirs: w[ours] for theirs, ours in _name_map(model).items()}
+    for theirs, ours, c in _expert_blocks(model):
+        I = c.expert_size
+        for e in range(c.num_experts):
+            out[f"{theirs}ffn.experts.{e}.w1.weight"] = w[ours + "ffn.gate_up_proj"][e, :I]
+            out[f"{theirs}ffn.experts.{e}.w3.weight"] = w[ours + "ffn.gate_up_proj"][e, I:]
+            out[f"{theirs}ffn.experts.{e}.w2.weight"] = w[ours + "ffn.down_proj"][e]
     if model.mtp is not None:
-        p, D = "mtp.0.", cfg.d_model
-        blk = {n[len("mtp.block."):]: t for n, t in w.items() if n.startswith("mtp.block.")}
-        out.update(_block_to_hf(blk, p, cfg.ffns[cfg.mtp_ffn]))
-        out.update({p + "e_proj.weight": w["mtp.proj.weight"][:, :D], p + "h_proj.weight": w["mtp.proj.weight"][:, D:],
-                    p + "enorm.weight": w["mtp.emb_norm.weight"], p + "hnorm.weight": w["mtp.hidden_norm.weight"],
-                    p + "norm.weight": w["mtp.norm.weight"]})
-        out.update({f"{p}hc_head_{n}": w[f"mtp.hc_head.{n}"] for n in ("fn", "base", "scale")})
+        out["mtp.0.e_proj.weight"], out["mtp.0.h_proj.weight"] = w["mtp.proj.weight"].split(D, dim=1)
     return out
 
 
@@ -274,28 +255,17 @@ def _canonical(name: str) -> str:
 
 def _from_hf_state(get, model) -> dict[str, torch.Tensor]:
     """Inverse of _to_hf_state, reading each tensor by its DeepSeek name."""
-    cfg, D = model.config, model.config.d_model
-    state: dict[str, torch.Tensor] = {}
-    names = {ours: theirs for theirs, ours in _name_map(model).items()}
-    for ours, theirs in names.items():
-        state[ours] = get(theirs)
-
-    def experts(p: str, f: str, prefix: str) -> None:
-        c = cfg.ffns[f]
-        state[prefix + "ffn.gate_up_proj"] = torch.stack([
-            torch.cat((get(f"{p}ffn.experts.{e}.w1.weight"), get(f"{p}ffn.experts.{e}.w3.weight")))
+    state = {ours: get(theirs) for theirs, ours in _name_map(model).items()}
+    for theirs, ours, c in _expert_blocks(model):
+        state[ours + "ffn.gate_up_proj"] = torch.stack([
+            torch.cat((get(f"{theirs}ffn.experts.{e}.w1.weight"), get(f"{theirs}ffn.experts.{e}.w3.weight")))
             for e in range(c.num_experts)])
-        state[prefix + "ffn.down_proj"] = torch.stack([get(f"{p}ffn.experts.{e}.w2.weight")
-                                                       for e in range(c.num_experts)])
-
-    for i, f in enumerate(cfg.layer_ffns):
-        experts(f"layers.{i}.", f, f"layers.{i}.")
-        if cfg.ffns[f].hash_routing:  # a hash-routed gate has no selection bias: keep ours at zero
-            state[f"layers.{i}.ffn.expert_bias"] = torch.zeros(cfg.ffns[f].num_experts)
+        state[ours + "ffn.down_proj"] = torch.stack([get(f"{theirs}ffn.experts.{e}.w2.weight")
+                                                     for e in range(c.num_experts)])
+        if c.hash_routing:  # a hash-routed gate has no selection bias: keep ours at zero
+            state[ours + "ffn.expert_bias"] = torch.zeros(c.num_experts)
     if model.mtp is not None:
-        experts("mtp.0.", cfg.mtp_ffn, "mtp.block.")
         state["mtp.proj.weight"] = torch.cat((get("mtp.0.e_proj.weight"), get("mtp.0.h_proj.weight")), dim=1)
-        assert state["mtp.proj.weight"].shape == (D, 2 * D)
     return state
 
 

@@ -6,7 +6,12 @@
     MTP (depth 1, DeepSeek-V3 / Qwen3-Next): h' = proj([norm(embed(t+1)); norm(h)]) -> block -> norm -> head,
     predicting token t+2; h is the main stack's final (normed) hidden state, as vLLM feeds it.
 
-loss = CE(next token) + sum of the FFNs' aux losses + mtp_loss_weight * CE(token after next).
+With hc_mult = n > 1 (DeepSeek-V4's mHC, hyper.py) the residual is n copies [B, T, n, D]: each sublayer reads a
+learned mix of them and writes back through a Sinkhorn-normalised mixing, and a hyper-head collapses them before the
+final norm; the MTP module then takes the copies.
+
+loss = CE(next token) + the mixers' and FFNs' aux losses (MoE balance, trained indexers' KL)
+       + mtp_loss_weight * CE(token after next).
 Built on the meta device, then materialised and initialised in `init_weights()`, so a full-scale preset
 can be inspected without memory: `HybridLM(cfg, device="meta")`.
 """
@@ -22,9 +27,9 @@ from torch import nn
 
 from .cache import HybridCache
 from .config import ModelConfig
-from .mixers import build_mixer
-from .moe import MoE, DenseFFN
 from .hyper import HyperConnection, HyperHead
+from .mixers import build_mixer
+from .moe import DenseFFN, MoE
 from .norms import RMSNorm
 
 
