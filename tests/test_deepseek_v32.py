@@ -7,8 +7,7 @@ accounting matches direct counts; the deepseek-v3.2 preset reproduces the publis
 
 import pytest
 import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.utils.flop_counter import FlopCounterMode
+from flops import counted_flops
 
 transformers = pytest.importorskip("transformers")
 
@@ -100,15 +99,10 @@ def test_accounting_matches_counts():
     for b in m.layers:
         b.ffn.impl = "loop"  # the counter has no formula for torch._grouped_mm
 
-    def count(ids, cache=None):
-        with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as fc, torch.no_grad():
-            m(ids, cache=cache)
-        return fc.get_total_flops()
-
-    assert count(torch.randint(0, 101, (1, 40))) == m.forward_flops(40, causal_skip=False)
+    assert counted_flops(m, torch.randint(0, 101, (1, 40))) == m.forward_flops(40, causal_skip=False)
     cache = m.new_cache()
     m.prefill(torch.randint(0, 101, (1, 39)), cache)
-    assert count(torch.randint(0, 101, (1, 1)), cache) == m.decode_flops(40)
+    assert counted_flops(m, torch.randint(0, 101, (1, 1)), cache) == m.decode_flops(40)
     mla = m.layers[0].mixer
     assert mla.num_params() == sum(p.numel() for p in mla.parameters())
     # sparse counts: attention over at most index_topk keys, the indexer over every causal key

@@ -8,8 +8,8 @@ import json
 
 import pytest
 import torch
+from flops import counted_flops
 from safetensors.torch import load_file, save_file
-from torch.utils.flop_counter import FlopCounterMode
 
 transformers = pytest.importorskip("transformers")
 
@@ -212,15 +212,10 @@ def test_flops_match_flop_counter_and_accounting_matches_counts():
     for b in m.layers:
         b.ffn.impl = "loop"  # the counter has no formula for torch._grouped_mm
 
-    def count(ids, cache=None):
-        with FlopCounterMode(display=False) as fc, torch.no_grad():
-            m(ids, cache=cache)
-        return fc.get_total_flops()
-
-    assert count(torch.randint(0, 97, (1, 40))) == m.forward_flops(40, causal_skip=False)
+    assert counted_flops(m, torch.randint(0, 97, (1, 40))) == m.forward_flops(40, causal_skip=False)
     cache = m.new_cache()
     m.prefill(torch.randint(0, 97, (1, 39)), cache)
-    assert count(torch.randint(0, 97, (1, 1)), cache) == m.decode_flops(40)
+    assert counted_flops(m, torch.randint(0, 97, (1, 1)), cache) == m.decode_flops(40)
     for b in m.layers:
         assert b.mixer.num_params() == sum(p.numel() for p in b.mixer.parameters())
     assert m.num_params_analytic() == m.num_params()

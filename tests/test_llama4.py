@@ -7,8 +7,7 @@ import json
 
 import pytest
 import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.utils.flop_counter import FlopCounterMode
+from flops import counted_flops
 
 from hybridlm import AttentionConfig, HybridLM, ModelConfig, MoEConfig, get_config
 from hybridlm.cli import main
@@ -195,16 +194,11 @@ def test_flops_match_flop_counter_and_brute_force():
     assert attn.num_params() == sum(p.numel() for p in attn.parameters())  # weightless QK-norm: no parameters
     assert m.num_params_analytic() == m.num_params()
 
-    def count(ids, cache=None):
-        with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as fc, torch.no_grad():
-            m(ids, cache=cache)
-        return fc.get_total_flops()
-
     # the counter counts SDPA densely (it cannot see the mask): causal_skip=False
-    assert count(torch.randint(0, 97, (1, 37))) == m.forward_flops(37, causal_skip=False)
+    assert counted_flops(m, torch.randint(0, 97, (1, 37))) == m.forward_flops(37, causal_skip=False)
     cache = m.new_cache()
     m.prefill(torch.randint(0, 97, (1, 39)), cache)
-    assert count(torch.randint(0, 97, (1, 1)), cache) == m.decode_flops(40)  # chunk layers: 8 keys, NoPE: 40
+    assert counted_flops(m, torch.randint(0, 97, (1, 1)), cache) == m.decode_flops(40)  # chunk layers: 8 keys, NoPE: 40
 
 
 def test_config_mistakes_name_the_field():
