@@ -96,8 +96,6 @@ def test_accounting_matches_counts():
     torch.manual_seed(0)
     # top-k above the context: the masked dense computation the counter sees is exactly the sparse count
     m = HybridLM(config_from_hf({**TINY, "model_type": "deepseek_v32", "index_topk": 64})).eval()
-    for b in m.layers:
-        b.ffn.impl = "loop"  # the counter has no formula for torch._grouped_mm
 
     assert counted_flops(m, torch.randint(0, 101, (1, 40))) == m.forward_flops(40, causal_skip=False)
     cache = m.new_cache()

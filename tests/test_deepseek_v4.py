@@ -209,8 +209,6 @@ def test_analytic_cache_bytes_equal_memory_after_prefill(dtype, nbytes, context)
 def test_flops_match_flop_counter_and_accounting_matches_counts():
     # index_topk >= every entry count: the dense computation here then equals the analytic (sparse) count
     m = HybridLM(config_from_hf({**TINY, "model_type": "deepseek_v4", "sliding_window": 64, "index_topk": 64})).eval()
-    for b in m.layers:
-        b.ffn.impl = "loop"  # the counter has no formula for torch._grouped_mm
 
     assert counted_flops(m, torch.randint(0, 97, (1, 40))) == m.forward_flops(40, causal_skip=False)
     cache = m.new_cache()
