@@ -28,6 +28,13 @@ def _fail(field_name: str, value: Any, why: str) -> None:
     raise ValueError(f"{field_name}={value!r}: {why}")
 
 
+def _at_least_one(cfg: Any, where: str, *names: str) -> None:
+    """The counts and sizes every config has: each named field must be >= 1."""
+    for name in names:
+        if getattr(cfg, name) < 1:
+            _fail(f"{where}.{name}", getattr(cfg, name), "must be >= 1")
+
+
 @dataclass
 class AttentionConfig:
     """Softmax attention: GQA, partial RoPE, optional QK-norm, sigmoid output gate, sliding window."""
@@ -57,9 +64,7 @@ class AttentionConfig:
     kind: Literal["attention"] = "attention"
 
     def validate(self, where: str, d_model: int) -> None:
-        for name in ("num_heads", "num_kv_heads"):
-            if getattr(self, name) < 1:
-                _fail(f"{where}.{name}", getattr(self, name), "must be >= 1")
+        _at_least_one(self, where, "num_heads", "num_kv_heads")
         if self.head_dim is None:
             if d_model % self.num_heads:
                 _fail(f"{where}.num_heads", self.num_heads, f"does not divide d_model={d_model} (or set head_dim)")
@@ -123,9 +128,8 @@ class GatedDeltaNetConfig:
     kind: Literal["gated_deltanet"] = "gated_deltanet"
 
     def validate(self, where: str, d_model: int) -> None:
-        for name in ("num_qk_heads", "num_v_heads", "head_k_dim", "head_v_dim", "conv_kernel", "chunk_size"):
-            if getattr(self, name) < 1:
-                _fail(f"{where}.{name}", getattr(self, name), "must be >= 1")
+        _at_least_one(self, where, "num_qk_heads", "num_v_heads", "head_k_dim", "head_v_dim", "conv_kernel",
+                      "chunk_size")
         if self.num_v_heads % self.num_qk_heads:
             _fail(f"{where}.num_v_heads", self.num_v_heads, f"must be a multiple of num_qk_heads={self.num_qk_heads}")
 
@@ -163,9 +167,7 @@ class MLAConfig:
     kind: Literal["mla"] = "mla"
 
     def validate(self, where: str, d_model: int) -> None:
-        for name in ("num_heads", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim"):
-            if getattr(self, name) < 1:
-                _fail(f"{where}.{name}", getattr(self, name), "must be >= 1")
+        _at_least_one(self, where, "num_heads", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
         if self.q_lora_rank is not None and self.q_lora_rank < 1:
             _fail(f"{where}.q_lora_rank", self.q_lora_rank, "must be >= 1 or None (no query compression)")
         if self.qk_rope_head_dim % 2:
@@ -232,10 +234,8 @@ class CompressedAttentionConfig:
     _YARN_KEYS = ("factor", "original_max_position_embeddings", "beta_fast", "beta_slow")
 
     def validate(self, where: str, d_model: int) -> None:
-        for name in ("num_heads", "head_dim", "q_lora_rank", "o_groups", "o_lora_rank", "sliding_window",
-                     "compress_ratio", "index_n_heads", "index_head_dim", "index_topk"):
-            if getattr(self, name) < 1:
-                _fail(f"{where}.{name}", getattr(self, name), "must be >= 1")
+        _at_least_one(self, where, "num_heads", "head_dim", "q_lora_rank", "o_groups", "o_lora_rank", "sliding_window",
+                      "compress_ratio", "index_n_heads", "index_head_dim", "index_topk")
         if self.rope_dim < 0 or self.rope_dim % 2 or self.rope_dim > self.head_dim:
             _fail(f"{where}.rope_dim", self.rope_dim, f"must be even and in [0, head_dim={self.head_dim}]")
         if self.num_heads % self.o_groups:
@@ -296,9 +296,7 @@ class MoEConfig:
     kind: Literal["moe"] = "moe"
 
     def validate(self, where: str, d_model: int) -> None:
-        for name in ("num_experts", "top_k", "expert_size"):
-            if getattr(self, name) < 1:
-                _fail(f"{where}.{name}", getattr(self, name), "must be >= 1")
+        _at_least_one(self, where, "num_experts", "top_k", "expert_size")
         if self.top_k > self.num_experts:
             _fail(f"{where}.top_k", self.top_k, f"exceeds num_experts={self.num_experts}")
         if self.shared_size < 0:
