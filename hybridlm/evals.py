@@ -5,15 +5,19 @@
     validation                            loss and bits per byte on the held-out split of the training data
     speed                                 prefill tokens/s and decode latency per token at several contexts
     cache_memory                          measured HybridCache bytes after a prefill beside the analytic figure
+    measure_load                          how many cores other processes kept busy while a measurement ran
 
 Shape legend: B batch, T sequence length, V vocabulary, P key-value pairs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -52,6 +56,11 @@ def mqar_batch(batch: int, seq_len: int, pairs: int, vocab: int = MQAR_VOCAB, po
     labels = np.full((batch, seq_len + 1), -100, dtype=np.int64)
     np.put_along_axis(labels, gaps_BP * 2 + ctx + 1, vals_BP, axis=1)
     return torch.from_numpy(seq[:, :-1].copy()), torch.from_numpy(labels[:, 1:].copy())
+
+
+def mqar_chance(vocab: int = MQAR_VOCAB) -> float:
+    """Accuracy of guessing: one of the vocab - vocab // 2 value tokens (mqar_batch draws values from that half)."""
+    return 1.0 / (vocab - vocab // 2)
 
 
 def mqar_config(cfg: ModelConfig, mixers: list[str] | None = None, vocab: int = MQAR_VOCAB) -> ModelConfig:
@@ -144,6 +153,7 @@ def eval_mqar(model, s: MQARSettings) -> dict[str, float]:
 # plus the answer's loss in nats per token, beside the same loss with the needle removed (the gain is what the
 # model takes from the needle; a tiny model that cannot retrieve shows ~0 gain).
 NEEDLE = "\nThe magic number is {n}.\n"
+NEEDLE_CHANCE = 1 / 9000  # exact match by guessing one of the 4-digit numbers (1000-9999) needle_eval draws
 QUESTION = "\nWhat is the magic number? The magic number is "
 
 
@@ -232,6 +242,46 @@ def speed(model, contexts: list[int], decode_steps: int = 8, seed: int = 0, repe
                        "cache_bytes": measured, "cache_bytes_by_kind": by_kind,
                        "cache_bytes_analytic": cache_analytic(model, L)}
     return out
+
+
+def _busy_seconds() -> float | None:
+    """CPU seconds every process has spent busy on the cores this process may run on (/proc/stat: user, nice,
+    system, irq, softirq, steal; guest time is inside user), or None where there is no /proc/stat."""
+    try:
+        lines = Path("/proc/stat").read_text().splitlines()
+    except OSError:
+        return None
+    mine = {f"cpu{i}" for i in os.sched_getaffinity(0)} if hasattr(os, "sched_getaffinity") else None
+    busy = 0
+    for line in lines:
+        name, *fields = line.split()
+        if name.startswith("cpu") and name != "cpu" and (mine is None or name in mine):
+            user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+            busy += user + nice + system + irq + softirq + steal
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def _own_seconds() -> float:
+    t = os.times()  # this process, all its threads (children are counted as other processes)
+    return t.user + t.system
+
+
+@contextlib.contextmanager
+def measure_load():
+    """Yields a dict, filled when the block ends: 'other_cores' = the mean number of cores that other processes
+    kept busy during the block (busy CPU time on this process's cores minus this process's own, over the wall
+    time; None without /proc/stat), 'loadavg_1min' (os.getloadavg, which counts this process too), 'seconds'.
+    Timings taken while other processes use the cores are slower than the machine is."""
+    load: dict = {}
+    busy0, own0, t0 = _busy_seconds(), _own_seconds(), time.perf_counter()
+    try:
+        yield load
+    finally:
+        wall = max(time.perf_counter() - t0, 1e-9)
+        busy1, own1 = _busy_seconds(), _own_seconds()
+        other = None if busy0 is None or busy1 is None else max(0.0, (busy1 - busy0 - (own1 - own0)) / wall)
+        load.update(other_cores=other, seconds=wall,
+                    loadavg_1min=os.getloadavg()[0] if hasattr(os, "getloadavg") else None)
 
 
 def cache_analytic(model, context: int, batch: int = 1) -> int:
