@@ -8,7 +8,8 @@
 Each model spec is a preset (trained here), a hybridlm checkpoint or a Hugging Face directory (evaluated as is).
 Per model: validation loss and bits per byte, MQAR recall (a twin trained on the same synthetic budget), needle
 retrieval, speed (training tok/s, prefill tok/s, decode ms/token at several contexts), cache bytes measured
-beside the analytic figure, parameters. A model that fails is recorded with its error; the others go on.
+beside the analytic figure (with the load other processes put on the machine meanwhile), parameters. A model
+that fails is recorded with its error; the others go on, the report is written, and the command exits 1.
 `--resume` reuses finished training runs and finished evaluations in DIR/runs/<label>/.
 """
 
@@ -18,6 +19,8 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import math
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -51,6 +54,7 @@ class CompareConfig:
     corpus_max_bytes: int = 4_000_000
     speed_contexts: list[int] = field(default_factory=lambda: [1024, 4096, 16384])
     decode_steps: int = 8
+    speed_repeats: int = 3  # speed figures are the best of this many timings (the least disturbed one)
     needle_contexts: list[int] = field(default_factory=lambda: [128, 512, 1024])
     needle_depths: tuple[float, ...] = (0.1, 0.5, 0.9)
     needle_trials: int = 2
@@ -63,7 +67,7 @@ class CompareConfig:
     @classmethod
     def quick(cls, **changes) -> CompareConfig:
         base = dict(profile="quick", budget_tokens=8 * 64 * 16, seq_len=64, seeds=2, val_sequences=16,
-                    speed_contexts=[256, 1024, 2048], decode_steps=4, needle_contexts=[128, 256, 512],
+                    speed_contexts=[256, 1024, 2048], decode_steps=4, speed_repeats=2, needle_contexts=[128, 256, 512],
                     needle_depths=(0.25, 0.75), needle_trials=1,
                     mqar=MQARSettings(steps=60, batch_size=16, train_pairs=(2, 4, 8), eval_pairs=(2, 4, 8), lr=3e-3,
                                       eval_seq_lens=(64, 128), eval_examples=32, vocab=64))
@@ -103,8 +107,11 @@ def _period(letters: list[str]) -> list[str]:
     return letters
 
 
-def _train_runs(spec: str, cfg: CompareConfig, run_dir: Path, log) -> list[dict]:
-    """Train (or reuse) one run per seed with `hybridlm train`; -> per seed {seed, dir, tokens_per_s, curve, val}."""
+def _train_runs(spec: str, cfg: CompareConfig, run_dir: Path, tick) -> list[dict]:
+    """Train (or reuse) one run per seed with `hybridlm train`; -> per seed {seed, dir, tokens_per_s, ce_curve,
+    loss_curve, val_curve, unigram_loss, load}. The CE curve is the next-token term alone (comparable with validation
+    CE); the loss curve adds the aux and MTP terms the optimiser saw."""
+    from .evals import measure_load
     from .train import TrainConfig, train
     runs = []
     for seed in range(cfg.seeds):
@@ -113,32 +120,39 @@ def _train_runs(spec: str, cfg: CompareConfig, run_dir: Path, log) -> list[dict]
                          warmup_steps=max(1, cfg.steps // 10), val_sequences=cfg.val_sequences, seed=seed,
                          corpus_max_bytes=cfg.corpus_max_bytes, out=str(out), resume=cfg.resume, log_every=1,
                          eval_every=max(1, cfg.steps // 4), save_every=0, keep=1, progress=False, device="cpu")
-        with open(run_dir / f"train_seed{seed}.log", "a") as f, contextlib.redirect_stdout(f):
+        with open(run_dir / f"train_seed{seed}.log", "a") as f, contextlib.redirect_stdout(f), measure_load() as load:
             result = train(tc)
         records = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines() if ln.strip()]
-        curve = [[r["step"], r["loss"]] for r in records if "loss" in r]
-        val = [[r["step"], r["val_loss"], r["val_bpb"]] for r in records if "val_loss" in r]
         tok_s = [r["tok_s"] for r in records if "tok_s" in r]
-        runs.append({"seed": seed, "dir": str(out), "curve": curve, "val_curve": val,
+        runs.append({"seed": seed, "dir": str(out),
+                     "ce_curve": [[r["step"], r["ce"]] for r in records if "ce" in r],
+                     "loss_curve": [[r["step"], r["loss"]] for r in records if "loss" in r],
+                     "val_curve": [[r["step"], r["val_loss"], r["val_bpb"]] for r in records if "val_loss" in r],
+                     "unigram_loss": result.unigram_loss,  # over train's whole validation split
+                     "load": load,
                      "tokens_per_s": result.tokens_per_s if result.losses else (sum(tok_s) / len(tok_s) if tok_s else None)})
-        log(f"trained seed {seed}")
+        tick(f"train seed {seed}")
     return runs
 
 
-def evaluate_model(model, tok, data, cfg: CompareConfig, progress=None) -> dict:
-    """Every measurement except training on one loaded model (fp32, CPU)."""
+def evaluate_model(seeds: list[tuple], cfg: CompareConfig, progress=None) -> dict:
+    """Every measurement except training, on one model's loaded weights per training seed [(model, tokenizer,
+    data)] (fp32, CPU): validation and needle on every seed (the report gives their mean and spread), speed on the
+    first (with the load other processes put on the machine meanwhile), recall on a twin of its mixers."""
     from . import evals
     from .model import HybridLM
-    res: dict = {}
     tick = progress or (lambda what: None)
-    model.eval()
-    n = min(cfg.val_sequences, len(data.val))
-    res["val_loss"], res["val_bpb"] = evals.validation(model, data.val[:n], data.val_bytes[:n])
+    model, _, data = seeds[0]
+    vals = [_val(m, d, cfg) for m, _, d in seeds]
+    res: dict = {"val_loss_seeds": [v for v, _ in vals], "val_bpb_seeds": [b for _, b in vals],
+                 "unigram": _unigram(data, cfg)}
     tick("validation")
-    filler = data.val.flatten().tolist()
-    res["needle"] = evals.needle_eval(model, tok, filler, cfg.needle_contexts, cfg.needle_depths, cfg.needle_trials)
+    res["needle_seeds"] = [evals.needle_eval(m, t, d.val.flatten().tolist(), cfg.needle_contexts, cfg.needle_depths,
+                                             cfg.needle_trials) for m, t, d in seeds]
     tick("needle")
-    res["speed"] = evals.speed(model, cfg.speed_contexts, cfg.decode_steps)
+    with evals.measure_load() as load:
+        res["speed"] = evals.speed(model, cfg.speed_contexts, cfg.decode_steps, repeats=cfg.speed_repeats)
+    res["speed_load"] = load
     tick("speed")
     twin_cfg = evals.mqar_config(model.config, _period(model.config.layer_mixers), cfg.mqar.vocab)
     n_twin = HybridLM(twin_cfg, device="meta").num_params()
@@ -151,6 +165,7 @@ def evaluate_model(model, tok, data, cfg: CompareConfig, progress=None) -> dict:
         losses = evals.train_mqar(twin, cfg.mqar)
         res["mqar"] = {"twin": " ".join(twin_cfg.layer_mixers), "twin_params": n_twin, "acc": evals.eval_mqar(twin, cfg.mqar),
                        "final_loss": sum(losses[-10:]) / len(losses[-10:]), "seconds": time.perf_counter() - t0}
+    res["mqar"]["chance"] = evals.mqar_chance(cfg.mqar.vocab)
     tick("mqar")
     return res
 
@@ -177,29 +192,19 @@ def run_model(spec: str, cfg: CompareConfig, out: Path, label: str, progress=Non
     res: dict = {"label": label, "spec": spec, "kind": kind, "settings": settings}
     if kind in ("preset", "config"):
         runs = _train_runs(spec, cfg, run_dir, tick)
-        res["train"] = {"steps": cfg.steps, "tokens": cfg.steps * cfg.batch_size * cfg.seq_len, "runs": runs,
-                        "tokens_per_s": sum(r["tokens_per_s"] for r in runs) / len(runs)}
+        res["train"] = {"steps": cfg.steps, "tokens": cfg.steps * cfg.batch_size * cfg.seq_len, "runs": runs}
         from .checkpoint import Checkpoint
-        ckpts = [Checkpoint.open(r["dir"]) for r in runs]
-        model, tok_dir = ckpts[0].load_model(), ckpts[0].path
-        bpbs = []
-        for c in ckpts[1:]:  # the other seeds: validation only (their spread says how far one run can be trusted)
-            m = c.load_model()
-            data_c = _data(tokenizer_for(c.path), cfg)
-            bpbs.append(_val(m, data_c, cfg))
+        loaded = [(c.load_model(), c.path) for c in (Checkpoint.open(r["dir"]) for r in runs)]
     else:
-        model, tok_dir = load_model(spec)
+        loaded = [load_model(spec)]
         res["train"] = None
-        bpbs = []
-    model = model.float().eval()
-    tok = tokenizer_for(tok_dir)
-    data = _data(tok, cfg)
-    res["tokenizer"] = tok.name
-    res["params"] = _params(model)
-    res.update(evaluate_model(model, tok, data, cfg, progress))
-    all_bpb = [res["val_bpb"]] + [b for _, b in bpbs]
-    res["val_bpb_seeds"] = all_bpb
-    res["val_loss_seeds"] = [res["val_loss"]] + [v for v, _ in bpbs]
+    seeds = []
+    for model, tok_dir in loaded:
+        tok = tokenizer_for(tok_dir)
+        seeds.append((model.float().eval(), tok, _data(tok, cfg)))
+    res["tokenizer"] = seeds[0][1].name
+    res["params"] = _params(seeds[0][0])
+    res.update(evaluate_model(seeds, cfg, tick))
     res["status"] = "ok"
     done_file.write_text(json.dumps(res, indent=1) + "\n")
     return res
@@ -223,6 +228,17 @@ def _val(model, data, cfg: CompareConfig) -> tuple[float, float]:
     return validation(model.float().eval(), data.val[:n], data.val_bytes[:n])
 
 
+def _unigram(data, cfg: CompareConfig) -> dict:
+    """The unigram baseline (token frequencies of the train split) on exactly the validation sequences the models
+    are scored on: {'loss': nats/token, 'bpb'}. A model above it has learned nothing beyond token frequencies."""
+    from .data import PackedData, unigram_loss
+    n = min(cfg.val_sequences, len(data.val))
+    loss = unigram_loss(PackedData(train=data.train, val=data.val[:n], val_bytes=data.val_bytes[:n],
+                                   num_tokens=data.num_tokens))
+    tokens = data.val[:n, 1:].numel()
+    return {"loss": loss, "bpb": loss * tokens / (math.log(2) * float(data.val_bytes[:n].sum()))}
+
+
 # -- the sweep ----------------------------------------------------------------------------------------------------
 def sweep_specs(out: Path) -> list[tuple[str, str]]:
     """-> [(label, config file)]: the tiny hybrid with each linear:attention ratio of SWEEP, written to
@@ -241,13 +257,92 @@ def sweep_specs(out: Path) -> list[tuple[str, str]]:
 
 
 # -- the pipeline -------------------------------------------------------------------------------------------------
-STAGES = ("train", "validation", "needle", "speed", "mqar")
+EVAL_STAGES = ("validation", "needle", "speed", "mqar")  # after one "train seed N" stage per seed (trained specs)
+
+
+def _stages(spec: str, cfg: CompareConfig) -> int:
+    return (cfg.seeds if _kind(spec) in ("preset", "config") else 0) + len(EVAL_STAGES)
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(round(seconds), 60)
+    return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
+
+
+class Progress:
+    """Stage-by-stage progress over the whole comparison. On a terminal: rich bars. Otherwise (CI, nohup, `| tee`,
+    --no-progress): one flushed line per finished stage with the model, the time overall and an estimate of what
+    remains (the mean time of the stages run so far x the stages left), and one line per finished model."""
+
+    def __init__(self, stages: dict[str, int], bars: bool):
+        self.stages, self.total = stages, sum(stages.values())
+        self.done = self.ran = 0  # stages finished, and of those the ones that ran (not reused or skipped)
+        self.t0 = self.t_last = time.perf_counter()
+        self.bars = None
+        if bars:
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+            from rich.progress import Progress as Bars
+            self.bars = Bars(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+            self.overall = self.bars.add_task("models", total=len(stages))
+        self.task: dict[str, int] = {}
+        self.model_done: dict[str, int] = {}
+
+    def __enter__(self):
+        if self.bars:
+            self.bars.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.bars:
+            self.bars.__exit__(*exc)
+
+    def _say(self, line: str) -> None:
+        if self.bars:
+            self.bars.console.print(line)
+        else:
+            print(line, flush=True)
+
+    def start(self, label: str) -> None:
+        self.model_done[label] = 0
+        self.t_last = time.perf_counter()
+        if self.bars:
+            self.task[label] = self.bars.add_task(f"  {label}", total=self.stages[label])
+
+    def stage(self, label: str, what: str) -> None:
+        now = time.perf_counter()
+        self.done, self.ran, self.model_done[label] = self.done + 1, self.ran + 1, self.model_done[label] + 1
+        if self.bars:
+            self.bars.update(self.task[label], advance=1, description=f"  {label}: {what}")
+        else:
+            elapsed = now - self.t0
+            left = elapsed / self.ran * (self.total - self.done)
+            print(f"[{self.done}/{self.total}] {label}: {what} done in {_clock(now - self.t_last)} | elapsed "
+                  f"{_clock(elapsed)} | ~{_clock(left)} left", flush=True)
+        self.t_last = now
+
+    def finish(self, label: str, res: dict) -> None:
+        """The model's remaining stages (all of them when reused, the rest when it failed) count as done."""
+        from . import report
+        self.done += self.stages[label] - self.model_done[label]
+        if res.get("reused"):
+            status = "reused (finished in an earlier run)"
+        elif res["status"] == "ok":
+            status = f"ok in {_clock(res['seconds'])}"
+        else:
+            status = f"FAILED after {_clock(res['seconds'])}: {report.first_line(res['error'])}"
+        if self.bars:
+            self.bars.update(self.task[label], completed=self.stages[label], visible=False)
+            self.bars.update(self.overall, advance=1)
+        self._say(f"{label}: {status}")
 
 
 def run_compare(cfg: CompareConfig) -> dict:
-    """Run every model (failures recorded, not raised), then write DIR/results.json, report.md and figures."""
+    """Run every model (failures recorded, not raised), then write DIR/results.json, report.md and figures.
+    summary["failed"] lists the labels of the models that failed."""
     from . import report
     out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: is a file, not a directory")
     if cfg.sweep_ratio:
         pairs = sweep_specs(out)
     else:
@@ -269,45 +364,38 @@ def run_compare(cfg: CompareConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     results = []
-    prog = _progress(cfg.progress)
-    with prog or contextlib.nullcontext():
-        overall = prog.add_task("models", total=len(pairs)) if prog else None
+    with Progress({label: _stages(spec, cfg) for label, spec in pairs},
+                  bars=cfg.progress and sys.stdout.isatty()) as prog:
         for label, spec in pairs:
-            per = prog.add_task(f"  {label}", total=len(STAGES) + cfg.seeds - 1) if prog else None
-
-            def tick(what, per=per, label=label):
-                if prog:
-                    prog.update(per, advance=1, description=f"  {label}: {what}")
+            prog.start(label)
             t0 = time.perf_counter()
             try:
-                res = run_model(spec, cfg, out, label, tick)
+                res = run_model(spec, cfg, out, label, lambda what, label=label: prog.stage(label, what))
             except Exception as e:  # noqa: BLE001 (one failing model is reported and does not sink the others)
                 res = {"label": label, "spec": spec, "kind": _kind(spec), "status": "failed",
-                       "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(limit=4)}
+                       "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
             res["seconds"] = time.perf_counter() - t0
             results.append(res)
-            if prog:
-                prog.update(per, completed=len(STAGES) + cfg.seeds - 1, visible=False)
-                prog.update(overall, advance=1)
-            else:
-                print(f"{label}: {res['status']} ({res['seconds']:.0f} s)", flush=True)
-    summary = {"schema": "hybridlm.compare/1", "settings": cfg.to_dict(), "machine": report.machine(),
-               "seconds": time.perf_counter() - t_start, "models": results}
+            prog.finish(label, res)
+    summary = {"schema": "hybridlm.compare/2", "settings": cfg.to_dict(), "machine": report.machine(),
+               "seconds": time.perf_counter() - t_start, "models": results,
+               "failed": [m["label"] for m in results if m["status"] != "ok"]}
     report.write_all(summary, out)
     return summary
 
 
-def _progress(enabled: bool):
-    if not enabled:
-        return None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-
-
 # -- CLI ----------------------------------------------------------------------------------------------------------
-def _ints(text: str) -> list[int]:
+def _contexts(text: str) -> list[int]:
+    """argparse type of --speed-contexts / --needle-contexts: '256,1K,8K' -> [256, 1024, 8192]."""
     from .cost import parse_contexts
-    return parse_contexts(text)
+    try:
+        contexts = parse_contexts(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a context list like 256,1K,8K (positive token counts, "
+                                         f"K = 1024)") from None
+    if len(set(contexts)) != len(contexts):
+        raise argparse.ArgumentTypeError(f"{text!r} names a context twice")
+    return contexts
 
 
 def add_compare_parser(sub) -> None:
@@ -320,13 +408,14 @@ def add_compare_parser(sub) -> None:
     p.add_argument("--budget-tokens", type=int, default=None, help="training tokens per model and seed")
     p.add_argument("--seq-len", type=int, default=None)
     p.add_argument("--seeds", type=int, default=None, help="training seeds per preset (spread reported)")
-    p.add_argument("--speed-contexts", type=_ints, default=None, help="e.g. 1K,8K,32K")
-    p.add_argument("--needle-contexts", type=_ints, default=None, help="e.g. 128,512,1K")
+    p.add_argument("--speed-contexts", type=_contexts, default=None, help="e.g. 1K,8K,32K")
+    p.add_argument("--needle-contexts", type=_contexts, default=None, help="e.g. 128,512,1K")
     p.add_argument("--mqar-steps", type=int, default=None, help="MQAR training steps per model")
     p.add_argument("--resume", action="store_true", help="reuse finished runs and evaluations under --out")
     p.add_argument("--sweep-ratio", action="store_true",
                    help="the tiny hybrid at linear:attention ratios 0, 1:1, 3:1, 7:1, all-linear (equal budgets)")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bars: one log line per finished stage (the default when output is not a terminal)")
     p.set_defaults(fn=cmd_compare)
 
 
@@ -347,10 +436,15 @@ def config_from_args(args) -> CompareConfig:
     return cfg
 
 
-def cmd_compare(args) -> None:
+def cmd_compare(args) -> int:
+    """-> 1 when any model failed (the report is written all the same), else 0."""
     cfg = config_from_args(args)
     summary = run_compare(cfg)
     out = Path(cfg.out)
-    failed = [m["label"] for m in summary["models"] if m["status"] != "ok"]
-    print(f"wrote {out / 'report.md'}, {out / 'results.json'} and {len(list(out.glob('*.png')))} figures "
-          f"in {summary['seconds']:.0f} s" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    print(f"wrote {out / 'report.md'}, {out / 'results.json'} and {len(summary['figures'])} figures in "
+          f"{summary['seconds']:.0f} s", flush=True)
+    if summary["failed"]:
+        print(f"hybridlm compare: {len(summary['failed'])} of {len(summary['models'])} models failed: "
+              f"{', '.join(summary['failed'])} (errors in {out / 'report.md'}, Failures)", file=sys.stderr)
+        return 1
+    return 0
