@@ -389,11 +389,13 @@ def train(cfg: TrainConfig) -> TrainResult:
         full = StateDictOptions(full_state_dict=True, cpu_offload=True)
         if resume_from is not None:
             c = ckpt.Checkpoint(resume_from)
-            set_model_state_dict(model, c.model_state(), options=StateDictOptions(full_state_dict=True))
+            # Both states are checked against this model and optimizer (names, shapes, dtypes, finite) first.
+            set_model_state_dict(model, c.model_state(model), options=StateDictOptions(full_state_dict=True))
             # The saved state tensors continue; the hyperparameters are this run's (identical when nothing changed),
             # so a flag changed on resume takes effect instead of being silently overridden by the checkpoint.
             hyper = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
-            set_optimizer_state_dict(model, opt, c.optimizer_state(), options=StateDictOptions(full_state_dict=True))
+            set_optimizer_state_dict(model, opt, c.optimizer_state(model, opt),
+                                     options=StateDictOptions(full_state_dict=True))
             for g, h in zip(opt.param_groups, hyper):
                 g.update(h)
             saved_cfg = c.json("train_config.json")
@@ -402,7 +404,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             if changed and rank == 0:
                 print("resuming with changed settings: " + ", ".join(f"{k} {a!r} -> {b!r}"
                                                                       for k, (a, b) in changed.items()), flush=True)
-            trainer = c.json("trainer.json")
+            trainer = c.json("trainer.json", required=("step", "scheduler", "data"))
             sched.load_state_dict(trainer["scheduler"])
             batches.load_state_dict(trainer["data"])
             _set_rng_state(c.rng(), device)

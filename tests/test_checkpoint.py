@@ -74,7 +74,8 @@ def test_incomplete_or_foreign_directories_are_refused(tmp_path):
     path = _fake_save(tmp_path, 1)
     with open(path / "model.safetensors", "r+b") as f:
         f.truncate(100)
-    with pytest.raises(ValueError, match=r"file model.safetensors is incomplete \(100 bytes, manifest says \d+\)"):
+    with pytest.raises(ValueError, match=r"model.safetensors: size differs from the manifest \(100 vs \d+ bytes\): "
+                                         r"the file was modified or truncated"):
         Checkpoint.open(tmp_path)
     (tmp_path / "latest").write_text("step_000777\n")
     with pytest.raises(ValueError, match="latest names 'step_000777', which does not exist"):
