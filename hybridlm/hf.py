@@ -14,6 +14,11 @@ Layouts handled (HF name -> ours, per layer `model.layers.{i}.` or, for the VL c
        / shared_expert.* / shared_expert_gate       -> ffn.router / gate_up_proj / down_proj / shared.* / shared_gate
   mtp.fc / pre_fc_norm_embedding / pre_fc_norm_hidden / layers.0 / norm   -> mtp.proj / emb_norm / hidden_norm / block / norm
 The vision tower of the VL checkpoints is skipped (hybridlm models the language model only).
+
+Errors: a directory whose config.json, index or safetensors files cannot be read as they are (truncated, not
+safetensors, wrong names / shapes / dtypes, NaN or inf weights, fields of the wrong type) raises
+safeio.CheckpointError, a ValueError with a one-line message naming the file and tensor or field, before any weight
+is copied into the model; so does a failed write_hf_dir (which leaves the directory's previous files whole).
 """
 
 from __future__ import annotations
@@ -27,6 +32,19 @@ from pathlib import Path
 import torch
 
 from .config import AttentionConfig, DenseFFNConfig, GatedDeltaNetConfig, ModelConfig, MoEConfig
+from .safeio import (
+    CheckpointError,
+    Spec,
+    check_free_space,
+    header_specs,
+    open_safetensors,
+    read_json,
+    read_tensor,
+    spec,
+    tensor_bytes,
+    tensor_mismatch,
+    writing,
+)
 
 SUPPORTED = ("qwen3_next", "qwen3_5_moe", "qwen3_5_moe_text", "qwen3_5", "qwen3_5_text")
 DEEPSEEK_TYPES = ("deepseek_v3", "kimi_k2", "deepseek_v32")  # hf_deepseek.py
@@ -298,16 +316,17 @@ def _block_to_hf(w: dict, p: str, cfg: ModelConfig, m: str, f: str, qwen3_next: 
 
 
 class _Reader:
-    """Lazy access to a checkpoint's tensors by name, remembering which were used."""
+    """Lazy access to a checkpoint's tensors by name, remembering which were used; every tensor read is checked
+    finite, and any file that is not readable safetensors raises CheckpointError naming it."""
 
     def __init__(self, files: list[Path]):
-        from safetensors import safe_open
-        self.handles, self.where, self.used = [], {}, set()
+        self.handles, self.where, self.file, self.used = [], {}, {}, set()
+        self.specs: dict[str, Spec] = {}  # (shape, dtype) of every tensor, from the headers
         for f in files:
-            h = safe_open(str(f), framework="pt")
+            h = open_safetensors(f)
             self.handles.append(h)
-            for k in h.keys():
-                self.where[k] = h
+            for k, s in header_specs(f, h).items():
+                self.where[k], self.file[k], self.specs[k] = h, f, s
         self.prefix = "model.language_model." if any(k.startswith("model.language_model.") for k in self.where) else "model."
 
     def has(self, name: str) -> bool:
@@ -317,20 +336,24 @@ class _Reader:
         if name not in self.where:
             raise KeyError(name)
         self.used.add(name)
-        return self.where[name].get_tensor(name)
+        return read_tensor(self.file[name], self.where[name], name)
 
 
 def _checkpoint_files(path: Path) -> list[Path]:
     index = path / "model.safetensors.index.json"
     if index.exists():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        missing = [s for s in shards if not (path / s).exists()]
+        weight_map = read_json(index, required=("weight_map",))["weight_map"]
+        if not isinstance(weight_map, dict) or not all(
+                isinstance(s, str) and Path(s).name == s and s.endswith(".safetensors") for s in weight_map.values()):
+            raise CheckpointError(f"{index}: weight_map must map tensor names to .safetensors file names in {path}")
+        shards = sorted(set(weight_map.values()))
+        missing = [s for s in shards if not (path / s).is_file()]
         if missing:
-            raise ValueError(f"{index}: shard file(s) missing: {missing}")
+            raise CheckpointError(f"{index}: shard file(s) missing: {missing}")
         return [path / s for s in shards]
     files = sorted(path.glob("*.safetensors"))
     if not files:
-        raise ValueError(f"{path}: no model.safetensors or model.safetensors.index.json (only safetensors are read)")
+        raise CheckpointError(f"{path}: no model.safetensors or model.safetensors.index.json (only safetensors are read)")
     return files
 
 
@@ -352,27 +375,52 @@ def _to_hf_state(model, cfg: ModelConfig, qwen3_next: bool, prefix: str = "model
     return out
 
 
-def check_tensors(path, model_type: str, need: dict[str, tuple], have: dict[str, tuple]) -> None:
-    """Compare a checkpoint's tensor names and shapes with what the model needs; one error listing every
-    missing, unexpected and mis-shaped tensor. Shared by every family's loader."""
-    missing, unexpected = sorted(set(need) - set(have)), sorted(set(have) - set(need))
-    misshaped = [f"{k}: checkpoint {have[k]} vs model {need[k]}" for k in sorted(set(need) & set(have))
-                 if have[k] != need[k]]
-    if missing or unexpected or misshaped:
-        lines = [f"{path}: checkpoint does not match the {model_type} model described by its config.json"]
-        for title, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
-            if items:
-                more = " ..." if len(items) > 20 else ""
-                lines.append(f"  {title} ({len(items)}): " + ", ".join(items[:20]) + more)
-        raise ValueError("\n".join(lines))
+def check_tensors(path, model_type: str, need: dict[str, Spec], have: dict[str, Spec]) -> None:
+    """Compare a checkpoint's tensor names, shapes and dtypes (safeio.spec / the file headers) with what the model
+    needs, before anything is read: one single-line error listing every missing, unexpected, mis-shaped and
+    wrong-dtype (integer where a float is needed, or the reverse) tensor. Shared by every family's loader."""
+    problems = tensor_mismatch(need, have, exact_dtype=False)
+    if problems:
+        raise CheckpointError(f"{path}: checkpoint does not match the {model_type} model described by its "
+                              f"config.json: {problems}")
+
+
+def read_config(path) -> dict:
+    """The config.json of a Hugging Face checkpoint directory, as a dict (CheckpointError naming it otherwise)."""
+    path = Path(path)
+    if not (path / "config.json").exists():
+        raise CheckpointError(f"{path}: no config.json (expected a Hugging Face checkpoint directory)")
+    return read_json(path / "config.json")
+
+
+_COUNTS = ("num_hidden_layers", "num_experts", "n_routed_experts", "num_local_experts")
+_MAX_COUNT = 1 << 16
+
+
+def checked_config(path, hf: dict) -> ModelConfig:
+    """config_from_hf, with every problem of the file's fields (a missing one, a wrong type or value) reported as
+    one CheckpointError naming config.json; the result passes the same type checks as a ModelConfig JSON file."""
+    where = Path(path) / "config.json"
+    text = hf.get("text_config") if isinstance(hf.get("text_config"), dict) else hf
+    for name in _COUNTS:  # the converters loop over layers and experts: refuse a count no model has, not hang
+        n = text.get(name, hf.get(name))
+        if n is not None and (type(n) is not int or not 0 <= n <= _MAX_COUNT):
+            raise CheckpointError(f"{where}: {name}={n!r} must be an integer in [0, {_MAX_COUNT}]")
+    try:
+        cfg = config_from_hf(hf)
+        ModelConfig.from_dict(json.loads(cfg.to_json()))
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}" if str(e).startswith("config.json") else f"{where}: {e}") from None
+    except (KeyError, TypeError, AttributeError, ArithmeticError) as e:  # a field of the wrong type or value
+        raise CheckpointError(f"{where}: a field has the wrong type or value ({type(e).__name__}: {e})") from None
+    return cfg
 
 
 def load_hf(path, device=None, dtype: torch.dtype = torch.float32):
     from .model import HybridLM
     path = Path(path)
-    if not (path / "config.json").exists():
-        raise ValueError(f"{path}: no config.json (expected a Hugging Face checkpoint directory)")
-    hf_json = json.loads((path / "config.json").read_text())
+    hf_json = read_config(path)
+    cfg = checked_config(path, hf_json)
     if hf_json.get("model_type") in ("llama4", "llama4_text"):
         from .hf_llama4 import load_llama4
         return load_llama4(path, hf_json, device=device, dtype=dtype)
@@ -382,7 +430,6 @@ def load_hf(path, device=None, dtype: torch.dtype = torch.float32):
     if hf_json.get("model_type") == "deepseek_v4":
         from .hf_deepseek_v4 import load_hf as load_v4
         return load_v4(path, hf_json, device=device, dtype=dtype)
-    cfg = config_from_hf(hf_json)
     if cfg.hf_model_type not in SUPPORTED:
         raise ValueError(f"{path}: reading weights of this model_type is not supported yet (its config.json "
                          f"works with `hybridlm info` and `hybridlm cost`); supported: {SUPPORTED}")
@@ -394,8 +441,8 @@ def load_hf(path, device=None, dtype: torch.dtype = torch.float32):
 
     # Check names and shapes against what this config needs, before converting anything.
     model = HybridLM(cfg, device="meta")
-    need = {k: tuple(t.shape) for k, t in _to_hf_state(model, cfg, qwen3_next, get.prefix, fused).items()}
-    have = {k: tuple(h.get_slice(k).get_shape()) for k, h in get.where.items() if not _SKIP.match(k)}
+    need = {k: spec(t) for k, t in _to_hf_state(model, cfg, qwen3_next, get.prefix, fused).items()}
+    have = {k: s for k, s in get.specs.items() if not _SKIP.match(k)}
     check_tensors(path, cfg.hf_model_type, need, have)
 
     pre = get.prefix
@@ -419,8 +466,10 @@ def load_hf(path, device=None, dtype: torch.dtype = torch.float32):
 
 
 def write_hf_dir(path, tensors: dict[str, torch.Tensor], hf_cfg: dict, dtype: torch.dtype | None = None) -> None:
-    """Write model.safetensors + config.json atomically (temp name, fsync, rename): a crash mid-write never
-    leaves a half-written checkpoint under the final names. Shared by every family's save_hf."""
+    """Write model.safetensors + config.json: the free space checked first, both files written under temporary
+    names and fsynced, then renamed into place. A failed write removes the temporaries and raises CheckpointError
+    naming the file, so a half-written checkpoint never appears under the final names (a previous one there stays
+    whole). Shared by every family's save_hf."""
     from safetensors.torch import save_file
     out = {k: (v.to(dtype) if dtype and v.is_floating_point() else v).contiguous().cpu() for k, v in tensors.items()}
     # safetensors refuses tensors that share memory (e.g. DeepSeek's MTP copies of the embedding): clone those.
@@ -431,16 +480,32 @@ def write_hf_dir(path, tensors: dict[str, torch.Tensor], hf_cfg: dict, dtype: to
         seen.add(out[k].data_ptr())
     if dtype is not None:
         hf_cfg = {**hf_cfg, "torch_dtype": str(dtype).removeprefix("torch.")}
+    config_text = json.dumps(hf_cfg, indent=2) + "\n"
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    for name, write in (("model.safetensors", lambda p: save_file(out, p, metadata={"format": "pt"})),
-                        ("config.json", lambda p: Path(p).write_text(json.dumps(hf_cfg, indent=2) + "\n"))):
-        fd, tmp = tempfile.mkstemp(dir=path, prefix=f".{name}.")
-        os.close(fd)
-        write(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path / name)
+    created = not path.exists()
+    check_free_space(next(p for p in (path, *path.parents) if p.exists()), tensor_bytes(out) + len(config_text))
+    with writing(path):
+        path.mkdir(parents=True, exist_ok=True)
+    temps: dict[str, Path] = {}
+    try:
+        for name, write in (("model.safetensors", lambda p: save_file(out, p, metadata={"format": "pt"})),
+                            ("config.json", lambda p: Path(p).write_text(config_text))):
+            with writing(path / name):
+                fd, tmp = tempfile.mkstemp(dir=path, prefix=f".{name}.", suffix=".tmp")
+                os.close(fd)
+                temps[name] = Path(tmp)
+                write(tmp)
+                with open(tmp, "rb") as fh:
+                    os.fsync(fh.fileno())
+        with writing(path):
+            for name, tmp in temps.items():
+                os.replace(tmp, path / name)
+    except CheckpointError as e:
+        for tmp in temps.values():
+            tmp.unlink(missing_ok=True)
+        if created and not any(path.iterdir()):
+            path.rmdir()
+        raise CheckpointError(f"{e}; removed the temporary files") from None
 
 
 def save_hf(model, path, dtype: torch.dtype | None = None, model_type: str | None = None) -> None:

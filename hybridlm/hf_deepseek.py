@@ -28,6 +28,7 @@ import torch
 
 from .config import DenseFFNConfig, MLAConfig, ModelConfig, MoEConfig
 from .hf import _SWIGLU, _checkpoint_files, _Reader, _runs, check_tensors, write_hf_dir
+from .safeio import spec
 
 MODEL_TYPES = ("deepseek_v3", "kimi_k2", "deepseek_v32")
 # transformers' DeepseekV3Config defaults, for fields a config.json may leave out.
@@ -224,9 +225,8 @@ def load_hf(path: Path, hf: dict, device=None, dtype: torch.dtype = torch.float3
         cfg = cfg.replace(mtp_depth=0, mtp_mixer=None, mtp_ffn=None)  # transformers saves no MTP weights
     fused = any(k.endswith("experts.gate_up_proj") for k in get.where)
     model = HybridLM(cfg, device="meta")
-    need = {k: tuple(t.shape) for k, t in _to_hf_state(model, cfg, fused).items()}
-    have = {k: tuple(h.get_slice(k).get_shape()) for k, h in get.where.items()}
-    check_tensors(path, hf.get("model_type", "deepseek_v3"), need, have)
+    need = {k: spec(t) for k, t in _to_hf_state(model, cfg, fused).items()}
+    check_tensors(path, hf.get("model_type", "deepseek_v3"), need, get.specs)
 
     mixer_names = [n[len("layers.0.mixer."):] for n, _ in model.named_parameters() if n.startswith("layers.0.mixer.")]
     state = {"embed.weight": get("model.embed_tokens.weight"), "norm.weight": get("model.norm.weight")}

@@ -28,6 +28,7 @@ import torch
 
 from .config import CompressedAttentionConfig, ModelConfig, MoEConfig
 from .hf import _checkpoint_files, _Reader, _runs, check_tensors, write_hf_dir
+from .safeio import spec
 
 MODEL_TYPES = ("deepseek_v4",)
 CSA, HCA, SWA = "compressed_sparse_attention", "heavily_compressed_attention", "sliding_attention"
@@ -321,8 +322,8 @@ def load_hf(path: Path, hf: dict, device=None, dtype: torch.dtype = torch.float3
     if cfg.mtp_depth and not any(k.startswith("mtp.") for k in get.names):
         cfg = cfg.replace(mtp_depth=0, mtp_mixer=None, mtp_ffn=None)  # transformers saves no MTP weights
     model = HybridLM(cfg, device="meta")
-    need = {k: tuple(t.shape) for k, t in _to_hf_state(model).items()}
-    have = {k: tuple(reader.where[orig].get_slice(orig).get_shape()) for k, orig in get.names.items()}
+    need = {k: spec(t) for k, t in _to_hf_state(model).items()}
+    have = {k: reader.specs[orig] for k, orig in get.names.items()}
     check_tensors(path, "deepseek_v4", need, have)
     state = _from_hf_state(get, model)
     model.to_empty(device=torch.device(device or "cpu"))

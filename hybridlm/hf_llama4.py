@@ -26,6 +26,7 @@ import torch
 
 from .config import AttentionConfig, DenseFFNConfig, ModelConfig, MoEConfig
 from .hf import _checkpoint_files, _Reader, _runs, check_tensors, write_hf_dir
+from .safeio import spec
 
 LLAMA4_TYPES = ("llama4_text", "llama4")
 _SKIP = re.compile(r"^(model\.)?(vision_model|multi_modal_projector)\.")
@@ -211,12 +212,8 @@ def load_llama4(path, hf: dict, device=None, dtype: torch.dtype = torch.float32)
     ours = model.state_dict()
     pairs = _pairs(cfg, pre, head)
 
-    def hf_shape(o: str, t: bool) -> tuple:
-        s = tuple(ours[o].shape)
-        return (s[0], s[2], s[1]) if t else s
-
-    need = {h: hf_shape(o, t) for h, o, t in pairs}
-    have = {k: tuple(h.get_slice(k).get_shape()) for k, h in get.where.items() if not _SKIP.match(k)}
+    need = {h: spec(ours[o].transpose(1, 2) if t else ours[o]) for h, o, t in pairs}
+    have = {k: s for k, s in get.specs.items() if not _SKIP.match(k)}
     check_tensors(path, "llama4_text", need, have)
     state = {o: (get(h).transpose(1, 2) if t else get(h)).to(dtype) for h, o, t in pairs}
     model.to_empty(device=torch.device(device or "cpu"))
