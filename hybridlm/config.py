@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -448,6 +451,10 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """From JSON-like data: unknown, missing and wrongly typed fields (here and in every mixers / ffns entry)
+        raise ValueError naming the field before anything is built."""
+        if not isinstance(data, dict):
+            raise ValueError(f"ModelConfig: expected a JSON object, found {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls) if f.init}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -456,6 +463,11 @@ class ModelConfig:
                          if f.init and f.default is dataclasses.MISSING and f.name not in data)
         if missing:
             raise ValueError(f"ModelConfig: missing required field(s) {missing}")
+        _check_types(cls, data, "")
+        for legend, table in (("mixers", MIXER_CONFIGS), ("ffns", FFN_CONFIGS)):
+            for letter, entry in data[legend].items():
+                if isinstance(entry, dict) and entry.get("kind") in table:
+                    _check_types(table[entry["kind"]], entry, f"{legend}[{letter!r}].")
         return cls(**data)
 
     def to_json(self, path: str | Path | None = None) -> str:
@@ -466,18 +478,71 @@ class ModelConfig:
 
     @classmethod
     def from_json(cls, path_or_text: str | Path) -> ModelConfig:
-        """A path to a .json file, or the JSON text itself."""
+        """A path to a .json file, or the JSON text itself. Errors are one-line ValueErrors naming the file (when
+        there is one) and the field."""
         text = str(path_or_text)
-        if not text.lstrip().startswith("{"):
-            p = Path(path_or_text)
+        if text.lstrip().startswith("{"):
+            where = "config JSON"
+        else:
+            where = p = Path(path_or_text)
             if not p.is_file():
                 raise ValueError(f"{p}: no such config file")
-            text = p.read_text()
+            try:
+                text = p.read_text(encoding="utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{p}: not UTF-8 text (byte {e.start})") from None
+            except OSError as e:
+                raise ValueError(f"{p}: cannot be read ({e.strerror or e})") from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path_or_text}: not valid JSON ({e})") from None
-        return cls.from_dict(data)
+            raise ValueError(f"{where}: not valid JSON ({e})") from None
+        try:
+            return cls.from_dict(data)
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
 
     def replace(self, **changes: Any) -> ModelConfig:
         return ModelConfig.from_dict({**self.to_dict(), **changes})
+
+
+def _check_types(cls: type, data: dict[str, Any], where: str) -> None:
+    """Each present field of JSON `data` against `cls`'s annotation (int, float, bool, str, None, Literal, dict)."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.init and f.name in data and not _fits(data[f.name], hints[f.name]):
+            _fail(f"{where}{f.name}", data[f.name], f"must be {_describe(hints[f.name])}")
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, h) for h in typing.get_args(hint))
+    if origin is Literal:
+        return isinstance(value, str) and value in typing.get_args(hint)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:  # beyond 2**53 JSON numbers stop being exact (and no size is that large)
+        return isinstance(value, int) and not isinstance(value, bool) and abs(value) <= 2**53
+    if hint is float:  # JSON has one number type: an integer is a float; inf and NaN are not numbers a config holds
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if hint is str:
+        return isinstance(value, str)
+    if hint is dict or origin is dict:
+        return isinstance(value, dict)
+    return True  # Any
+
+
+def _describe(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(h) for h in typing.get_args(hint))
+    if origin is Literal:
+        return "one of " + ", ".join(map(repr, typing.get_args(hint)))
+    if hint is type(None):
+        return "null"
+    if hint is float:
+        return "a finite number"
+    return {int: "an integer (|n| <= 2**53)", bool: "true or false", str: "a string"}.get(hint, "an object")
