@@ -405,10 +405,14 @@ def train(cfg: TrainConfig) -> TrainResult:
                 print("resuming with changed settings: " + ", ".join(f"{k} {a!r} -> {b!r}"
                                                                       for k, (a, b) in changed.items()), flush=True)
             trainer = c.json("trainer.json", required=("step", "scheduler", "data"))
-            sched.load_state_dict(trainer["scheduler"])
-            batches.load_state_dict(trainer["data"])
+            try:
+                sched.load_state_dict(trainer["scheduler"])
+                batches.load_state_dict(trainer["data"])
+            except (KeyError, TypeError, ValueError) as e:  # ValueError: saved for other data (its own message)
+                why = str(e) if type(e) is ValueError else f"{type(e).__name__}: {e}"
+                raise ckpt.CheckpointError(f"{c.path / 'trainer.json'}: scheduler / data state unusable ({why})") from None
             _set_rng_state(c.rng(), device)
-            step = trainer["step"]
+            step = c.step
 
         use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
         autocast = ((lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16

@@ -149,6 +149,19 @@ def test_optimizer_state_that_does_not_fit_fails_resume_with_its_name(run):
     one_line_error(lambda: train(resume), "trainer.json", "missing field(s) ['scheduler', 'data']")
 
 
+def test_trainer_and_rng_state_that_do_not_fit_fail_resume(run):
+    out, resume = run
+    d = step_dir(out)
+    trainer = json.loads((d / "trainer.json").read_text())
+    (d / "trainer.json").write_text(json.dumps({**trainer, "scheduler": {}}))
+    refresh_manifest(d)
+    one_line_error(lambda: train(resume), "trainer.json", "scheduler / data state unusable (KeyError: 'step')")
+    (d / "trainer.json").write_text(json.dumps(trainer))
+    save_file({"cpu": torch.zeros(1, 7, dtype=torch.uint8)}, d / "rng.safetensors")
+    refresh_manifest(d)
+    one_line_error(lambda: train(resume), "rng.safetensors", "tensor cpu is ((1, 7), 'U8')")
+
+
 def test_damaged_manifest_pointer_and_json_files(run):
     out, _ = run
     d = step_dir(out)
