@@ -40,7 +40,6 @@ from safetensors.torch import save_file
 
 from .safeio import (
     CheckpointError,
-    check_finite,
     check_free_space,
     header_specs,
     open_safetensors,

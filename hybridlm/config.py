@@ -454,7 +454,8 @@ class ModelConfig:
         """From JSON-like data: unknown, missing and wrongly typed fields (here and in every mixers / ffns entry)
         raise ValueError naming the field before anything is built."""
         if not isinstance(data, dict):
-            raise ValueError(f"ModelConfig: expected a JSON object, found {type(data).__name__}")
+            raise ValueError(  # noqa: TRY004 (a user's file: ValueError, as everywhere in hybridlm)
+                f"ModelConfig: expected a JSON object, found {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls) if f.init}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -65,7 +65,8 @@ def header_specs(path: str | Path, handle=None) -> dict[str, Spec]:
     """Every tensor's (shape, dtype) from the header alone: nothing is read or copied."""
     h = handle if handle is not None else open_safetensors(path)
     try:
-        return {k: (tuple(h.get_slice(k).get_shape()), h.get_slice(k).get_dtype()) for k in h.keys()}
+        names = h.keys()  # a safe_open handle is not iterable itself
+        return {k: (tuple(h.get_slice(k).get_shape()), h.get_slice(k).get_dtype()) for k in names}
     except (SafetensorError, OSError) as e:
         raise _unreadable(Path(path), e) from None
 
