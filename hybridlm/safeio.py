@@ -5,7 +5,8 @@ Errors. Every problem with a checkpoint, weights file or config JSON, and every 
 
     .../step_000200/model.safetensors: not a readable safetensors file (truncated, or not safetensors): ...
     .../model.safetensors: tensor layers.0.ffn_norm.weight has 3 NaN/inf values (of 48)
-    .../run: not enough free space to save (needs 2.1 MB, 0.4 MB free)
+    .../run: not enough free space to save (2.2 MB (2163011 bytes) needed with margin, 0.4 MB (400000 bytes) free); ...
+    .../step_000200.tmp/optimizer.safetensors: could not write (No space left on device); removed the partial ...
 
 Mistakes in a config's values (ModelConfig validation) stay plain ValueError naming the field. So `except ValueError`
 catches the whole family, and the CLI prints it as `hybridlm <cmd>: error: <message>`. Nothing here unpickles.

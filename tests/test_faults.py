@@ -331,6 +331,22 @@ def test_a_failing_fsync_anywhere_in_a_save_keeps_a_loadable_latest(tmp_path, mo
         (out / "latest").write_text("step_000001\n")
 
 
+def test_failed_rename_when_resaving_a_step_puts_the_previous_save_back(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    _save(out, 1)
+    real = Path.rename
+
+    def rename(self, target):
+        if self.name.endswith(".tmp") and Path(target).name == "step_000001":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(self, target)
+    monkeypatch.setattr(Path, "rename", rename)
+    one_line_error(lambda: _save(out, 1), "step_000001: could not write", f"{out / 'latest'} still names step_000001")
+    monkeypatch.setattr(Path, "rename", real)
+    _assert_previous_intact(out, "step_000001")
+    assert sorted(p.name for p in out.iterdir()) == ["latest", "step_000001"]
+
+
 def test_too_little_free_space_is_refused_before_writing(tmp_path, monkeypatch):
     out = tmp_path / "run"
     _save(out, 1)
