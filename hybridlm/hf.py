@@ -326,6 +326,8 @@ class _Reader:
             h = open_safetensors(f)
             self.handles.append(h)
             for k, s in header_specs(f, h).items():
+                if k in self.file:
+                    raise CheckpointError(f"{f}: tensor {k} is also in {self.file[k].name}")
                 self.where[k], self.file[k], self.specs[k] = h, f, s
         self.prefix = "model.language_model." if any(k.startswith("model.language_model.") for k in self.where) else "model."
 

@@ -244,6 +244,10 @@ def test_hf_json_and_dtype_problems_name_the_file(hf_dir):
     one_line_error(lambda: HybridLM.from_hf(hf_dir), str(f), "model.layers.1.self_attn.q_proj.weight", "NaN/inf")
     f.write_bytes(keep)
 
+    save_file({"model.norm.weight": torch.ones(48)}, hf_dir / "model-2.safetensors")  # a stray second copy
+    one_line_error(lambda: HybridLM.from_hf(hf_dir), "model.norm.weight is also in")
+    (hf_dir / "model-2.safetensors").unlink()
+
     index = hf_dir / "model.safetensors.index.json"
     for text, why in (("{", "not valid JSON"), ('{"metadata": {}}', "missing field(s) ['weight_map']"),
                       ('{"weight_map": {"a": "../model.safetensors"}}', "weight_map must map"),
