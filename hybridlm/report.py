@@ -157,7 +157,7 @@ def _plt():
 
 def _save(fig, path: Path) -> bool:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # "tight": legends placed outside the axes are kept
     _plt().close(fig)
     return True
 
@@ -321,7 +321,7 @@ def plot_sweep(summary: dict, path: Path) -> bool:
     ax.set_title("hybrid ratio sweep (equal budgets)")
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="upper center")
+    ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
     return _save(fig, path)
 
 

@@ -167,6 +167,7 @@ def test_progress_lines_without_a_terminal(capsys):
 def test_load_of_other_processes_is_measured():
     import subprocess
     import sys
+
     from hybridlm.evals import measure_load
     with measure_load() as load:  # a child spinning one core for ~1 s while this process sleeps
         subprocess.run([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 1.0: pass"],

@@ -54,7 +54,7 @@ def _table_row(text, label):
 
 
 def test_figures_listed_are_the_figures_on_disk(written):
-    summary, figures, text, out = written
+    _, figures, text, out = written
     on_disk = sorted(p.name for p in out.glob("*.png"))
     assert sorted(figures) == on_disk == sorted(re.findall(r"\]\((\w+\.png)\)", text))
     assert "sweep.png" not in on_disk  # not a sweep: the stale file is gone, and not linked
