@@ -39,13 +39,24 @@ def sample_next(logits_BV: torch.Tensor, temperature: float = 0.0, top_k: int | 
 @torch.no_grad()
 def stream(model, input_ids: torch.Tensor, max_new_tokens: int = 32, temperature: float = 0.0,
            top_k: int | None = None, top_p: float | None = None, stop_tokens: list[int] | tuple[int, ...] = (),
-           seed: int | None = None, prefill_chunk: int = 1024) -> Iterator[torch.Tensor]:
+           seed: int | None = None, prefill_chunk: int = 1024, max_len: int | None = None) -> Iterator[torch.Tensor]:
     """Yield one [B] tensor of new token ids per step. Rows that hit a stop token keep repeating it;
-    iteration ends when every row has stopped or after max_new_tokens."""
+    iteration ends when every row has stopped or after max_new_tokens.
+
+    Prompt + new tokens may not pass max_len (default: the model's max_seq_len, the context it was built for);
+    raise it to generate further anyway. The intra-op thread count follows the machine's load (LoadGovernor)."""
+    from .runtime import LoadGovernor
     if input_ids.dim() == 1:
         input_ids = input_ids[None]
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens={max_new_tokens}: must be >= 0")
+    limit = model.config.max_seq_len if max_len is None else max_len
+    if input_ids.shape[1] + max_new_tokens > limit:
+        raise ValueError(f"prompt ({input_ids.shape[1]} tokens) + max_new_tokens ({max_new_tokens}) = "
+                         f"{input_ids.shape[1] + max_new_tokens} passes "
+                         + (f"max_len={limit}" if max_len is not None else
+                            f"{model.config.name}'s max_seq_len {limit}")
+                         + "; lower max_new_tokens, or raise max_len (CLI: --max-len) to generate past it anyway")
     generator = None
     if seed is not None:
         generator = torch.Generator(device=input_ids.device).manual_seed(seed)
@@ -53,17 +64,22 @@ def stream(model, input_ids: torch.Tensor, max_new_tokens: int = 32, temperature
     logits = model.prefill(input_ids, cache, chunk=prefill_chunk)
     stop = torch.tensor(list(stop_tokens), dtype=torch.long, device=input_ids.device)
     done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-    for step in range(max_new_tokens):
-        tok = sample_next(logits, temperature, top_k, top_p, generator)
-        if step:
-            tok = torch.where(done, last, tok)  # finished rows repeat their stop token
-        yield tok
-        if stop.numel():
-            done |= torch.isin(tok, stop)
-        if bool(done.all()) or step == max_new_tokens - 1:
-            return
-        last = tok
-        logits = model(tok[:, None], cache=cache).logits[:, -1]
+    governor = LoadGovernor()
+    try:
+        for step in range(max_new_tokens):
+            governor.tick()
+            tok = sample_next(logits, temperature, top_k, top_p, generator)
+            if step:
+                tok = torch.where(done, last, tok)  # finished rows repeat their stop token
+            yield tok
+            if stop.numel():
+                done |= torch.isin(tok, stop)
+            if bool(done.all()) or step == max_new_tokens - 1:
+                return
+            last = tok
+            logits = model(tok[:, None], cache=cache).logits[:, -1]
+    finally:
+        governor.close()
 
 
 def generate(model, input_ids: torch.Tensor, max_new_tokens: int = 32, **kwargs) -> torch.Tensor:

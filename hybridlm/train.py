@@ -330,6 +330,7 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     device = _device(cfg.device)
     created_pg = _init_distributed(device)
+    governor = None
     try:
         rank, world = _dist_info()
         out = Path(cfg.out)
@@ -340,6 +341,8 @@ def train(cfg: TrainConfig) -> TrainResult:
         if rem or micro == 0:
             raise ValueError(f"batch_size={cfg.batch_size} must be a multiple of world size {world} x "
                              f"grad_accum={cfg.grad_accum}")
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {out}: is a file, not a directory")
         resume_from = ckpt.latest_step_dir(out) if cfg.resume else None
         if not cfg.resume and (out / "latest").exists():
             raise ValueError(f"--out {out} already holds a run ({(out / 'latest').read_text().strip()}); pass "
@@ -454,7 +457,9 @@ def train(cfg: TrainConfig) -> TrainResult:
         with progress or contextlib.nullcontext():
             task = progress.add_task("train", total=cfg.steps, completed=step) if progress is not None else None
             t_log, tokens_log = 0.0, 0  # training time and tokens since the last step line (no eval/save)
+            governor = runtime.LoadGovernor()  # fewer threads while other processes use the cores (closed below)
             while step < cfg.steps:
+                governor.tick()
                 t0 = time.perf_counter()
                 idx = batches.next(cfg.batch_size).view(world, cfg.grad_accum, micro)[rank]
                 sums = torch.zeros(4, dtype=torch.float64)  # loss, ce, aux, mtp (means over micro-batches)
@@ -532,6 +537,8 @@ def train(cfg: TrainConfig) -> TrainResult:
         return TrainResult(out=out, losses=losses, first_step=first_step, val=vals, unigram_loss=baseline,
                            tokens_per_s=len(losses) * tokens_per_step / max(t_train, 1e-9))
     finally:
+        if governor is not None:
+            governor.close()
         if created_pg:
             dist.destroy_process_group()
 
