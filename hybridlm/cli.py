@@ -6,6 +6,7 @@ Every command takes a model spec: a preset name, a config .json file, or a check
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from pathlib import Path
 
@@ -28,11 +29,8 @@ def load_model(spec: str, device: str = "cpu", meta: bool = False, seed: int = 0
         return ckpt.load_model(device), ckpt.path
     if p.is_dir():
         if meta:
-            import json
-            from .hf import config_from_hf
-            if not (p / "config.json").exists():
-                raise ValueError(f"{p}: no config.json")
-            return HybridLM(config_from_hf(json.loads((p / "config.json").read_text())), device="meta"), p
+            from .hf import checked_config, read_config
+            return HybridLM(checked_config(p, read_config(p)), device="meta"), p
         return HybridLM.from_hf(p, device=device), p
     cfg = ModelConfig.from_json(p) if p.suffix == ".json" else get_config(spec)
     if meta:
@@ -123,7 +121,7 @@ def _describe(c) -> str:
     return f"swiglu {c.intermediate_size}"
 
 
-def cmd_generate(args) -> None:
+def cmd_generate(args) -> int:
     from .tokenizer import tokenizer_for
     model, tok_dir = load_model(args.model, device=args.device, seed=args.seed)
     model.eval()
@@ -134,23 +132,77 @@ def cmd_generate(args) -> None:
     if max(ids) >= model.config.vocab_size:
         raise ValueError(f"tokenizer {tok.name} produced id {max(ids)} >= model vocab_size {model.config.vocab_size}")
     prompt = torch.tensor([ids], device=args.device)
-    stops = [int(s) for s in args.stop.split(",")] if args.stop else []
-    sys.stdout.write(args.prompt)
+    tokens = model.stream(prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                          top_k=args.top_k, top_p=args.top_p, stop_tokens=args.stop, seed=args.seed,
+                          max_len=args.max_len)
     out: list[int] = []
     shown = ""
-    for tok_ids in model.stream(prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                                top_k=args.top_k, top_p=args.top_p, stop_tokens=stops, seed=args.seed):
-        out.append(int(tok_ids[0]))
-        text = tok.decode(out)
-        sys.stdout.write(text[len(shown):])  # stream: print only what the new token completed
-        sys.stdout.flush()
-        shown = text
+    try:
+        first = next(tokens, None)  # the limits are checked before the prompt is echoed
+        sys.stdout.write(args.prompt)
+        for tok_ids in itertools.chain([first] if first is not None else [], tokens):
+            out.append(int(tok_ids[0]))
+            text = tok.decode(out)
+            sys.stdout.write(text[len(shown):])  # stream: print only what the new token completed
+            sys.stdout.flush()
+            shown = text
+    except KeyboardInterrupt:  # Ctrl-C: keep what was generated, say so, exit like an interrupted shell command
+        sys.stdout.write("\n")
+        print(f"hybridlm generate: interrupted after {len(out)} new tokens", file=sys.stderr)
+        return 130
     sys.stdout.write("\n")
+    return 0
+
+
+def _token_ids(text: str) -> list[int]:
+    """--stop '0,13' -> [0, 13]."""
+    try:
+        ids = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of token ids like 0,13") from None
+    if any(i < 0 for i in ids):
+        raise argparse.ArgumentTypeError(f"{text!r}: token ids must be >= 0")
+    return ids
+
+
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text}: must be >= 1")
+    return n
+
+
+def _count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{text}: must be >= 0")
+    return n
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with two traps closed: no abbreviations (`--step 5` must not silently mean `--steps 5`), and a
+    value that starts with '-' and a digit (`--context -8K`) reaches its flag's checks instead of being taken
+    for an unknown option ("expected one argument"). No hybridlm flag starts with a digit."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def _parse_optional(self, arg_string):
+        if len(arg_string) > 1 and arg_string[0] == "-" and arg_string[1].isdigit():
+            return None
+        return super()._parse_optional(arg_string)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hybridlm", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(prog="hybridlm", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)  # subcommand parsers are Parsers too
     sub.add_parser("presets", help="list presets with total and active parameters").set_defaults(fn=cmd_presets)
     p = sub.add_parser("info", help="the per-layer plan of a preset, config file or checkpoint directory")
     p.add_argument("model")
@@ -158,11 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="generate text (random weights for presets; real ones from a checkpoint)")
     p.add_argument("model")
     p.add_argument("--prompt", required=True)
-    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--max-new-tokens", type=_count, default=64)
+    p.add_argument("--max-len", type=_positive_int, default=None,
+                   help="most positions (prompt + new tokens); default: the model's max_seq_len")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--top-p", type=float, default=None)
-    p.add_argument("--stop", default="", help="comma-separated stop token ids")
+    p.add_argument("--stop", type=_token_ids, default=[], help="comma-separated stop token ids")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.set_defaults(fn=cmd_generate)
@@ -173,14 +227,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """-> exit code: 0, 1 when a command ran but part of it failed (compare: a model), 2 for a user's mistake
+    or a file the program cannot read or write (one line naming it), 130 on Ctrl-C."""
     runtime.configure_threads()
     args = build_parser().parse_args(argv)
     try:
-        args.fn(args)
-    except ValueError as e:  # a user's mistake: say what, no traceback
-        print(f"hybridlm {args.command}: error: {e}", file=sys.stderr)
+        return int(args.fn(args) or 0)
+    except (ValueError, OSError) as e:  # a user's mistake or an unreadable/unwritable file: say what, no traceback
+        text = " ".join(str(e).split())  # one line
+        print(f"hybridlm {args.command}: error: {text}", file=sys.stderr)
         return 2
-    return 0
+    except KeyboardInterrupt:
+        print(f"hybridlm {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
