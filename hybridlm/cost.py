@@ -17,7 +17,8 @@ from pathlib import Path
 from .hardware import HARDWARE, Hardware, get_hardware
 
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8": 1}
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "published-configs.json"
+# Published hyperparameters and stated parameter counts, with their sources (package data: hybridlm/data/README.md).
+REFERENCE = Path(__file__).resolve().parent / "data" / "published-configs.json"
 NOT_IMPLEMENTED = "not implemented yet (issue 5)"
 # The motivating comparison: (name prefix in published-configs.json, label, preset that will implement it).
 ARTICLE = [
@@ -85,7 +86,7 @@ def parse_contexts(text: str) -> list[int]:
     for part in text.split(","):
         m = re.fullmatch(r"\s*(\d+)\s*([kKmM]?)\s*", part)
         if not m:
-            raise ValueError(f"--context {text!r}: {part!r} is not N, NK or NM")
+            raise ValueError(f"--context {text!r}: {part.strip()!r} is not a positive context like 4096, 8K or 1M")
         n = int(m.group(1)) * {"": 1, "k": 1024, "m": 1024 ** 2}[m.group(2).lower()]
         if n < 1:
             raise ValueError(f"--context {text!r}: contexts must be >= 1")

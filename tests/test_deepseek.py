@@ -220,7 +220,6 @@ def test_kimi_k2_preset_reproduces_published_totals():
     assert abs(m.active_params() / 1e9 - 32.862) < 1e-3
 
 
-@pytest.mark.skipif(not REFERENCE.exists(), reason="shared reference not present")
 @pytest.mark.parametrize("preset, prefix", [("deepseek-v3", "DeepSeek-V3 ("), ("kimi-k2", "Kimi-K2")])
 def test_presets_match_published_hyperparameters(preset, prefix):
     fields = next(m["fields"] for m in json.loads(REFERENCE.read_text())["models"] if m["name"].startswith(prefix))

@@ -143,7 +143,6 @@ def test_deepseek_v32_preset_reproduces_published_totals():
     assert m.cache_bytes_by_kind(8192) == {"latent": 61 * (576 + 128) * 8192 * 2}
 
 
-@pytest.mark.skipif(not REFERENCE.exists(), reason="shared reference not present")
 def test_preset_matches_published_hyperparameters():
     import json
     entry = next(e for e in json.loads(REFERENCE.read_text())["models"] if e["name"].startswith("DeepSeek-V3.2-Exp"))

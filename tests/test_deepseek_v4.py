@@ -248,7 +248,6 @@ def test_presets_reproduce_published_totals(preset, main, with_mtp, hf_total, ac
     assert m.num_params_analytic() == m.num_params()
 
 
-@pytest.mark.skipif(not REFERENCE.exists(), reason="shared reference not present")
 @pytest.mark.parametrize("preset, name", [("deepseek-v4-flash", "DeepSeek-V4-Flash"), ("deepseek-v4-pro", "DeepSeek-V4-Pro")])
 def test_presets_match_published_hyperparameters(preset, name):
     fields = next(m["fields"] for m in json.loads(REFERENCE.read_text())["models"] if m["name"] == name)

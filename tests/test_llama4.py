@@ -245,8 +245,6 @@ def test_presets_reproduce_published_totals(name):
 
 def test_presets_match_published_hyperparameters():
     from hybridlm.cost import REFERENCE
-    if not REFERENCE.exists():
-        pytest.skip("shared reference not present")
     models = {m["name"]: m["fields"] for m in json.loads(REFERENCE.read_text())["models"]}
     for name, ref in (("llama4-scout-17b-16e", "Llama-4-Scout-17B-16E (text part)"),
                       ("llama4-maverick-17b-128e", "Llama-4-Maverick-17B-128E (text part)")):
