@@ -1,0 +1,30 @@
+"""Named configs: full-scale published models and tiny trainable ones, one file per family.
+
+Each family file (qwen.py, llama4.py, deepseek.py, tiny.py) cites its sources above each preset and exposes
+`PRESETS` (name -> zero-argument builder) and `ALIASES`; this module merges them in a fixed order (the order
+`hybridlm presets` lists them in). Build full-scale ones on the meta device:
+`HybridLM(get_config(name), device="meta")`. Adding a family: one file here plus one line in FAMILIES.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..config import ModelConfig
+from . import deepseek, llama4, qwen, tiny
+
+FAMILIES = (qwen, llama4, deepseek, tiny)
+
+PRESETS: dict[str, Callable[[], ModelConfig]] = {name: build for f in FAMILIES for name, build in f.PRESETS.items()}
+ALIASES: dict[str, str] = {alias: name for f in FAMILIES for alias, name in f.ALIASES.items()}
+
+
+def preset_names() -> list[str]:
+    return list(PRESETS)
+
+
+def get_config(name: str) -> ModelConfig:
+    key = ALIASES.get(name, name)
+    if key not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; known: {', '.join(list(PRESETS) + list(ALIASES))}")
+    return PRESETS[key]()
