@@ -378,6 +378,7 @@ class ModelConfig:
     mtp_mixer: str | None = None  # legend letter for the MTP block's mixer (default: first attention letter)
     mtp_ffn: str | None = None  # legend letter for the MTP block's FFN (default: last layer's)
     mtp_loss_weight: float = 0.3
+    aux_loss_weight: float = 1.0  # weight of the mixers' and FFNs' aux losses (MoE balance, trained indexers' KL)
     max_seq_len: int = 4096
     init_std: float = 0.02
     # Manifold-constrained hyper-connections (DeepSeek-V4): the residual is hc_mult streams mixed by a
@@ -396,6 +397,9 @@ class ModelConfig:
                 _fail(name, getattr(self, name), "must be a positive integer")
         if self.norm_eps <= 0:
             _fail("norm_eps", self.norm_eps, "must be > 0")
+        w = self.aux_loss_weight
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
+            _fail("aux_loss_weight", w, "must be a finite number >= 0")
         self.mixers = {k: _from_kind(MIXER_CONFIGS, v, f"mixers[{k!r}]") for k, v in self.mixers.items()}
         self.ffns = {k: _from_kind(FFN_CONFIGS, v, f"ffns[{k!r}]") for k, v in self.ffns.items()}
         for legend, table in (("mixers", self.mixers), ("ffns", self.ffns)):

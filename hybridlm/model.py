@@ -10,8 +10,8 @@ With hc_mult = n > 1 (DeepSeek-V4's mHC, hyper.py) the residual is n copies [B, 
 learned mix of them and writes back through a Sinkhorn-normalised mixing, and a hyper-head collapses them before the
 final norm; the MTP module then takes the copies.
 
-loss = CE(next token) + the mixers' and FFNs' aux losses (MoE balance, trained indexers' KL)
-       + mtp_loss_weight * CE(token after next).
+loss = CE(next token) + aux_loss_weight * the mixers' and FFNs' aux losses (MoE balance, trained indexers' KL;
+       the MTP block's included) + mtp_loss_weight * CE(token after next)   (`total_loss`, the trainer's objective).
 Built on the meta device, then materialised and initialised in `init_weights()`, so a full-scale preset
 can be inspected without memory: `HybridLM(cfg, device="meta")`.
 """
@@ -210,10 +210,8 @@ class HybridLM(nn.Module):
         if labels.shape != input_ids.shape:
             raise ValueError(f"labels shape {tuple(labels.shape)} != input_ids shape {tuple(input_ids.shape)}")
         ce = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
-        loss = ce
         aux = self.aux_loss()
-        if aux is not None:
-            loss = loss + aux
+        aux_mods = [m for b in self.layers for m in (b.mixer, b.ffn)]
         mtp_loss = mtp_logits = None
         if self.mtp is not None and input_ids.shape[1] > 2:
             h_in = h if streams is None else streams  # mHC: the stream before the main head
@@ -221,12 +219,22 @@ class HybridLM(nn.Module):
             mtp_logits = F.linear(h_mtp, self.head_weight)
             mtp_loss = F.cross_entropy(mtp_logits[:, :-1].flatten(0, 1).float(), labels[:, 2:].flatten(),
                                        ignore_index=-100)
-            loss = loss + self.config.mtp_loss_weight * mtp_loss
-            for mod in (self.mtp.block.mixer, self.mtp.block.ffn):
-                if getattr(mod, "aux_loss", None) is not None:
-                    loss = loss + mod.aux_loss
+            aux_mods += [self.mtp.block.mixer, self.mtp.block.ffn]
+        loss = self.total_loss(ce, [m.aux_loss for m in aux_mods if getattr(m, "aux_loss", None) is not None],
+                               mtp_loss)
         return ModelOutput(logits=logits, loss=loss, ce_loss=ce, aux_loss=aux, mtp_loss=mtp_loss,
                            mtp_logits=mtp_logits)
+
+    def total_loss(self, ce: torch.Tensor, aux_losses: list[torch.Tensor], mtp_loss: torch.Tensor | None
+                   ) -> torch.Tensor:
+        """The training objective, defined once: ce + aux_loss_weight * sum(aux losses of every aux module, the
+        MTP block's included) + mtp_loss_weight * mtp_loss."""
+        loss = ce
+        if aux_losses:
+            loss = loss + self.config.aux_loss_weight * torch.stack(aux_losses).sum()
+        if mtp_loss is not None:
+            loss = loss + self.config.mtp_loss_weight * mtp_loss
+        return loss
 
     def aux_loss(self) -> torch.Tensor | None:
         """The main stack's auxiliary losses: MoE balance losses and, where trained, indexer KL losses."""
