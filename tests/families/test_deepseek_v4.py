@@ -1,4 +1,4 @@
-"""DeepSeek-V4 (shared-KV attention with window + sink, CSA with the lightning indexer, HCA, grouped output, mHC,
+"""The DeepSeek-V4 family: DeepSeek-V4 (shared-KV attention with window + sink, CSA with the lightning indexer, HCA, grouped output, mHC,
 sqrt-softplus / hash-routed / clamped-SwiGLU MoE, MTP) against transformers==5.23.0 as the independent oracle: a tiny
 DeepseekV4ForCausalLM with random weights, saved, loaded by HybridLM.from_hf, gives the same logits; save_hf output
 loads back in transformers; cached decode equals the full forward past the window and both compression ratios; the
@@ -8,12 +8,14 @@ import json
 
 import pytest
 import torch
-from flops import counted_flops
+from harness.cache_bytes import assert_cache_bytes_match
+from harness.cached_decode import assert_cached_decode_matches, cached_logits, split_steps
+from harness.flops import assert_flops_match_counter, assert_params_counted
 from safetensors.torch import load_file, save_file
 
 transformers = pytest.importorskip("transformers")
 
-from test_deepseek import _hf_model as _hf_deepseek
+from test_deepseek import hf_model as _hf_deepseek
 
 from hybridlm import HybridLM, ModelConfig, get_config
 from hybridlm.cli import main
@@ -75,13 +77,13 @@ def test_from_hf_and_back_matches_transformers_and_cached_decode(tmp_path):
 
     # Cached: a first chunk, a second chunk after a cached prefix, then single-token steps, past the window (8) and
     # past several CSA (4) and HCA (8) windows; transformers' own cache agrees too.
-    steps = [(0, 11), (11, 19)] + [(t, t + 1) for t in range(19, 37)]
+    steps = split_steps(37, [11, 19])
     cache, hf_cache = ours.new_cache(), transformers.DynamicCache(config=hf.config)
+    got, _ = cached_logits(ours, ids, steps, cache)
     with torch.no_grad():
-        parts = [ours(ids[:, a:b], cache=cache).logits for a, b in steps]
         hf_parts = [hf(input_ids=ids[:, a:b], past_key_values=hf_cache, use_cache=True).logits for a, b in steps]
-    assert (torch.cat(parts, 1) - ref).abs().max().item() <= 1e-4
-    assert (torch.cat(parts, 1) - torch.cat(hf_parts, 1)).abs().max().item() <= 1e-4
+    assert (got - ref).abs().max().item() <= 1e-4
+    assert (got - torch.cat(hf_parts, 1)).abs().max().item() <= 1e-4
     # bounded: the window keeps 7 vectors, the compressors their entries (37 // 4 = 9 CSA, 37 // 8 = 4 HCA)
     layer = cache.layers[1]
     assert layer.kv.shape[1] == 7 and layer.compressor.entries.shape[1] == 9 and layer.indexer.entries.shape[1] == 9
@@ -97,10 +99,7 @@ def test_query_blocks_match_transformers_on_a_long_sequence(tmp_path):
     ids = torch.randint(0, 97, (1, 300))
     ref = _logits(hf, ids)
     assert (_logits(ours, ids) - ref).abs().max().item() <= 1e-4
-    cache = ours.new_cache()
-    with torch.no_grad():
-        parts = [ours(ids[:, a:b], cache=cache).logits for a, b in [(0, 131), (131, 297), (297, 298), (298, 300)]]
-    assert (torch.cat(parts, 1) - ref).abs().max().item() <= 1e-4
+    assert_cached_decode_matches(ours, ids, split_steps(300, [131, 297]), ref=ref)
 
 
 def test_generate_matches_transformers_greedy(tmp_path):
@@ -200,22 +199,15 @@ def test_quantised_or_wrong_checkpoints_are_refused_clearly(tmp_path):
 @pytest.mark.parametrize("context", [7, 8, 13, 37])
 def test_analytic_cache_bytes_equal_memory_after_prefill(dtype, nbytes, context):
     m = HybridLM(config_from_hf({**TINY, "model_type": "deepseek_v4"})).to(dtype).eval()
-    cache = m.new_cache()
-    m.prefill(torch.randint(0, 97, (2, context)), cache, chunk=5)
-    assert cache.memory_bytes() == m.cache_bytes(context, batch=2, dtype_bytes=nbytes)
+    cache = assert_cache_bytes_match(m, 97, context, batch=2, dtype_bytes=nbytes, chunk=5, by_kind=False, total=True)
     assert set(cache.memory_by_kind()) == {"compressed"} == set(m.cache_bytes_by_kind(context))
 
 
 def test_flops_match_flop_counter_and_accounting_matches_counts():
     # index_topk >= every entry count: the dense computation here then equals the analytic (sparse) count
     m = HybridLM(config_from_hf({**TINY, "model_type": "deepseek_v4", "sliding_window": 64, "index_topk": 64})).eval()
-
-    assert counted_flops(m, torch.randint(0, 97, (1, 40))) == m.forward_flops(40, causal_skip=False)
-    cache = m.new_cache()
-    m.prefill(torch.randint(0, 97, (1, 39)), cache)
-    assert counted_flops(m, torch.randint(0, 97, (1, 1)), cache) == m.decode_flops(40)
-    for b in m.layers:
-        assert b.mixer.num_params() == sum(p.numel() for p in b.mixer.parameters())
+    assert_flops_match_counter(m, 97, tokens=40, decode_at=40)
+    assert_params_counted([b.mixer for b in m.layers])
     assert m.num_params_analytic() == m.num_params()
 
 

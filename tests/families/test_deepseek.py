@@ -1,14 +1,25 @@
-"""DeepSeek-V3 (MLA + DeepSeekMoE + MTP) against transformers==5.23.0 as the independent oracle: a tiny
+"""The DeepSeek family: V3, V3.2 and Kimi-K2.
+
+DeepSeek-V3 (MLA + DeepSeekMoE + MTP) against transformers==5.23.0 as the independent oracle: a tiny
 DeepseekV3ForCausalLM with random weights, saved, loaded by HybridLM.from_hf, gives the same logits; save_hf
 output loads back in transformers with the same logits; cached decode (absorbed MLA) equals the full forward;
 the cache holds exactly kv_lora_rank + qk_rope_head_dim values per token and layer; the presets reproduce the
-published totals; the accounting matches direct counts."""
+published totals; the accounting matches direct counts.
+
+DeepSeek-V3.2 (MLA + DeepSeek Sparse Attention lightning indexer) against transformers==5.23.0's deepseek_v32 as
+the oracle: a tiny DeepseekV32ForCausalLM with random weights and a small index_topk (so that sparsity changes the
+logits), loaded by HybridLM.from_hf, gives the same logits; save_hf output loads back in transformers with the same
+logits; cached decode (chunks, then absorbed single-token steps, each with the indexer's own key cache) equals the
+full forward; the cache holds kv_lora_rank + qk_rope_head_dim + index_head_dim values per token and layer; the
+accounting matches direct counts; the deepseek-v3.2 preset reproduces the published totals."""
 
 import json
 
 import pytest
 import torch
-from flops import counted_flops
+from harness.cache_bytes import assert_cache_bytes_match, assert_layer_cache_bytes
+from harness.cached_decode import cached_logits, split_steps
+from harness.flops import assert_flops_match_counter, assert_params_counted
 
 transformers = pytest.importorskip("transformers")
 
@@ -36,10 +47,13 @@ CASES = {
         "rope_parameters": {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 8.0,
                             "original_max_position_embeddings": 32, "mscale": 0.9, "mscale_all_dim": 0.8}},
 }
+# V3.2: V3's tiny model plus the lightning indexer, with a small top-k so that the sparsity changes the logits.
+TINY_V32 = {**TINY, "index_n_heads": 6, "index_head_dim": 16, "index_topk": 4}
+T_V32 = 30
 
 
-def _hf_model(config_cls=None, tiny=None, **overrides):
-    """A tiny transformers DeepSeek model (V3 by default; test_deepseek_v32 passes its own config class)."""
+def hf_model(config_cls=None, tiny=None, **overrides):
+    """A tiny transformers DeepSeek model (V3 by default; V3.2 and test_deepseek_v4 pass their own config class)."""
     torch.manual_seed(0)
     cfg = (config_cls or transformers.DeepseekV3Config)(**{**(tiny or TINY), **overrides})
     model = transformers.AutoModelForCausalLM.from_config(cfg)
@@ -62,7 +76,7 @@ def _logits(model, ids):
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_from_hf_and_back_matches_transformers_and_cached_decode(case, tmp_path):
-    hf = _hf_model(**CASES[case])
+    hf = hf_model(**CASES[case])
     hf.save_pretrained(tmp_path / "hf")
     ids = torch.randint(0, 101, (2, 37))
     ref = _logits(hf, ids)
@@ -82,32 +96,30 @@ def test_from_hf_and_back_matches_transformers_and_cached_decode(case, tmp_path)
     expansions = []
     for b in ours.layers:
         b.mixer.kv_b_proj.register_forward_hook(lambda *_: expansions.append(1))
-    cache = ours.new_cache()
-    with torch.no_grad():
-        parts = [ours(ids[:, :9], cache=cache).logits, ours(ids[:, 9:20], cache=cache).logits]
-        n_prefill = len(expansions)
-        parts += [ours(ids[:, t:t + 1], cache=cache).logits for t in range(20, 37)]
+    steps = split_steps(37, [9, 20])
+    prefill, cache = cached_logits(ours, ids, steps[:2])
+    n_prefill = len(expansions)
+    decode, _ = cached_logits(ours, ids, steps[2:], cache)
     assert n_prefill == 2 * 3 and len(expansions) == n_prefill
-    assert (torch.cat(parts, 1) - ref).abs().max().item() <= 1e-4
+    assert (torch.cat([prefill, decode], 1) - ref).abs().max().item() <= 1e-4
     # The cache is the latent: kv_lora_rank + qk_rope_head_dim values per token per layer, nothing else.
     R, r = TINY["kv_lora_rank"], TINY["qk_rope_head_dim"]
-    for b, layer in zip(ours.layers, cache.layers):
+    for layer in cache.layers:
         assert layer.c_kv.shape == (2, 37, R) and layer.k_rope.shape == (2, 37, r)
-        assert layer.memory_bytes() == 2 * 37 * (R + r) * 4 == b.mixer.cache_bytes(37, 2, 4)
+    assert_layer_cache_bytes(ours, cache, 37, batch=2, dtype_bytes=4, per_token=R + r)
     want = {"latent": 3 * 2 * 37 * (R + r) * 4}  # 3 layers, batch 2, 37 tokens, fp32
     assert cache.memory_by_kind() == ours.cache_bytes_by_kind(37, batch=2, dtype_bytes=4) == want
 
 
+# per token and layer: V3 keeps kv_lora_rank + qk_rope_head_dim = 32 values, V3.2 also the indexer's 16-value key
+@pytest.mark.parametrize("model_type, tiny, per_token", [("deepseek_v3", TINY, 32), ("deepseek_v32", TINY_V32, 48)])
 @pytest.mark.parametrize("dtype, nbytes", [(torch.float32, 4), (torch.bfloat16, 2)])
-def test_analytic_cache_bytes_equal_memory_after_prefill(dtype, nbytes, tmp_path):
+def test_analytic_cache_bytes_equal_memory_after_prefill(dtype, nbytes, model_type, tiny, per_token):
     torch.manual_seed(0)
-    m = HybridLM(config_from_hf({**TINY, "model_type": "deepseek_v3"})).to(dtype).eval()
-    cache = m.new_cache()
-    m.prefill(torch.randint(0, 101, (2, 77)), cache, chunk=32)
-    assert cache.memory_by_kind() == m.cache_bytes_by_kind(77, batch=2, dtype_bytes=nbytes, state_bytes=4)
-    with torch.no_grad():
-        m(torch.randint(0, 101, (2, 1)), cache=cache)
-    assert cache.memory_bytes() == m.cache_bytes(78, batch=2, dtype_bytes=nbytes) == 3 * 2 * 78 * 32 * nbytes
+    m = HybridLM(config_from_hf({**tiny, "model_type": model_type})).to(dtype).eval()
+    cache = assert_cache_bytes_match(m, 101, 77, batch=2, dtype_bytes=nbytes, chunk=32, state_bytes=4,
+                                     decode_steps=1)
+    assert cache.memory_bytes() == 3 * 2 * 78 * per_token * nbytes
 
 
 def test_absorbed_equals_expanded_on_whole_sequences():
@@ -182,13 +194,148 @@ def test_mtp_checkpoint_layout_round_trip(tmp_path):
 def test_flops_match_flop_counter():
     torch.manual_seed(0)
     m = HybridLM(config_from_hf({**TINY, "model_type": "deepseek_v3"})).eval()
+    assert_flops_match_counter(m, 101, tokens=40, decode_at=40)  # decode: the absorbed form
+    assert_params_counted([m.layers[0].mixer])
 
-    assert counted_flops(m, torch.randint(0, 101, (1, 40))) == m.forward_flops(40, causal_skip=False)
-    cache = m.new_cache()
-    m.prefill(torch.randint(0, 101, (1, 39)), cache)
-    assert counted_flops(m, torch.randint(0, 101, (1, 1)), cache) == m.decode_flops(40)  # the absorbed form
+
+# -- DeepSeek-V3.2: the lightning indexer ---------------------------------------------------------------------
+def _hf_model_v32(**overrides):
+    return hf_model(transformers.DeepseekV32Config, TINY_V32, **overrides)
+
+
+def test_v32_from_hf_and_back_matches_transformers_and_cached_decode(tmp_path):
+    hf = _hf_model_v32()
+    hf.save_pretrained(tmp_path / "hf")
+    torch.manual_seed(1)
+    ids = torch.randint(0, 101, (2, T_V32))
+    ref = _logits(hf, ids)
+    assert ref.abs().max() > 1.0
+    for layer in hf.model.layers:  # dense (top-k >= T) logits differ: the sparsity matters in this test
+        layer.self_attn.indexer.index_topk = 10_000
+    assert (_logits(hf, ids) - ref).abs().max().item() > 1e-2
+
+    ours = HybridLM.from_hf(tmp_path / "hf").eval()
+    mla = ours.config.mixers["L"]
+    assert ours.config.hf_model_type == "deepseek_v32" and ours.config.layer_ffns == ["D", "M", "M"]
+    assert (mla.index_n_heads, mla.index_head_dim, mla.index_topk, mla.rope_interleaved) == (6, 16, 4, True)
+    assert (_logits(ours, ids) - ref).abs().max().item() <= 1e-4
+
+    ours.save_hf(tmp_path / "ours")
+    back = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "ours").eval()
+    assert type(back).__name__ == "DeepseekV32ForCausalLM" and back.config.index_topk == 4
+    assert (_logits(back, ids) - ref).abs().max().item() <= 1e-4
+
+    # Cached: a first chunk, a second chunk after a cached prefix, then absorbed single-token steps; the same steps
+    # through transformers' own cache agree too. (An exact tie in the indexer scores, e.g. two keys whose every
+    # head's ReLU is 0, is broken by torch.topk in a shape-dependent way, so with unlucky inputs cached and full
+    # passes can pick different keys, in transformers as here; these inputs have no tie at the top-k boundary.)
+    cache, hf_cache = ours.new_cache(), transformers.DynamicCache(config=hf.config)
+    for layer in hf.model.layers:
+        layer.self_attn.indexer.index_topk = 4
+    steps = split_steps(T_V32, [9, 17])
+    got, _ = cached_logits(ours, ids, steps, cache)
+    with torch.no_grad():
+        hf_parts = [hf(input_ids=ids[:, a:b], past_key_values=hf_cache, use_cache=True).logits for a, b in steps]
+    assert (got - ref).abs().max().item() <= 1e-4
+    assert (got - torch.cat(hf_parts, 1)).abs().max().item() <= 1e-4
+    R, r, Di = TINY["kv_lora_rank"], TINY["qk_rope_head_dim"], TINY_V32["index_head_dim"]
+    for layer in cache.layers:
+        assert layer.index_k.shape == (2, T_V32, Di)
+    assert_layer_cache_bytes(ours, cache, T_V32, batch=2, dtype_bytes=4, per_token=R + r + Di)
+    want = {"latent": 3 * 2 * T_V32 * (R + r + Di) * 4}
+    assert cache.memory_by_kind() == ours.cache_bytes_by_kind(T_V32, batch=2, dtype_bytes=4) == want
+    # Both attention forms give the same sparse result.
+    for b in ours.layers:
+        b.mixer.absorb = "always"
+    assert (_logits(ours, ids) - ref).abs().max().item() <= 1e-4
+
+
+def test_v32_accounting_matches_counts():
+    torch.manual_seed(0)
+    # top-k above the context: the masked dense computation the counter sees is exactly the sparse count
+    m = HybridLM(config_from_hf({**TINY_V32, "model_type": "deepseek_v32", "index_topk": 64})).eval()
+    assert_flops_match_counter(m, 101, tokens=40, decode_at=40)
     mla = m.layers[0].mixer
-    assert mla.num_params() == sum(p.numel() for p in mla.parameters())
+    assert_params_counted([mla])
+    # sparse counts: attention over at most index_topk keys, the indexer over every causal key
+    c = mla.cfg.__class__(**{**mla.cfg.__dict__, "index_topk": 4})
+    from hybridlm.mixers.mla import MLA
+    sparse = MLA(c, 48)
+    assert sparse.keys_seen(40) == 4 and sparse.keys_seen(3) == 3
+    assert sparse.mean_keys(8) == (1 + 2 + 3 + 4 * 5) / 8
+    dense_keys = 2 * 3 * (18 + 12)
+    assert sparse.decode_flops(40) - sparse.decode_flops(39) == 2 * 6 * 17  # attention capped, indexer grows
+    assert sparse.flops_per_token(8) - sparse._proj_flops() == dense_keys * 26 / 8 + 2 * 6 * 17 * 4.5
+
+
+def test_indexer_config_errors_name_the_field():
+    for change, match in [({"index_n_heads": -1}, "index_n_heads"), ({"index_topk": 0}, "index_topk"),
+                          ({"index_head_dim": 4}, "index_head_dim"), ({"q_lora_rank": None}, "q_lora_rank")]:
+        with pytest.raises(ValueError, match=match):
+            MLAConfig(num_heads=2, **{"index_n_heads": 4, "index_head_dim": 16, "qk_rope_head_dim": 8, **change}
+                      ).validate("mixers.L", 48)
+    MLAConfig(num_heads=2, q_lora_rank=None).validate("mixers.L", 48)  # no indexer: V2-Lite style still fine
+
+
+def test_deepseek_v32_preset_reproduces_published_totals():
+    m = HybridLM(get_config("deepseek-v3.2"), device="meta")
+    v3 = HybridLM(get_config("deepseek-v3"), device="meta")
+    V, D = m.config.vocab_size, m.config.d_model
+    mla = m.config.mixers["L"]
+    assert (mla.index_n_heads, mla.index_head_dim, mla.index_topk) == (64, 128, 2048)
+    per_layer = 1536 * 64 * 128 + 7168 * 128 + 2 * 128 + 7168 * 64
+    assert round(per_layer / 1e6, 2) == 13.96  # caveat: 13.96M per layer
+    assert m.num_params(mtp=False) - v3.num_params(mtp=False) == 61 * per_layer
+    assert abs(61 * per_layer / 1e9 - 0.851) < 1e-3  # caveat '0.851B' (0.8515B: truncated, not rounded)
+    assert round(m.num_params(mtp=False) / 1e9, 3) == 671.878  # caveat: main model 671.878B
+    assert m.num_params() - v3.num_params() == 62 * per_layer  # + 14M in the MTP layer
+    bias = sum(b.numel() for n, b in m.named_buffers() if n.endswith("expert_bias"))
+    assert m.num_params() + 2 * V * D + bias == 685_355_329_792  # HF safetensors total (DeepSeek-V3.2, logical)
+    # caveat: the indexer is always active
+    assert m.active_params() - v3.active_params() == 61 * per_layer
+    assert m.num_params_analytic() == m.num_params()
+    assert m.cache_bytes_by_kind(8192) == {"latent": 61 * (576 + 128) * 8192 * 2}
+
+
+def test_v32_preset_matches_published_hyperparameters():
+    import json
+    entry = next(e for e in json.loads(REFERENCE.read_text())["models"] if e["name"].startswith("DeepSeek-V3.2-Exp"))
+    ours = config_from_hf(entry["fields"])
+    preset = get_config("deepseek-v3.2")
+    assert ours.mixers == preset.mixers and ours.layer_ffns == preset.layer_ffns
+    assert {k: v for k, v in ours.ffns["M"].__dict__.items() if k != "bias_update_rate"} == \
+        {k: v for k, v in preset.ffns["M"].__dict__.items() if k != "bias_update_rate"}  # a training setting
+    assert (ours.num_layers, ours.d_model, ours.vocab_size, ours.mtp_depth, ours.max_seq_len) == (
+        preset.num_layers, preset.d_model, preset.vocab_size, preset.mtp_depth, preset.max_seq_len)
+
+
+def test_v32_indexer_learns_from_its_kl_loss_only():
+    # V3.2's sparse stage: KL(main attention on the selected keys || softmax(index scores)); the indexer's input is
+    # detached, so the KL trains the indexer only and the LM loss never reaches it.
+    cfg = config_from_hf({**TINY_V32, "model_type": "deepseek_v32", "index_topk": 6})
+    cfg = cfg.replace(mixers={k: {**v.__dict__, "index_loss_coef": 1.0} for k, v in cfg.mixers.items()})
+    torch.manual_seed(0)
+    m = HybridLM(cfg).train()
+    ids = torch.randint(0, 101, (2, 30))
+    out = m(ids, labels=ids)
+    mixers = [b.mixer for b in m.layers]
+    kl = torch.stack([mx.aux_loss for mx in mixers]).sum()
+    idx = {id(p) for mx in mixers for p in mx.indexer.parameters()}
+    grads = torch.autograd.grad(kl, list(m.parameters()), allow_unused=True)
+    touched = {id(p) for p, g in zip(m.parameters(), grads) if g is not None and g.abs().sum() > 0}
+    assert touched and touched <= idx
+    grads = torch.autograd.grad(out.ce_loss, list(m.parameters()), allow_unused=True)
+    assert all(g is None or g.abs().sum() == 0 for p, g in zip(m.parameters(), grads) if id(p) in idx)
+    opt = torch.optim.Adam([p for mx in mixers for p in mx.indexer.parameters()], lr=1e-2)
+    kls = []
+    for _ in range(30):
+        m(ids, labels=ids)
+        kl = torch.stack([mx.aux_loss for mx in mixers]).sum()
+        kls.append(float(kl.detach()))
+        opt.zero_grad()
+        kl.backward()
+        opt.step()
+    assert kls[-1] < 0.7 * kls[0]
 
 
 # -- presets -----------------------------------------------------------------------------------------------
