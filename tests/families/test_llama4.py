@@ -1,4 +1,4 @@
-"""Llama 4 (issue 5): chunked local attention with interleaved RoPE (llama3 scaling) and weightless QK-norm, global
+"""The Llama 4 family (issue 5): chunked local attention with interleaved RoPE (llama3 scaling) and weightless QK-norm, global
 NoPE layers with attention-temperature tuning, top-1 sigmoid routing that scales the expert input, one shared
 expert, dense/MoE interleaving. Oracle: transformers==5.23.0 Llama4ForCausalLM with random weights, both ways;
 cached decode against the full forward; accounting against direct counts; presets against published totals."""
@@ -7,7 +7,9 @@ import json
 
 import pytest
 import torch
-from flops import counted_flops
+from harness.cache_bytes import assert_cache_bytes_match
+from harness.cached_decode import assert_cached_decode_matches, split_steps
+from harness.flops import assert_flops_match_counter, assert_params_counted
 
 from hybridlm import AttentionConfig, HybridLM, ModelConfig, MoEConfig, get_config
 from hybridlm.cli import main
@@ -77,11 +79,7 @@ def test_from_hf_and_back_match_transformers_and_cache(step, tmp_path):
             setattr(cfg_obj, field, on)
 
     # Cached decode equals the full forward past chunk boundaries and temperature steps.
-    with torch.no_grad():
-        cache = ours.new_cache()
-        first = ours(ids[:, :11], cache=cache).logits
-        rest = [ours(ids[:, t:t + 1], cache=cache).logits for t in range(11, 41)]
-    assert _diff(torch.cat([first, *rest], 1), ref) <= 1e-4
+    cache = assert_cached_decode_matches(ours, ids, split_steps(41, [11]), ref=ref)
     assert cache.layers[0].k.shape[2] == 41 % 8 and cache.layers[3].k.shape[2] == 41  # chunk bounded, NoPE full
 
     ours.save_hf(tmp_path / "ours")
@@ -172,13 +170,8 @@ def _tiny(dtype=torch.float32) -> HybridLM:
 @pytest.mark.parametrize("dtype, nbytes", [(torch.float32, 4), (torch.bfloat16, 2)])
 def test_cache_bytes_equal_memory_after_prefill(dtype, nbytes):
     m = _tiny(dtype)
-    cache = m.new_cache()
-    m.prefill(torch.randint(0, 97, (2, 77)), cache, chunk=30)
-    assert cache.memory_by_kind() == m.cache_bytes_by_kind(77, batch=2, dtype_bytes=nbytes)
-    for L in range(78, 82):  # one token at a time, through the block boundary at 80
-        with torch.no_grad():
-            m(torch.randint(0, 97, (2, 1)), cache=cache)
-        assert cache.memory_bytes() == m.cache_bytes(L, batch=2, dtype_bytes=nbytes)
+    # then one token at a time (78 .. 81), through the block boundary at 80
+    assert_cache_bytes_match(m, 97, 77, batch=2, dtype_bytes=nbytes, chunk=30, decode_steps=4)
 
 
 def test_flops_match_flop_counter_and_brute_force():
@@ -189,14 +182,11 @@ def test_flops_match_flop_counter_and_brute_force():
         assert attn.mean_keys(L) == pytest.approx(sum(seen) / L)
         assert attn.keys_seen(L) == sum((t - 1) // 8 == (L - 1) // 8 for t in range(1, L + 1))
         assert attn.cache_tokens(L) == L % 8
-    assert attn.num_params() == sum(p.numel() for p in attn.parameters())  # weightless QK-norm: no parameters
+    assert_params_counted([attn])  # weightless QK-norm: no parameters
     assert m.num_params_analytic() == m.num_params()
 
     # the counter counts SDPA densely (it cannot see the mask): causal_skip=False
-    assert counted_flops(m, torch.randint(0, 97, (1, 37))) == m.forward_flops(37, causal_skip=False)
-    cache = m.new_cache()
-    m.prefill(torch.randint(0, 97, (1, 39)), cache)
-    assert counted_flops(m, torch.randint(0, 97, (1, 1)), cache) == m.decode_flops(40)  # chunk layers: 8 keys, NoPE: 40
+    assert_flops_match_counter(m, 97, tokens=37, decode_at=40)  # decode: chunk layers see 8 keys, NoPE 40
 
 
 def test_config_mistakes_name_the_field():
