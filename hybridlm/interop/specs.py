@@ -33,7 +33,7 @@ class Spec:
         from ..config import ModelConfig
         from ..presets import get_config
         if self.kind == "checkpoint":
-            from ..checkpoint import Checkpoint
+            from .checkpoint import Checkpoint
             return Checkpoint.open(self.path).model_config()
         if self.kind == "hf":
             from ..hf import checked_config, read_config
@@ -47,7 +47,7 @@ def resolve(spec: str | Path) -> Spec:
     """Tell the four kinds of spec apart: a checkpoint directory (marker or `latest` pointer), any other directory
     (Hugging Face), a path ending in .json (a ModelConfig file), else a preset name. Nothing is read or checked
     here: model_config() and load_model() report a missing file or an unknown preset."""
-    from ..checkpoint import is_checkpoint
+    from .checkpoint import is_checkpoint
     text = str(spec)
     p = Path(text)
     if is_checkpoint(p):
@@ -67,7 +67,7 @@ def load_model(spec: str | Path | Spec, device: str = "cpu", meta: bool = False,
     from ..model import HybridLM
     s = spec if isinstance(spec, Spec) else resolve(spec)
     if s.kind == "checkpoint":  # a hybridlm training run or step directory: its weights and tokenizer
-        from ..checkpoint import Checkpoint
+        from .checkpoint import Checkpoint
         ckpt = Checkpoint.open(s.path)
         if meta:
             return HybridLM(ckpt.model_config(), device="meta"), ckpt.path
