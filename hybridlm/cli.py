@@ -92,33 +92,7 @@ def cmd_info(args) -> None:
 
 
 def _describe(c) -> str:
-    if c.kind == "attention":
-        extras = [f"rope {c.rope_dim}/{c.head_dim}" if c.rope_dim else "NoPE"]
-        extras += ["qk-norm"] * c.qk_norm + ["out-gate"] * c.output_gate
-        extras += [f"window {c.sliding_window}"] if c.sliding_window else []
-        extras += [f"chunk {c.chunk_size}"] if c.chunk_size else []
-        extras += [f"temperature tuning (floor {c.floor_scale})"] if c.temperature_tuning else []
-        return f"attention {c.num_heads}q/{c.num_kv_heads}kv x {c.head_dim} ({', '.join(extras)})"
-    if c.kind == "gated_deltanet":
-        return f"gated deltanet {c.num_qk_heads}qk/{c.num_v_heads}v x {c.head_k_dim}/{c.head_v_dim}, conv {c.conv_kernel}"
-    if c.kind == "mla":
-        q = f"q_lora {c.q_lora_rank}" if c.q_lora_rank else "full-rank q"
-        rope = f"rope {c.qk_rope_head_dim}" + (f", yarn x{c.yarn_factor:g}" if c.rope_scaling == "yarn" else "")
-        return (f"MLA {c.num_heads}q x {c.qk_nope_head_dim}+{c.qk_rope_head_dim}/{c.v_head_dim} ({q}, kv_lora "
-                f"{c.kv_lora_rank}, {rope}; cache {c.kv_lora_rank + c.qk_rope_head_dim}/token)")
-    if c.kind == "compressed_attention":
-        comp = {"none": "window only", "csa": f"CSA {c.compress_ratio}x, indexer {c.index_n_heads}h top-{c.index_topk}",
-                "hca": f"HCA {c.compress_ratio}x"}[c.compression]
-        yarn = f", yarn x{c.rope_scaling['factor']:g}" if c.rope_scaling else ""
-        return (f"shared-KV attention {c.num_heads}q x {c.head_dim} (window {c.sliding_window} + sink, {comp}; "
-                f"rope {c.rope_dim} theta {c.rope_theta:g}{yarn}; output {c.o_groups} groups x {c.o_lora_rank})")
-    if c.kind == "moe":
-        shared = f" + shared {c.shared_size}" if c.shared_size else ""
-        groups = f", {c.topk_groups} of {c.n_groups} groups" if c.topk_groups < c.n_groups else ""
-        extra = (", hash-routed" if c.hash_routing else "") + (f", swiglu clamp {c.swiglu_limit:g}"
-                                                                if c.swiglu_limit else "")
-        return f"moe {c.num_experts}e top-{c.top_k} x {c.expert_size}{shared} ({c.score_func}{groups}{extra})"
-    return f"swiglu {c.intermediate_size}"
+    return c.describe()
 
 
 def cmd_generate(args) -> int:

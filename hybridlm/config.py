@@ -117,6 +117,20 @@ class AttentionConfig:
     def rope_dim(self) -> int:
         return int(self.head_dim * self.rope_fraction)
 
+    def describe(self, brief: bool = False) -> str:
+        """What `hybridlm info` shows for this mixer; brief: its label in `cost`'s layout summary."""
+        if brief:
+            label = ("gated " if self.output_gate else "") + f"attention {self.num_heads}q/{self.num_kv_heads}kv"
+            label += f" window {self.sliding_window}" if self.sliding_window else ""
+            label += f" chunk {self.chunk_size}" if self.chunk_size else ""
+            return label + (" NoPE" if not self.rope_dim else "")
+        extras = [f"rope {self.rope_dim}/{self.head_dim}" if self.rope_dim else "NoPE"]
+        extras += ["qk-norm"] * self.qk_norm + ["out-gate"] * self.output_gate
+        extras += [f"window {self.sliding_window}"] if self.sliding_window else []
+        extras += [f"chunk {self.chunk_size}"] if self.chunk_size else []
+        extras += [f"temperature tuning (floor {self.floor_scale})"] if self.temperature_tuning else []
+        return f"attention {self.num_heads}q/{self.num_kv_heads}kv x {self.head_dim} ({', '.join(extras)})"
+
 
 @dataclass
 class GatedDeltaNetConfig:
@@ -135,6 +149,13 @@ class GatedDeltaNetConfig:
                       "chunk_size")
         if self.num_v_heads % self.num_qk_heads:
             _fail(f"{where}.num_v_heads", self.num_v_heads, f"must be a multiple of num_qk_heads={self.num_qk_heads}")
+
+    def describe(self, brief: bool = False) -> str:
+        """What `hybridlm info` shows for this mixer; brief: its label in `cost`'s layout summary."""
+        if brief:
+            return "Gated DeltaNet"
+        return (f"gated deltanet {self.num_qk_heads}qk/{self.num_v_heads}v x {self.head_k_dim}/{self.head_v_dim}, "
+                f"conv {self.conv_kernel}")
 
 
 @dataclass
@@ -207,6 +228,15 @@ class MLAConfig:
     def has_indexer(self) -> bool:
         return self.index_n_heads > 0
 
+    def describe(self, brief: bool = False) -> str:
+        """What `hybridlm info` shows for this mixer; brief: its label in `cost`'s layout summary."""
+        if brief:
+            return f"MLA {self.num_heads}q, latent {self.kv_lora_rank}+{self.qk_rope_head_dim}"
+        q = f"q_lora {self.q_lora_rank}" if self.q_lora_rank else "full-rank q"
+        rope = f"rope {self.qk_rope_head_dim}" + (f", yarn x{self.yarn_factor:g}" if self.rope_scaling == "yarn" else "")
+        return (f"MLA {self.num_heads}q x {self.qk_nope_head_dim}+{self.qk_rope_head_dim}/{self.v_head_dim} ({q}, "
+                f"kv_lora {self.kv_lora_rank}, {rope}; cache {self.kv_lora_rank + self.qk_rope_head_dim}/token)")
+
 
 @dataclass
 class CompressedAttentionConfig:
@@ -259,6 +289,21 @@ class CompressedAttentionConfig:
             if not all(rs[k] > 0 for k in self._YARN_KEYS):
                 _fail(f"{where}.rope_scaling", rs, "needs every value > 0")
 
+    def describe(self, brief: bool = False) -> str:
+        """What `hybridlm info` shows for this mixer; brief: its label in `cost`'s layout summary."""
+        if brief:
+            label = {"none": f"window-only ({self.sliding_window})",
+                     "csa": f"CSA ({self.compress_ratio}x, top-{self.index_topk})",
+                     "hca": f"HCA ({self.compress_ratio}x)"}[self.compression]
+            return f"shared-KV {self.num_heads}q x {self.head_dim} {label}"
+        comp = {"none": "window only",
+                "csa": f"CSA {self.compress_ratio}x, indexer {self.index_n_heads}h top-{self.index_topk}",
+                "hca": f"HCA {self.compress_ratio}x"}[self.compression]
+        yarn = f", yarn x{self.rope_scaling['factor']:g}" if self.rope_scaling else ""
+        return (f"shared-KV attention {self.num_heads}q x {self.head_dim} (window {self.sliding_window} + sink, "
+                f"{comp}; rope {self.rope_dim} theta {self.rope_theta:g}{yarn}; output {self.o_groups} groups x "
+                f"{self.o_lora_rank})")
+
 
 @dataclass
 class DenseFFNConfig:
@@ -270,6 +315,10 @@ class DenseFFNConfig:
     def validate(self, where: str, d_model: int) -> None:
         if self.intermediate_size < 1:
             _fail(f"{where}.intermediate_size", self.intermediate_size, "must be >= 1")
+
+    def describe(self) -> str:
+        """What `hybridlm info` shows for this FFN."""
+        return f"swiglu {self.intermediate_size}"
 
 
 @dataclass
@@ -319,6 +368,14 @@ class MoEConfig:
         if self.top_k > self.topk_groups * (self.num_experts // self.n_groups):
             _fail(f"{where}.top_k", self.top_k, f"exceeds the experts of topk_groups={self.topk_groups} groups "
                   f"({self.topk_groups * (self.num_experts // self.n_groups)})")
+
+    def describe(self) -> str:
+        """What `hybridlm info` shows for this FFN."""
+        shared = f" + shared {self.shared_size}" if self.shared_size else ""
+        groups = f", {self.topk_groups} of {self.n_groups} groups" if self.topk_groups < self.n_groups else ""
+        extra = (", hash-routed" if self.hash_routing else "") + (f", swiglu clamp {self.swiglu_limit:g}"
+                                                                  if self.swiglu_limit else "")
+        return f"moe {self.num_experts}e top-{self.top_k} x {self.expert_size}{shared} ({self.score_func}{groups}{extra})"
 
 
 MixerConfig = AttentionConfig | GatedDeltaNetConfig | MLAConfig | CompressedAttentionConfig

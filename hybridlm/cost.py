@@ -170,20 +170,7 @@ def serving_point(model, context: int, hw: Hardware, a: Assumptions) -> dict:
 def describe_layout(cfg) -> str:
     counts: dict[str, int] = {}
     for letter in cfg.layer_mixers:
-        c = cfg.mixers[letter]
-        if c.kind == "attention":
-            label = ("gated " if c.output_gate else "") + f"attention {c.num_heads}q/{c.num_kv_heads}kv"
-            label += f" window {c.sliding_window}" if c.sliding_window else ""
-            label += f" chunk {c.chunk_size}" if c.chunk_size else ""
-            label += " NoPE" if not c.rope_dim else ""
-        elif c.kind == "mla":
-            label = f"MLA {c.num_heads}q, latent {c.kv_lora_rank}+{c.qk_rope_head_dim}"
-        elif c.kind == "compressed_attention":
-            label = {"none": f"window-only ({c.sliding_window})", "csa": f"CSA ({c.compress_ratio}x, top-{c.index_topk})",
-                     "hca": f"HCA ({c.compress_ratio}x)"}[c.compression]
-            label = f"shared-KV {c.num_heads}q x {c.head_dim} {label}"
-        else:
-            label = "Gated DeltaNet"
+        label = cfg.mixers[letter].describe(brief=True)
         counts[label] = counts.get(label, 0) + 1
     return " + ".join(f"{n} {label}" for label, n in counts.items())
 
