@@ -6,6 +6,9 @@
     MTP (depth 1, DeepSeek-V3 / Qwen3-Next): h' = proj([norm(embed(t+1)); norm(h)]) -> block -> norm -> head,
     predicting token t+2; h is the main stack's final (normed) hidden state, as vLLM feeds it.
 
+Every block and mixer gets the forward's `ForwardContext` (layers/context.py): a layer may leave a named value for
+later layers (YOCO's shared KV, SambaY's saved memory).
+
 With hc_mult = n > 1 (DeepSeek-V4's mHC, hyper.py) the residual is n copies [B, T, n, D]: each sublayer reads a
 learned mix of them and writes back through a Sinkhorn-normalised mixing, and a hyper-head collapses them before the
 final norm; the MTP module then takes the copies.
@@ -25,12 +28,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cache import HybridCache
+from ..core.norms import RMSNorm
+from ..core.runtime import available_memory_bytes
+from ..layers.cache import HybridCache
+from ..layers.context import ForwardContext
+from ..layers.ffn import build_ffn
+from ..layers.mixers import build_mixer
 from .config import ModelConfig
 from .hyper import HyperConnection, HyperHead
-from .mixers import build_mixer
-from .moe import DenseFFN, MoE
-from .norms import RMSNorm
 
 
 @dataclass
@@ -41,13 +46,6 @@ class ModelOutput:
     aux_loss: torch.Tensor | None = None
     mtp_loss: torch.Tensor | None = None
     mtp_logits: torch.Tensor | None = None
-
-
-FFNS = {"dense": DenseFFN, "moe": MoE}
-
-
-def build_ffn(cfg, d_model: int, vocab_size: int | None = None) -> nn.Module:
-    return FFNS[cfg.kind](cfg, d_model, vocab_size)
 
 
 class Block(nn.Module):
@@ -76,13 +74,13 @@ class Block(nn.Module):
             if hc is not None:
                 hc.init_weights(std)
 
-    def forward(self, x: torch.Tensor, pos0: int = 0, cache=None, token_ids: torch.Tensor | None = None
-                ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, pos0: int = 0, cache=None, token_ids: torch.Tensor | None = None,
+                ctx: ForwardContext | None = None) -> torch.Tensor:
         if self.attn_hc is None:
-            x = x + self.mixer(self.mixer_norm(x), pos0, cache)
+            x = x + self.mixer(self.mixer_norm(x), pos0, cache, ctx)
             return x + self.ffn(self.ffn_norm(x), token_ids)
         u, post, comb = self.attn_hc(x)
-        x = HyperConnection.expand(self.mixer(self.mixer_norm(u), pos0, cache), x, post, comb)
+        x = HyperConnection.expand(self.mixer(self.mixer_norm(u), pos0, cache, ctx), x, post, comb)
         u, post, comb = self.ffn_hc(x)
         return HyperConnection.expand(self.ffn(self.ffn_norm(u), token_ids), x, post, comb)
 
@@ -124,7 +122,7 @@ class MTP(nn.Module):
         hn = self.hidden_norm(h)
         if self.hc_head is not None:
             e = e.unsqueeze(2).expand_as(hn)
-        x = self.block(self.proj(torch.cat((e, hn), dim=-1)), token_ids=next_ids)
+        x = self.block(self.proj(torch.cat((e, hn), dim=-1)), token_ids=next_ids, ctx=ForwardContext())
         return self.norm(x if self.hc_head is None else self.hc_head(x))
 
 
@@ -193,8 +191,10 @@ class HybridLM(nn.Module):
         x = self.embed(input_ids)
         if self.hc_head is not None:
             x = x.unsqueeze(2).expand(-1, -1, self.config.hc_mult, -1).contiguous()
+        ctx = ForwardContext(pos0=pos0)  # what a layer leaves for later ones, this forward only (layers/context.py)
         for i, block in enumerate(self.layers):
-            x = block(x, pos0, cache.layers[i] if cache is not None else None, input_ids)
+            ctx.layer = i
+            x = block(x, pos0, cache.layers[i] if cache is not None else None, input_ids, ctx)
         if cache is not None:
             cache.pos += input_ids.shape[1]
         return (x, None) if self.hc_head is None else (self.hc_head(x), x)
@@ -268,11 +268,11 @@ class HybridLM(nn.Module):
     # -- Hugging Face ---------------------------------------------------------------------
     @classmethod
     def from_hf(cls, path, device: str | torch.device | None = None, dtype: torch.dtype = torch.float32) -> HybridLM:
-        from .hf import load_hf
+        from ..hf import load_hf
         return load_hf(path, device=device, dtype=dtype)
 
     def save_hf(self, path, dtype: torch.dtype | None = None) -> None:
-        from .hf import save_hf
+        from ..hf import save_hf
         save_hf(self, path, dtype=dtype)
 
     # -- accounting -----------------------------------------------------------------------
@@ -310,8 +310,7 @@ class HybridLM(nn.Module):
     def flops_per_token(self, context: int, causal_skip: bool = True, head: bool = True) -> float:
         """Forward FLOPs per token averaged over a causal pass of `context` tokens from an empty cache
         (attention: mean keys per query; see Attention.flops_per_token for causal_skip)."""
-        n = sum(b.mixer.flops_per_token(context, causal_skip) if hasattr(b.mixer, "keys_seen")
-                else b.mixer.flops_per_token(context) for b in self.layers)
+        n = sum(b.mixer.flops_per_token(context, causal_skip) for b in self.layers)
         n += sum(b.ffn.flops_per_token() + b.hc_flops() for b in self.layers)
         return n + (self.head_flops() if head else 0)
 
@@ -330,14 +329,24 @@ class HybridLM(nn.Module):
 
     def cache_bytes_by_kind(self, context: int, batch: int = 1, dtype_bytes: int = 2,
                             state_bytes: int | None = 4) -> dict[str, int]:
-        """Cache after `context` tokens, split like HybridCache.memory_by_kind(): 'kv' (attention layers),
-        'latent' (MLA layers, a mixer's `cache_kind`) and 'recurrent' (conv window in dtype_bytes, state in
-        state_bytes; None = dtype_bytes)."""
+        """Cache after `context` tokens, split like HybridCache.memory_by_kind() by each mixer's `cache_kind`:
+        'kv' (attention), 'latent' (MLA), 'compressed' (DeepSeek-V4), 'recurrent' (conv window in dtype_bytes, state
+        in state_bytes; None = dtype_bytes)."""
         out: dict[str, int] = {}
         for b in self.layers:
-            kind = getattr(b.mixer, "cache_kind", None) or ("kv" if hasattr(b.mixer, "keys_seen") else "recurrent")
+            kind = b.mixer.cache_kind
             out[kind] = out.get(kind, 0) + b.mixer.cache_bytes(context, batch, dtype_bytes, state_bytes)
         return out
 
     def cache_bytes(self, context: int, batch: int = 1, dtype_bytes: int = 2, state_bytes: int | None = 4) -> int:
         return sum(self.cache_bytes_by_kind(context, batch, dtype_bytes, state_bytes).values())
+
+
+def check_fits(cfg: ModelConfig, bytes_per_param: int = 4) -> None:
+    """Refuse to materialise a model that would not fit in the memory available now (counted on the meta device)."""
+    n = HybridLM(cfg, device="meta").num_params()
+    need, have = n * bytes_per_param, available_memory_bytes()
+    if need > 0.8 * have:
+        raise ValueError(f"{cfg.name}: {n:,} parameters need {need / 2**30:.1f} GiB in fp32, but only "
+                         f"{have / 2**30:.1f} GiB is available; inspect it with `hybridlm info` (meta device) "
+                         f"or use a tiny preset")

@@ -1,0 +1,58 @@
+"""RMSNorm variants used across the families.
+
+- `RMSNorm(zero_centered=False)`: x_hat * w, w initialised to 1 (Llama, DeepSeek).
+- `RMSNorm(zero_centered=True)`: x_hat * (1 + w), w initialised to 0 (Qwen3-Next / Qwen3.5), so weight
+  decay pulls the scale toward 1 rather than 0.
+- `GatedRMSNorm`: per-head norm of the Gated DeltaNet output, then * silu(z) (norm before gate).
+
+All normalise in float32 and cast back, as the reference implementations do, so parity holds in bf16 too.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def rms_normalize(x: torch.Tensor, eps: float) -> torch.Tensor:
+    x32 = x.float()
+    return x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-6, zero_centered: bool = False, weight: bool = True):
+        super().__init__()
+        self.eps, self.zero_centered = eps, zero_centered
+        self.weight = nn.Parameter(torch.empty(dim)) if weight else None
+
+    def init_weights(self) -> None:
+        if self.weight is not None:
+            nn.init.constant_(self.weight, 0.0 if self.zero_centered else 1.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = rms_normalize(x, self.eps)
+        if self.weight is None:
+            return y.type_as(x)
+        if self.zero_centered:
+            return (y * (1.0 + self.weight.float())).type_as(x)
+        return self.weight * y.type_as(x)
+
+    def extra_repr(self) -> str:
+        return f"eps={self.eps}, zero_centered={self.zero_centered}"
+
+
+class GatedRMSNorm(nn.Module):
+    """y = w * rmsnorm(x) * silu(gate), over the last dim (one value head)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.empty(dim))
+
+    def init_weights(self) -> None:
+        nn.init.ones_(self.weight)
+
+    def forward(self, x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        y = self.weight * rms_normalize(x, self.eps).type_as(x)
+        return (y * F.silu(gate.float())).type_as(x)

@@ -1,0 +1,106 @@
+"""The interfaces every token mixer and FFN implements, so the model, the cache container, `cost` and `info` never
+ask which kind a layer is.
+
+A mixer kind is one file, layers/mixers/<kind>.py, holding its config dataclass (`kind` field, `validate`,
+`describe`), its module (this protocol) and its cache class (`kind`, `memory_bytes()`), and registered with
+`@register_mixer(kind, ConfigClass)` (hybridlm.registry). Accounting conventions (docs/cost.md): FLOPs count
+matmuls at 2 per multiply-add, elementwise ops are not counted; `context` is a number of tokens.
+
+Shapes: B batch, T new tokens, D d_model.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+from .context import ForwardContext
+
+
+@runtime_checkable
+class MixerConfig(Protocol):
+    """A mixer's config dataclass: serialisable fields plus these."""
+
+    kind: str
+
+    def validate(self, where: str, d_model: int) -> None:
+        """Raise ValueError naming `where`.<field> for a user's mistake; may fill derived defaults."""
+
+    def describe(self, brief: bool = False) -> str:
+        """One line for `hybridlm info` (brief: the label `hybridlm cost` groups layers by)."""
+
+
+@runtime_checkable
+class LayerCache(Protocol):
+    """One layer's decode state."""
+
+    kind: str  # the label HybridCache.memory_by_kind and HybridLM.cache_bytes_by_kind group by
+
+    def memory_bytes(self) -> int: ...
+
+
+@runtime_checkable
+class Mixer(Protocol):
+    """A token mixer module, built as `Mixer(cfg, d_model, norm_eps, zero_centered)` (on the meta device first)."""
+
+    cfg: Any
+    cache_kind: str  # = the `kind` of the cache new_cache() returns: "kv" | "latent" | "recurrent" | "compressed"
+
+    def forward(self, x_BTD: torch.Tensor, pos0: int = 0, cache: Any = None,
+                ctx: ForwardContext | None = None) -> torch.Tensor:
+        """[B, T, D] -> [B, T, D] for tokens at absolute positions pos0 .. pos0+T-1; advances `cache` when given.
+        `ctx`: what earlier layers of this forward left (None: nothing, e.g. a mixer called on its own)."""
+
+    def init_weights(self, std: float, out_std: float) -> None:
+        """Initialise every parameter (after to_empty): std for projections, out_std for the output projection."""
+
+    def new_cache(self) -> LayerCache: ...
+
+    def num_params(self) -> int:
+        """Parameters, computed from the config (tests hold it against a direct count)."""
+
+    def flops_per_token(self, context: int, causal_skip: bool = True) -> float:
+        """Prefill FLOPs per token averaged over a causal pass of `context` tokens from an empty cache.
+        causal_skip=False: every query against all keys, as a dense masked kernel (or torch's FLOP counter) does;
+        mixers whose cost does not depend on the mask ignore it."""
+
+    def decode_flops(self, context: int) -> float:
+        """FLOPs of one decode step whose new token is token number `context`."""
+
+    def cache_bytes(self, context: int, batch: int = 1, dtype_bytes: int = 2, state_bytes: int | None = None) -> int:
+        """What new_cache() holds after `context` tokens: cached tensors in dtype_bytes, recurrent state in
+        state_bytes (None = dtype_bytes; mixers without such state ignore it)."""
+
+    def describe(self) -> str:
+        """One line for `hybridlm info` (the config's describe())."""
+
+
+@runtime_checkable
+class FFNConfig(Protocol):
+    kind: str
+
+    def validate(self, where: str, d_model: int) -> None: ...
+
+    def describe(self) -> str: ...
+
+
+@runtime_checkable
+class FFN(Protocol):
+    """A feed-forward module, built as `FFN(cfg, d_model, vocab_size)`."""
+
+    cfg: Any
+    aux_loss: torch.Tensor | None  # a training loss the model adds with aux_loss_weight (None: none this forward)
+
+    def forward(self, x_BTD: torch.Tensor, token_ids: torch.Tensor | None = None) -> torch.Tensor: ...
+
+    def init_weights(self, std: float) -> None: ...
+
+    def num_params(self) -> int: ...
+
+    def active_params(self) -> int:
+        """Parameters one token uses (routed FFNs: top-k experts)."""
+
+    def flops_per_token(self) -> int: ...
+
+    def describe(self) -> str: ...
