@@ -381,13 +381,16 @@ def export_hf(checkpoint: str | Path, hf_dir: str | Path, drop_expert_bias: bool
     """Write a training checkpoint as a Hugging Face checkpoint (config.json + safetensors [+ tokenizer.json]).
 
     The Qwen and Llama 4 HF formats have no routing bias: a checkpoint whose aux-loss-free expert bias moved would
-    route differently once exported, so that needs drop_expert_bias=True, said out loud. DeepSeek's formats keep it
-    (e_score_correction_bias / gate.bias); a hash-routed layer's bias never routes."""
+    route differently once exported, so that needs drop_expert_bias=True, said out loud. A format whose converter
+    lists expert_bias in kept_buffers keeps it (DeepSeek's e_score_correction_bias / gate.bias); a hash-routed
+    layer's bias never routes."""
     ckpt = Checkpoint.open(checkpoint)
     model = ckpt.load_model()
-    kinds = {m.kind for m in model.config.mixers.values()}
-    keeps_bias = model.config.hf_model_type in ("deepseek_v3", "deepseek_v32", "deepseek_v4") or (
-        model.config.hf_model_type is None and kinds & {"mla", "compressed_attention"})
+    from .hf import save_target
+    try:
+        keeps_bias = "expert_bias" in save_target(model.config)[0].kept_buffers
+    except ValueError:  # no format writes this config: save_hf below says so
+        keeps_bias = False
     moved = [n for n, b in model.named_buffers() if n.endswith("expert_bias") and bool(b.any()) and not keeps_bias
              and not getattr(model.get_submodule(n.rsplit(".", 1)[0]).cfg, "hash_routing", False)]
     if moved and not drop_expert_bias:
