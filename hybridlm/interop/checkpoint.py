@@ -280,7 +280,7 @@ class Checkpoint:
         return step
 
     def model_config(self):
-        from ..config import ModelConfig
+        from ..model import ModelConfig
         return ModelConfig.from_json(self.path / "model_config.json")
 
     def model_state(self, model: torch.nn.Module | None = None) -> dict[str, torch.Tensor]:

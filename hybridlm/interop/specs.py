@@ -30,13 +30,13 @@ class Spec:
 
     def model_config(self):
         """The spec's ModelConfig, without building a model or reading any weights."""
-        from ..config import ModelConfig
+        from ..model import ModelConfig
         from ..presets import get_config
         if self.kind == "checkpoint":
             from .checkpoint import Checkpoint
             return Checkpoint.open(self.path).model_config()
         if self.kind == "hf":
-            from ..hf import checked_config, read_config
+            from .hf import checked_config, read_config
             return checked_config(self.path, read_config(self.path))
         if self.kind == "config":
             return ModelConfig.from_json(self.path)
@@ -63,8 +63,7 @@ def load_model(spec: str | Path | Spec, device: str = "cpu", meta: bool = False,
     """-> (model, tokenizer_dir or None). A checkpoint or HF directory brings its weights and tokenizer; a preset or
     config file gets random weights from `seed` (after the memory check). meta=True builds on the meta device and
     reads no weights."""
-    from .. import runtime
-    from ..model import HybridLM
+    from ..model import HybridLM, check_fits
     s = spec if isinstance(spec, Spec) else resolve(spec)
     if s.kind == "checkpoint":  # a hybridlm training run or step directory: its weights and tokenizer
         from .checkpoint import Checkpoint
@@ -79,6 +78,6 @@ def load_model(spec: str | Path | Spec, device: str = "cpu", meta: bool = False,
     cfg = s.model_config()
     if meta:
         return HybridLM(cfg, device="meta"), None
-    runtime.check_fits(cfg)
+    check_fits(cfg)
     torch.manual_seed(seed)
     return HybridLM(cfg, device=device), None

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from ...config import ModelConfig
+from ...model.config import ModelConfig
 from ...registry import CONVERTERS
 from ..safeio import (
     CheckpointError,

@@ -24,7 +24,10 @@ from __future__ import annotations
 
 import torch
 
-from ...config import DenseFFNConfig, MLAConfig, ModelConfig, MoEConfig
+from ...layers.ffn.dense import DenseFFNConfig
+from ...layers.ffn.moe import MoEConfig
+from ...layers.mixers.mla import MLAConfig
+from ...model.config import ModelConfig
 from ...registry import register_converter
 from .base import SWIGLU, Converter, runs
 

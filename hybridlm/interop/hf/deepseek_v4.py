@@ -25,7 +25,9 @@ import re
 
 import torch
 
-from ...config import CompressedAttentionConfig, ModelConfig, MoEConfig
+from ...layers.ffn.moe import MoEConfig
+from ...layers.mixers.compressed_attention import CompressedAttentionConfig
+from ...model.config import ModelConfig
 from ...registry import register_converter
 from .base import Converter, Reader, runs
 

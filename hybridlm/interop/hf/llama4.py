@@ -23,7 +23,10 @@ import re
 
 import torch
 
-from ...config import AttentionConfig, DenseFFNConfig, ModelConfig, MoEConfig
+from ...layers.ffn.dense import DenseFFNConfig
+from ...layers.ffn.moe import MoEConfig
+from ...layers.mixers.attention import AttentionConfig
+from ...model.config import ModelConfig
 from ...registry import register_converter
 from .base import SWIGLU, Converter, runs
 

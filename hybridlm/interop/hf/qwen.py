@@ -24,7 +24,11 @@ import re
 
 import torch
 
-from ...config import AttentionConfig, DenseFFNConfig, GatedDeltaNetConfig, ModelConfig, MoEConfig
+from ...layers.ffn.dense import DenseFFNConfig
+from ...layers.ffn.moe import MoEConfig
+from ...layers.mixers.attention import AttentionConfig
+from ...layers.mixers.gated_deltanet import GatedDeltaNetConfig
+from ...model.config import ModelConfig
 from ...registry import register_converter
 from .base import SWIGLU, Converter, runs
 
