@@ -1,393 +1,34 @@
-"""`hybridlm compare`: the architecture families side by side on the same data, budget and active-parameter size.
-
-    CompareConfig          the settings of one comparison (profiles: default ~10 min, --quick ~2 min on 2 cores)
-    run_compare(cfg)       train (via `hybridlm train`) -> evaluate -> DIR/report.md, results.json, figures
-    sweep_specs()          --sweep-ratio: the tiny hybrid from all-attention to all-linear
-    add_compare_parser     registers `hybridlm compare`
-
-Each model spec is a preset (trained here), a hybridlm checkpoint or a Hugging Face directory (evaluated as is).
-Per model: validation loss and bits per byte, MQAR recall (a twin trained on the same synthetic budget), needle
-retrieval, speed (training tok/s, prefill tok/s, decode ms/token at several contexts), cache bytes measured
-beside the analytic figure (with the load other processes put on the machine meanwhile), parameters. A model
-that fails is recorded with its error; the others go on, the report is written, and the command exits 1.
-`--resume` reuses finished training runs and finished evaluations in DIR/runs/<label>/.
-"""
+"""Moved to hybridlm.analysis.compare; this module re-exports it for the old import path until the final import
+rewrite of issue 11 (the command itself moves to hybridlm/cli/commands/compare.py once cli/ is a package)."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import json
-import math
 import sys
-import time
-import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
-from .evals import MQARSettings
-
-# Linear:attention ratios of the sweep, from all-attention to all-linear (8 layers: G = Gated DeltaNet).
-SWEEP = {"0:1 (all attention)": "A*8", "1:1": "GA*4", "3:1": "GGGA*2", "7:1": "GGGGGGGA", "1:0 (all linear)": "G*8"}
-
-
-def default_presets() -> list[str]:
-    """Every tiny family preset that exists (name starts with 'tiny-'): later families join as they land."""
-    from .presets import preset_names
-    return [n for n in preset_names() if n.startswith("tiny-")]
-
-
-@dataclass
-class CompareConfig:
-    specs: list[str] = field(default_factory=list)  # empty: default_presets()
-    out: str = "runs/compare"
-    profile: str = "default"  # "default" or "quick": the budgets below, stated in the report
-    budget_tokens: int = 40_960  # training tokens per model and seed
-    seq_len: int = 128
-    batch_size: int = 8
-    lr: float = 3e-3
-    seeds: int = 2  # training seeds per preset (the spread of bits per byte over them is reported)
-    val_sequences: int = 48
-    corpus_max_bytes: int = 4_000_000
-    speed_contexts: list[int] = field(default_factory=lambda: [1024, 4096, 16384])
-    decode_steps: int = 8
-    speed_repeats: int = 3  # speed figures are the best of this many timings (the least disturbed one)
-    needle_contexts: list[int] = field(default_factory=lambda: [128, 512, 1024])
-    needle_depths: tuple[float, ...] = (0.1, 0.5, 0.9)
-    needle_trials: int = 2
-    mqar: MQARSettings = field(default_factory=MQARSettings)
-    max_mqar_params: int = 20_000_000  # larger models (real checkpoints) skip the MQAR twin
-    resume: bool = False
-    sweep_ratio: bool = False
-    progress: bool = True
-
-    @classmethod
-    def quick(cls, **changes) -> CompareConfig:
-        base = dict(profile="quick", budget_tokens=8 * 64 * 16, seq_len=64, seeds=2, val_sequences=16,
-                    speed_contexts=[256, 1024, 2048], decode_steps=4, speed_repeats=2, needle_contexts=[128, 256, 512],
-                    needle_depths=(0.25, 0.75), needle_trials=1,
-                    mqar=MQARSettings(steps=60, batch_size=16, train_pairs=(2, 4, 8), eval_pairs=(2, 4, 8), lr=3e-3,
-                                      eval_seq_lens=(64, 128), eval_examples=32, vocab=64))
-        return cls(**{**base, **changes})
-
-    @property
-    def steps(self) -> int:
-        return max(1, self.budget_tokens // (self.batch_size * self.seq_len))
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-# -- one model ----------------------------------------------------------------------------------------------------
-def _kind(spec: str) -> str:
-    from .checkpoint import is_checkpoint
-    p = Path(spec)
-    if is_checkpoint(p):
-        return "checkpoint"
-    if p.is_dir():
-        return "hf"
-    return "config" if p.suffix == ".json" else "preset"
-
-
-def label_of(spec: str) -> str:
-    p = Path(spec)
-    return p.stem if p.suffix == ".json" else (p.name if p.exists() else spec)
-
-
-def _period(letters: list[str]) -> list[str]:
-    """The shortest repeating unit of a layer plan, at least 2 layers (recall needs two mixing steps)."""
-    n = len(letters)
-    for p in range(1, n + 1):
-        if n % p == 0 and letters == letters[:p] * (n // p):
-            unit = letters[:p]
-            return unit * 2 if p == 1 else unit
-    return letters
-
-
-def _train_runs(spec: str, cfg: CompareConfig, run_dir: Path, tick) -> list[dict]:
-    """Train (or reuse) one run per seed with `hybridlm train`; -> per seed {seed, dir, tokens_per_s, ce_curve,
-    loss_curve, val_curve, unigram_loss, load}. The CE curve is the next-token term alone (comparable with validation
-    CE); the loss curve adds the aux and MTP terms the optimiser saw."""
-    from .evals import measure_load
-    from .train import TrainConfig, train
-    runs = []
-    for seed in range(cfg.seeds):
-        out = run_dir / f"seed{seed}"
-        tc = TrainConfig(model=spec, seq_len=cfg.seq_len, batch_size=cfg.batch_size, steps=cfg.steps, lr=cfg.lr,
-                         warmup_steps=max(1, cfg.steps // 10), val_sequences=cfg.val_sequences, seed=seed,
-                         corpus_max_bytes=cfg.corpus_max_bytes, out=str(out), resume=cfg.resume, log_every=1,
-                         eval_every=max(1, cfg.steps // 4), save_every=0, keep=1, progress=False, device="cpu")
-        with open(run_dir / f"train_seed{seed}.log", "a") as f, contextlib.redirect_stdout(f), measure_load() as load:
-            result = train(tc)
-        records = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines() if ln.strip()]
-        tok_s = [r["tok_s"] for r in records if "tok_s" in r]
-        runs.append({"seed": seed, "dir": str(out),
-                     "ce_curve": [[r["step"], r["ce"]] for r in records if "ce" in r],
-                     "loss_curve": [[r["step"], r["loss"]] for r in records if "loss" in r],
-                     "val_curve": [[r["step"], r["val_loss"], r["val_bpb"]] for r in records if "val_loss" in r],
-                     "unigram_loss": result.unigram_loss,  # over train's whole validation split
-                     "load": load,
-                     "tokens_per_s": result.tokens_per_s if result.losses else (sum(tok_s) / len(tok_s) if tok_s else None)})
-        tick(f"train seed {seed}")
-    return runs
-
-
-def evaluate_model(seeds: list[tuple], cfg: CompareConfig, progress=None) -> dict:
-    """Every measurement except training, on one model's loaded weights per training seed [(model, tokenizer,
-    data)] (fp32, CPU): validation and needle on every seed (the report gives their mean and spread), speed on the
-    first (with the load other processes put on the machine meanwhile), recall on a twin of its mixers."""
-    from . import evals
-    from .model import HybridLM
-    tick = progress or (lambda what: None)
-    model, _, data = seeds[0]
-    vals = [_val(m, d, cfg) for m, _, d in seeds]
-    res: dict = {"val_loss_seeds": [v for v, _ in vals], "val_bpb_seeds": [b for _, b in vals],
-                 "unigram": _unigram(data, cfg)}
-    tick("validation")
-    res["needle_seeds"] = [evals.needle_eval(m, t, d.val.flatten().tolist(), cfg.needle_contexts, cfg.needle_depths,
-                                             cfg.needle_trials) for m, t, d in seeds]
-    tick("needle")
-    with evals.measure_load() as load:
-        res["speed"] = evals.speed(model, cfg.speed_contexts, cfg.decode_steps, repeats=cfg.speed_repeats)
-    res["speed_load"] = load
-    tick("speed")
-    twin_cfg = evals.mqar_config(model.config, _period(model.config.layer_mixers), cfg.mqar.vocab)
-    n_twin = HybridLM(twin_cfg, device="meta").num_params()
-    if n_twin > cfg.max_mqar_params:
-        res["mqar"] = {"skipped": f"twin has {n_twin:,} parameters > {cfg.max_mqar_params:,} (too large to train here)"}
-    else:
-        torch.manual_seed(cfg.mqar.seed)
-        twin = HybridLM(twin_cfg)
-        t0 = time.perf_counter()
-        losses = evals.train_mqar(twin, cfg.mqar)
-        res["mqar"] = {"twin": " ".join(twin_cfg.layer_mixers), "twin_params": n_twin, "acc": evals.eval_mqar(twin, cfg.mqar),
-                       "final_loss": sum(losses[-10:]) / len(losses[-10:]), "seconds": time.perf_counter() - t0}
-    res["mqar"]["chance"] = evals.mqar_chance(cfg.mqar.vocab)
-    tick("mqar")
-    return res
-
-
-def _params(model) -> dict:
-    return {"total": model.num_params(mtp=False), "total_with_mtp": model.num_params(mtp=True),
-            "active": model.active_params(), "active_without_embedding": model.active_params(embedding=False)}
-
-
-def run_model(spec: str, cfg: CompareConfig, out: Path, label: str, progress=None) -> dict:
-    from .cli import load_model
-    from .tokenizer import tokenizer_for
-    run_dir = out / "runs" / label
-    run_dir.mkdir(parents=True, exist_ok=True)
-    done_file = run_dir / "result.json"
-    settings = json.loads(json.dumps(  # as stored: tuples become lists
-        {k: v for k, v in cfg.to_dict().items() if k not in ("specs", "out", "resume", "progress", "sweep_ratio")}))
-    if cfg.resume and done_file.is_file():
-        prev = json.loads(done_file.read_text())
-        if prev.get("settings") == settings and prev.get("status") == "ok":
-            return {**prev, "reused": True}
-    tick = progress or (lambda what: None)
-    kind = _kind(spec)
-    res: dict = {"label": label, "spec": spec, "kind": kind, "settings": settings}
-    if kind in ("preset", "config"):
-        runs = _train_runs(spec, cfg, run_dir, tick)
-        res["train"] = {"steps": cfg.steps, "tokens": cfg.steps * cfg.batch_size * cfg.seq_len, "runs": runs}
-        from .checkpoint import Checkpoint
-        loaded = [(c.load_model(), c.path) for c in (Checkpoint.open(r["dir"]) for r in runs)]
-    else:
-        loaded = [load_model(spec)]
-        res["train"] = None
-    seeds = []
-    for model, tok_dir in loaded:
-        tok = tokenizer_for(tok_dir)
-        seeds.append((model.float().eval(), tok, _data(tok, cfg)))
-    res["tokenizer"] = seeds[0][1].name
-    res["params"] = _params(seeds[0][0])
-    res.update(evaluate_model(seeds, cfg, tick))
-    res["status"] = "ok"
-    done_file.write_text(json.dumps(res, indent=1) + "\n")
-    return res
-
-
-_DATA_CACHE: dict = {}
-
-
-def _data(tok, cfg: CompareConfig):
-    from .data import pack, read_documents
-    key = (tok.name, cfg.seq_len, cfg.corpus_max_bytes)
-    if key not in _DATA_CACHE:
-        docs = read_documents(None, max_bytes=cfg.corpus_max_bytes)
-        _DATA_CACHE[key] = pack(docs, tok, cfg.seq_len, 0.05)
-    return _DATA_CACHE[key]
-
-
-def _val(model, data, cfg: CompareConfig) -> tuple[float, float]:
-    from .evals import validation
-    n = min(cfg.val_sequences, len(data.val))
-    return validation(model.float().eval(), data.val[:n], data.val_bytes[:n])
-
-
-def _unigram(data, cfg: CompareConfig) -> dict:
-    """The unigram baseline (token frequencies of the train split) on exactly the validation sequences the models
-    are scored on: {'loss': nats/token, 'bpb'}. A model above it has learned nothing beyond token frequencies."""
-    from .data import PackedData, unigram_loss
-    n = min(cfg.val_sequences, len(data.val))
-    loss = unigram_loss(PackedData(train=data.train, val=data.val[:n], val_bytes=data.val_bytes[:n],
-                                   num_tokens=data.num_tokens))
-    tokens = data.val[:n, 1:].numel()
-    return {"loss": loss, "bpb": loss * tokens / (math.log(2) * float(data.val_bytes[:n].sum()))}
-
-
-# -- the sweep ----------------------------------------------------------------------------------------------------
-def sweep_specs(out: Path) -> list[tuple[str, str]]:
-    """-> [(label, config file)]: the tiny hybrid with each linear:attention ratio of SWEEP, written to
-    DIR/configs/ so `hybridlm train` reads them like any config file."""
-    from .presets import get_config
-    base = get_config("tiny-hybrid")
-    cdir = out / "configs"
-    cdir.mkdir(parents=True, exist_ok=True)
-    specs = []
-    for ratio, pattern in SWEEP.items():
-        name = "ratio-" + ratio.split()[0].replace(":", "to")
-        path = cdir / f"{name}.json"
-        base.replace(name=name, mixer_pattern=pattern).to_json(path)
-        specs.append((name, str(path)))
-    return specs
-
-
-# -- the pipeline -------------------------------------------------------------------------------------------------
-EVAL_STAGES = ("validation", "needle", "speed", "mqar")  # after one "train seed N" stage per seed (trained specs)
-
-
-def _stages(spec: str, cfg: CompareConfig) -> int:
-    return (cfg.seeds if _kind(spec) in ("preset", "config") else 0) + len(EVAL_STAGES)
-
-
-def _clock(seconds: float) -> str:
-    m, s = divmod(round(seconds), 60)
-    return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
-
-
-class Progress:
-    """Stage-by-stage progress over the whole comparison. On a terminal: rich bars. Otherwise (CI, nohup, `| tee`,
-    --no-progress): one flushed line per finished stage with the model, the time overall and an estimate of what
-    remains (the mean time of the stages run so far x the stages left), and one line per finished model."""
-
-    def __init__(self, stages: dict[str, int], bars: bool):
-        self.stages, self.total = stages, sum(stages.values())
-        self.done = self.ran = 0  # stages finished, and of those the ones that ran (not reused or skipped)
-        self.t0 = self.t_last = time.perf_counter()
-        self.bars = None
-        if bars:
-            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
-            from rich.progress import Progress as Bars
-            self.bars = Bars(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-            self.overall = self.bars.add_task("models", total=len(stages))
-        self.task: dict[str, int] = {}
-        self.model_done: dict[str, int] = {}
-
-    def __enter__(self):
-        if self.bars:
-            self.bars.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        if self.bars:
-            self.bars.__exit__(*exc)
-
-    def _say(self, line: str) -> None:
-        if self.bars:
-            self.bars.console.print(line)
-        else:
-            print(line, flush=True)
-
-    def start(self, label: str) -> None:
-        self.model_done[label] = 0
-        self.t_last = time.perf_counter()
-        if self.bars:
-            self.task[label] = self.bars.add_task(f"  {label}", total=self.stages[label])
-
-    def stage(self, label: str, what: str) -> None:
-        now = time.perf_counter()
-        self.done, self.ran, self.model_done[label] = self.done + 1, self.ran + 1, self.model_done[label] + 1
-        if self.bars:
-            self.bars.update(self.task[label], advance=1, description=f"  {label}: {what}")
-        else:
-            elapsed = now - self.t0
-            left = elapsed / self.ran * (self.total - self.done)
-            print(f"[{self.done}/{self.total}] {label}: {what} done in {_clock(now - self.t_last)} | elapsed "
-                  f"{_clock(elapsed)} | ~{_clock(left)} left", flush=True)
-        self.t_last = now
-
-    def finish(self, label: str, res: dict) -> None:
-        """The model's remaining stages (all of them when reused, the rest when it failed) count as done."""
-        from . import report
-        self.done += self.stages[label] - self.model_done[label]
-        if res.get("reused"):
-            status = "reused (finished in an earlier run)"
-        elif res["status"] == "ok":
-            status = f"ok in {_clock(res['seconds'])}"
-        else:
-            status = f"FAILED after {_clock(res['seconds'])}: {report.first_line(res['error'])}"
-        if self.bars:
-            self.bars.update(self.task[label], completed=self.stages[label], visible=False)
-            self.bars.update(self.overall, advance=1)
-        self._say(f"{label}: {status}")
-
-
-def run_compare(cfg: CompareConfig) -> dict:
-    """Run every model (failures recorded, not raised), then write DIR/results.json, report.md and figures.
-    summary["failed"] lists the labels of the models that failed."""
-    from . import report
-    out = Path(cfg.out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out}: is a file, not a directory")
-    if cfg.sweep_ratio:
-        pairs = sweep_specs(out)
-    else:
-        specs = cfg.specs or default_presets()
-        pairs = [(label_of(s), s) for s in specs]
-    labels = [lbl for lbl, _ in pairs]
-    if len(set(labels)) != len(labels):
-        raise ValueError(f"two models share a label: {labels}")
-    for label, spec in pairs:
-        kind = _kind(spec)
-        if kind == "preset":
-            from .presets import get_config
-            get_config(spec)  # unknown names fail here, before any training
-        elif kind == "config" and not Path(spec).is_file():
-            raise ValueError(f"{spec}: no such config file")
-        if not cfg.resume and any((out / "runs" / label).glob("seed*/latest")):
-            raise ValueError(f"{out / 'runs' / label} already holds a training run; pass --resume to reuse it, "
-                             f"or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    t_start = time.perf_counter()
-    results = []
-    with Progress({label: _stages(spec, cfg) for label, spec in pairs},
-                  bars=cfg.progress and sys.stdout.isatty()) as prog:
-        for label, spec in pairs:
-            prog.start(label)
-            t0 = time.perf_counter()
-            try:
-                res = run_model(spec, cfg, out, label, lambda what, label=label: prog.stage(label, what))
-            except Exception as e:  # noqa: BLE001 (one failing model is reported and does not sink the others)
-                res = {"label": label, "spec": spec, "kind": _kind(spec), "status": "failed",
-                       "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
-            res["seconds"] = time.perf_counter() - t0
-            results.append(res)
-            prog.finish(label, res)
-    summary = {"schema": "hybridlm.compare/2", "settings": cfg.to_dict(), "machine": report.machine(),
-               "seconds": time.perf_counter() - t_start, "models": results,
-               "failed": [m["label"] for m in results if m["status"] != "ok"]}
-    report.write_all(summary, out)
-    return summary
+from .analysis import compare as _compare
+from .analysis.compare import (  # noqa: F401
+    EVAL_STAGES,
+    SWEEP,
+    CompareConfig,
+    Progress,
+    _kind,
+    _period,
+    default_presets,
+    evaluate_model,
+    label_of,
+    run_compare,
+    run_model,
+    sweep_specs,
+)
 
 
 # -- CLI ----------------------------------------------------------------------------------------------------------
 def _contexts(text: str) -> list[int]:
     """argparse type of --speed-contexts / --needle-contexts: '256,1K,8K' -> [256, 1024, 8192]."""
-    from .cost import parse_contexts
+    from .analysis.accounting import parse_contexts
     try:
         contexts = parse_contexts(text)
     except ValueError:
@@ -400,7 +41,7 @@ def _contexts(text: str) -> list[int]:
 
 def add_compare_parser(sub) -> None:
     p = sub.add_parser("compare", help="train and evaluate architecture families side by side (report + figures)",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=_compare.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("models", nargs="*", help="presets, hybridlm checkpoints or Hugging Face directories "
                                              f"(default: every tiny family preset: {', '.join(default_presets())})")
     p.add_argument("--out", default="runs/compare", help="output directory (report.md, results.json, figures)")
