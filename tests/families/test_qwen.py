@@ -13,6 +13,15 @@ import torch
 import torch.nn.functional as F
 from harness.cached_decode import assert_cached_decode_matches, split_steps
 from harness.chunked import assert_forms_match, assert_gradients_match, assert_state_carry, assert_steps_match
+from harness.hf_parity import (
+    assert_logits_match,
+    assert_round_trip,
+    build_hf,
+    check_hf_parity,
+    convert,
+    hf_logits,
+    randomise,
+)
 
 from hybridlm import HybridLM
 from hybridlm.ops.gated_delta_rule import (
@@ -39,50 +48,41 @@ VISION = dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hi
 
 def _hf_model(kind: str):
     if kind == "qwen3_next":
-        cfg = transformers.AutoConfig.for_model("qwen3_next", **TEXT)
-        model = transformers.AutoModelForCausalLM.from_config(cfg)
+        hf = build_hf(transformers.AutoConfig.for_model("qwen3_next", **TEXT), seed=None)
     else:
-        cfg = transformers.AutoConfig.for_model(kind, text_config=TEXT, vision_config=VISION)
-        model = transformers.AutoModelForImageTextToText.from_config(cfg)
-    with torch.no_grad():  # HF initialises norms to identity and A_log/dt_bias to fixed values: randomise all
-        for name, p in model.named_parameters():
-            if "norm" in name or "A_log" in name or "dt_bias" in name:
-                p.add_(0.1 * torch.randn_like(p))
-    return model.eval()
-
-
-def _hf_logits(model, ids):
-    with torch.no_grad():
-        return model(input_ids=ids).logits
+        hf = build_hf(transformers.AutoConfig.for_model(kind, text_config=TEXT, vision_config=VISION),
+                      transformers.AutoModelForImageTextToText, seed=None)
+    # HF initialises norms to identity and A_log/dt_bias to fixed values: randomise all
+    return randomise(hf, norm_names=("norm", "A_log", "dt_bias"))
 
 
 @needs_transformers
 @pytest.mark.parametrize("kind", ["qwen3_next", "qwen3_5_moe", "qwen3_5"])
 def test_from_hf_and_back_matches_transformers(kind, tmp_path):
     hf = _hf_model(kind)
-    hf.save_pretrained(tmp_path / "hf")
     ids = torch.randint(0, 101, (2, 77))  # > one GDN chunk, not a multiple of it
-    ref = _hf_logits(hf, ids)
-
-    ours = HybridLM.from_hf(tmp_path / "hf").eval()
+    ours, ref = convert(hf, tmp_path / "hf", ids)
     assert ours.config.layer_mixers == ["G", "G", "G", "A", "G"]
-    with torch.no_grad():
-        got = ours(ids).logits
-    assert (got - ref).abs().max().item() <= 1e-4
-
-    ours.save_hf(tmp_path / "ours")
-    back = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "ours").eval()
-    assert (_hf_logits(back, ids) - ref).abs().max().item() <= 1e-4
+    assert_logits_match(ours, ids, ref, atol=1e-4)
+    assert_round_trip(ours, tmp_path / "ours", ids, ref, atol=1e-4)
 
 
 @needs_transformers
 def test_sharded_checkpoint_and_cached_decode(tmp_path):
     hf = _hf_model("qwen3_next")
-    hf.save_pretrained(tmp_path / "hf", max_shard_size="20KB")
+    ours = convert(hf, tmp_path / "hf", max_shard_size="20KB")
     assert (tmp_path / "hf" / "model.safetensors.index.json").exists()
-    ours = HybridLM.from_hf(tmp_path / "hf").eval()
     ids = torch.randint(0, 101, (1, 20))
-    assert_cached_decode_matches(ours, ids, split_steps(20, [9]), ref=_hf_logits(hf, ids))
+    assert_cached_decode_matches(ours, ids, split_steps(20, [9]), ref=hf_logits(hf, ids))
+
+
+@needs_transformers
+def test_whole_parity_check_with_greedy_generate(tmp_path):
+    """harness.hf_parity.check_hf_parity in one call: logits, save_hf round trip, cached decode, greedy generate."""
+    ids = torch.randint(0, 101, (1, 23))
+    res = check_hf_parity(_hf_model("qwen3_next"), tmp_path, ids, cached_steps=split_steps(23, [9]),
+                          generate_prompt=ids[:, :7], max_new_tokens=12)
+    assert type(res.back).__name__ == "Qwen3NextForCausalLM" and res.cache is not None
 
 
 def _break(tmp_path, edit):
