@@ -47,6 +47,8 @@ def from_kind(table: dict[str, type], data: Any, where: str):
     """A legend entry -> its config dataclass: a dataclass passes through; a dict is resolved by its 'kind' in
     `table` (the registry's MIXER_CONFIGS or FFN_CONFIGS), the one place a name chooses a class."""
     if dataclasses.is_dataclass(data):
+        if getattr(data, "kind", None) not in table:
+            fail(f"{where}.kind", getattr(data, "kind", None), f"is not registered; known kinds: {sorted(table)}")
         return data
     if not isinstance(data, dict) or "kind" not in data:
         fail(where, data, f"must be a dict with a 'kind' in {sorted(table)}")
