@@ -20,6 +20,7 @@ import torch
 from harness.cache_bytes import assert_cache_bytes_match, assert_layer_cache_bytes
 from harness.cached_decode import cached_logits, split_steps
 from harness.flops import assert_flops_match_counter, assert_params_counted
+from harness.hf_parity import assert_logits_match, assert_round_trip, build_hf, convert, hf_logits, randomise
 
 transformers = pytest.importorskip("transformers")
 
@@ -54,42 +55,24 @@ T_V32 = 30
 
 def hf_model(config_cls=None, tiny=None, **overrides):
     """A tiny transformers DeepSeek model (V3 by default; V3.2 and test_deepseek_v4 pass their own config class)."""
-    torch.manual_seed(0)
-    cfg = (config_cls or transformers.DeepseekV3Config)(**{**(tiny or TINY), **overrides})
-    model = transformers.AutoModelForCausalLM.from_config(cfg)
-    with torch.no_grad():  # weights large enough that attention is peaked and RoPE / routing errors show
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.add_(0.1 * torch.randn_like(p))
-            elif p.dim() >= 2 and "embed" not in name:
-                p.normal_(0.0, 1.2 / p.shape[-1] ** 0.5)
+    model = build_hf((config_cls or transformers.DeepseekV3Config)(**{**(tiny or TINY), **overrides}), seed=0)
+    randomise(model, matrix_gain=1.2)  # weights large enough that attention is peaked and RoPE / routing errors show
+    with torch.no_grad():
         for name, b in model.named_buffers():
             if name.endswith("e_score_correction_bias"):
                 b.copy_(0.05 * torch.randn_like(b))
     return model.eval()
 
 
-def _logits(model, ids):
-    with torch.no_grad():
-        return model(input_ids=ids).logits
-
-
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_from_hf_and_back_matches_transformers_and_cached_decode(case, tmp_path):
     hf = hf_model(**CASES[case])
-    hf.save_pretrained(tmp_path / "hf")
     ids = torch.randint(0, 101, (2, 37))
-    ref = _logits(hf, ids)
+    ours, ref = convert(hf, tmp_path / "hf", ids)
     assert ref.abs().max() > 1.0
-
-    ours = HybridLM.from_hf(tmp_path / "hf").eval()
     assert ours.config.layer_ffns == ["D", "M", "M"] and ours.config.mtp_depth == 0
-    got = _logits(ours, ids)
-    assert (got - ref).abs().max().item() <= 1e-4
-
-    ours.save_hf(tmp_path / "ours")
-    back = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "ours").eval()
-    assert (_logits(back, ids) - ref).abs().max().item() <= 1e-4
+    assert_logits_match(ours, ids, ref, atol=1e-4)
+    assert_round_trip(ours, tmp_path / "ours", ids, ref, atol=1e-4)
 
     # Cached: a first chunk, a second chunk after a cached prefix (expanded form, explicit mask), then single-token
     # steps, which must run the absorbed form: kv_b_proj is never applied as a layer there (its weight is folded).
@@ -188,7 +171,7 @@ def test_mtp_checkpoint_layout_round_trip(tmp_path):
         a, b = m(ids, labels=ids), back(ids, labels=ids)
     assert torch.equal(a.logits, b.logits) and torch.equal(a.mtp_logits, b.mtp_logits)
     hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()  # ignores the MTP layer
-    assert (_logits(hf, ids) - a.logits).abs().max().item() <= 1e-4
+    assert (hf_logits(hf, ids) - a.logits).abs().max().item() <= 1e-4
 
 
 def test_flops_match_flop_counter():
@@ -205,25 +188,20 @@ def _hf_model_v32(**overrides):
 
 def test_v32_from_hf_and_back_matches_transformers_and_cached_decode(tmp_path):
     hf = _hf_model_v32()
-    hf.save_pretrained(tmp_path / "hf")
     torch.manual_seed(1)
     ids = torch.randint(0, 101, (2, T_V32))
-    ref = _logits(hf, ids)
+    ours, ref = convert(hf, tmp_path / "hf", ids)
     assert ref.abs().max() > 1.0
     for layer in hf.model.layers:  # dense (top-k >= T) logits differ: the sparsity matters in this test
         layer.self_attn.indexer.index_topk = 10_000
-    assert (_logits(hf, ids) - ref).abs().max().item() > 1e-2
+    assert (hf_logits(hf, ids) - ref).abs().max().item() > 1e-2
 
-    ours = HybridLM.from_hf(tmp_path / "hf").eval()
     mla = ours.config.mixers["L"]
     assert ours.config.hf_model_type == "deepseek_v32" and ours.config.layer_ffns == ["D", "M", "M"]
     assert (mla.index_n_heads, mla.index_head_dim, mla.index_topk, mla.rope_interleaved) == (6, 16, 4, True)
-    assert (_logits(ours, ids) - ref).abs().max().item() <= 1e-4
-
-    ours.save_hf(tmp_path / "ours")
-    back = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "ours").eval()
+    assert_logits_match(ours, ids, ref, atol=1e-4)
+    back = assert_round_trip(ours, tmp_path / "ours", ids, ref, atol=1e-4)
     assert type(back).__name__ == "DeepseekV32ForCausalLM" and back.config.index_topk == 4
-    assert (_logits(back, ids) - ref).abs().max().item() <= 1e-4
 
     # Cached: a first chunk, a second chunk after a cached prefix, then absorbed single-token steps; the same steps
     # through transformers' own cache agree too. (An exact tie in the indexer scores, e.g. two keys whose every
@@ -247,7 +225,7 @@ def test_v32_from_hf_and_back_matches_transformers_and_cached_decode(tmp_path):
     # Both attention forms give the same sparse result.
     for b in ours.layers:
         b.mixer.absorb = "always"
-    assert (_logits(ours, ids) - ref).abs().max().item() <= 1e-4
+    assert (hf_logits(ours, ids) - ref).abs().max().item() <= 1e-4
 
 
 def test_v32_accounting_matches_counts():

@@ -11,6 +11,13 @@ import torch
 from harness.cache_bytes import assert_cache_bytes_match
 from harness.cached_decode import assert_cached_decode_matches, cached_logits, split_steps
 from harness.flops import assert_flops_match_counter, assert_params_counted
+from harness.hf_parity import (
+    assert_greedy_generate_matches,
+    assert_logits_match,
+    assert_round_trip,
+    convert,
+    hf_logits,
+)
 from safetensors.torch import load_file, save_file
 
 transformers = pytest.importorskip("transformers")
@@ -53,26 +60,15 @@ def _hf_model(**overrides):
     return model.eval()
 
 
-def _logits(model, ids, **kw):
-    with torch.no_grad():
-        return model(ids, **kw).logits
-
-
 def test_from_hf_and_back_matches_transformers_and_cached_decode(tmp_path):
     hf = _hf_model()
-    hf.save_pretrained(tmp_path / "hf")
     ids = torch.randint(0, 97, (2, 37))
-    ref = _logits(hf, ids)
+    ours, ref = convert(hf, tmp_path / "hf", ids)
     assert ref.abs().max() > 1.0
-
-    ours = HybridLM.from_hf(tmp_path / "hf").eval()
     assert ours.config.layer_mixers == list("SCHCH") and ours.config.layer_ffns == list("XXMMM")
     assert ours.config.hc_mult == 4 and ours.config.mtp_depth == 0  # transformers saves no MTP weights
-    assert (_logits(ours, ids) - ref).abs().max().item() <= 1e-4
-
-    ours.save_hf(tmp_path / "ours")
-    back = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "ours").eval()
-    assert (_logits(back, ids) - ref).abs().max().item() <= 1e-4
+    assert_logits_match(ours, ids, ref, atol=1e-4)
+    assert_round_trip(ours, tmp_path / "ours", ids, ref, atol=1e-4)
     assert "layers.0.ffn.gate.tid2eid" in load_file(tmp_path / "ours" / "model.safetensors")  # DeepSeek's names
 
     # Cached: a first chunk, a second chunk after a cached prefix, then single-token steps, past the window (8) and
@@ -93,23 +89,16 @@ def test_from_hf_and_back_matches_transformers_and_cached_decode(tmp_path):
 def test_query_blocks_match_transformers_on_a_long_sequence(tmp_path):
     # 300 tokens: three query blocks of 128, each reaching back into the previous one's window keys; 75 CSA and 37 HCA
     # entries; then a cached prefill in two chunks that cut blocks differently, and decode steps.
-    hf = _hf_model(index_topk=5)
-    hf.save_pretrained(tmp_path)
-    ours = HybridLM.from_hf(tmp_path).eval()
     ids = torch.randint(0, 97, (1, 300))
-    ref = _logits(hf, ids)
-    assert (_logits(ours, ids) - ref).abs().max().item() <= 1e-4
+    ours, ref = convert(_hf_model(index_topk=5), tmp_path, ids)
+    assert_logits_match(ours, ids, ref, atol=1e-4)
     assert_cached_decode_matches(ours, ids, split_steps(300, [131, 297]), ref=ref)
 
 
 def test_generate_matches_transformers_greedy(tmp_path):
     hf = _hf_model()
-    hf.save_pretrained(tmp_path)
-    ours = HybridLM.from_hf(tmp_path).eval()
-    prompt = torch.randint(0, 97, (1, 13))
-    with torch.no_grad():
-        want = hf.generate(prompt, max_new_tokens=20, do_sample=False)
-    assert torch.equal(ours.generate(prompt, max_new_tokens=20, temperature=0.0), want)
+    ours = convert(hf, tmp_path)
+    assert_greedy_generate_matches(ours, hf, torch.randint(0, 97, (1, 13)), max_new_tokens=20)
 
 
 def test_hyper_connection_matches_transformers_and_is_doubly_stochastic():
@@ -178,7 +167,7 @@ def test_mtp_checkpoint_layout_round_trip(tmp_path):
         out_a, out_b = a(ids, labels=ids), b(ids, labels=ids)
     assert torch.equal(out_a.logits, out_b.logits) and torch.equal(out_a.mtp_logits, out_b.mtp_logits)
     hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()  # drops mtp.*
-    assert (_logits(hf, ids) - out_a.logits).abs().max().item() <= 1e-4
+    assert (hf_logits(hf, ids) - out_a.logits).abs().max().item() <= 1e-4
 
 
 def test_quantised_or_wrong_checkpoints_are_refused_clearly(tmp_path):
@@ -312,7 +301,7 @@ def test_tiny_preset_trains_its_loss_falls_and_it_exports(tmp_path):
     trained, exported = Checkpoint.open(out).load_model().eval(), HybridLM.from_hf(tmp_path / "hf").eval()
     assert any(b.ffn.expert_bias.any() for b in trained.layers if not b.ffn.cfg.hash_routing)
     ids = torch.randint(0, 256, (1, 50))
-    assert torch.equal(_logits(trained, ids), _logits(exported, ids))
+    assert torch.equal(hf_logits(trained, ids), hf_logits(exported, ids))
 
 
 def test_cost_cli_prints_v4(tmp_path):

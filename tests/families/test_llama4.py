@@ -10,6 +10,7 @@ import torch
 from harness.cache_bytes import assert_cache_bytes_match
 from harness.cached_decode import assert_cached_decode_matches, split_steps
 from harness.flops import assert_flops_match_counter, assert_params_counted
+from harness.hf_parity import assert_logits_match, assert_round_trip, convert, hf_logits, max_diff
 
 from hybridlm import AttentionConfig, HybridLM, ModelConfig, MoEConfig, get_config
 from hybridlm.cli import main
@@ -45,28 +46,14 @@ def _hf_model(step: int):
     return _randomise(transformers.Llama4ForCausalLM(transformers.Llama4TextConfig(**TEXT, **FAMILY[step])))
 
 
-def _logits(model, ids):
-    with torch.no_grad():
-        return model(input_ids=ids).logits
-
-
-def _diff(a, b) -> float:
-    return (a - b).abs().max().item()
-
-
 @pytest.mark.parametrize("step", [1, 2])
 def test_from_hf_and_back_match_transformers_and_cache(step, tmp_path):
-    hf = _hf_model(step)
-    hf.save_pretrained(tmp_path / "hf")
     ids = torch.randint(0, 97, (2, 41))
-    ref = _logits(hf, ids)
-
-    ours = HybridLM.from_hf(tmp_path / "hf").eval()
+    ours, ref = convert(_hf_model(step), tmp_path / "hf", ids)
     cfg = ours.config
     assert cfg.layer_mixers == list("RRRNR") and cfg.mixers["R"].chunk_size == 8
     assert cfg.layer_ffns == (list("MMMMM") if step == 1 else list("DMDMD"))
-    got = _logits(ours, ids)
-    assert _diff(got, ref) <= 1e-4
+    assert_logits_match(ours, ids, ref, atol=1e-4)
 
     # The test sees each mechanism: switching one off moves the logits far beyond the tolerance.
     for cfg_obj, field, off in ((cfg.mixers["R"], "chunk_size", None), (cfg.mixers["N"], "temperature_tuning", False),
@@ -74,7 +61,7 @@ def test_from_hf_and_back_match_transformers_and_cache(step, tmp_path):
         on = getattr(cfg_obj, field)
         setattr(cfg_obj, field, off)
         try:
-            assert _diff(_logits(ours, ids), ref) > 1e-2, field
+            assert max_diff(hf_logits(ours, ids), ref) > 1e-2, field
         finally:
             setattr(cfg_obj, field, on)
 
@@ -82,21 +69,18 @@ def test_from_hf_and_back_match_transformers_and_cache(step, tmp_path):
     cache = assert_cached_decode_matches(ours, ids, split_steps(41, [11]), ref=ref)
     assert cache.layers[0].k.shape[2] == 41 % 8 and cache.layers[3].k.shape[2] == 41  # chunk bounded, NoPE full
 
-    ours.save_hf(tmp_path / "ours")
+    back = assert_round_trip(ours, tmp_path / "ours", ids, ref, atol=1e-4)
     saved = json.loads((tmp_path / "ours" / "config.json").read_text())
     assert saved["moe_layers"] == ([0, 1, 2, 3, 4] if step == 1 else [1, 3])
-    back = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "ours").eval()
     assert type(back).__name__ == "Llama4ForCausalLM"
-    assert _diff(_logits(back, ids), ref) <= 1e-4
 
 
 def test_multimodal_checkpoint_loads_its_language_model(tmp_path):
     cfg = transformers.Llama4Config(text_config={**TEXT, **FAMILY[2], "num_hidden_layers": 4}, vision_config=VISION)
     hf = _randomise(transformers.Llama4ForConditionalGeneration(cfg))
-    hf.save_pretrained(tmp_path)
     ids = torch.randint(0, 97, (1, 19))
-    ours = HybridLM.from_hf(tmp_path).eval()
-    assert _diff(_logits(ours, ids), _logits(hf.language_model, ids)) <= 1e-4
+    ours = convert(hf, tmp_path)
+    assert_logits_match(ours, ids, hf_logits(hf.language_model, ids), atol=1e-4)
 
 
 def test_bad_checkpoint_and_unwritable_config(tmp_path):
@@ -134,7 +118,7 @@ def test_moe_scales_input_like_transformers():
         want = ref(x)[0].view(3, 7, 20)
         for impl in ("loop", "auto"):
             moe.impl = impl
-            assert _diff(moe(x), want) <= 1e-5
+            assert max_diff(moe(x), want) <= 1e-5
 
 
 def test_llama3_rope_scaling_matches_transformers():
