@@ -223,6 +223,17 @@ def test_resume_with_a_changed_flag_says_so_and_uses_it(tmp_path, capsys):
     assert step3["lr"] == pytest.approx(1e-3 * 3 / 5)  # the new peak, still in warmup (3 of 5)
 
 
+def test_aux_loss_weight_goes_onto_the_model_config_and_may_change_on_resume(tmp_path, capsys):
+    # The trainer's loss is the model's (HybridLM.total_loss): --aux-loss-weight is mapped onto the model config,
+    # saved with it, and (a training setting) reported rather than refused when it changes on resume.
+    train(setup_run(tmp_path, steps=4, stop_at=2, aux_loss_weight=0.5))
+    assert Checkpoint.open(tmp_path / "run").model_config().aux_loss_weight == 0.5
+    capsys.readouterr()
+    train(setup_run(tmp_path, steps=4, aux_loss_weight=0.25, resume=True))
+    assert "aux_loss_weight 0.5 -> 0.25" in capsys.readouterr().out
+    assert Checkpoint.open(tmp_path / "run").model_config().aux_loss_weight == 0.25
+
+
 def test_existing_run_needs_resume(tmp_path):
     train(setup_run(tmp_path, steps=1))
     with pytest.raises(ValueError, match="already holds a run .*pass --resume"):

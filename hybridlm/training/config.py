@@ -105,7 +105,7 @@ class NonFiniteLossError(ValueError):
 
 def model_config(cfg: TrainConfig):
     """The ModelConfig this run trains: a preset or a ModelConfig .json (resolved by interop.specs), with the run's
-    vocab_size / loss weights / expert-bias step applied. A checkpoint or HF directory is refused (no warm start)."""
+    vocab_size / aux and MTP loss weights / expert-bias step applied. A checkpoint or HF directory is refused (no warm start)."""
     from ..interop.specs import resolve
     spec = resolve(cfg.model)
     if spec.path is not None and spec.path.is_dir():
@@ -114,7 +114,7 @@ def model_config(cfg: TrainConfig):
     if spec.kind == "config" and not spec.path.is_file():
         raise ValueError(f"model config {spec.path}: no such file")
     mc = spec.model_config()
-    changes: dict = {}
+    changes: dict = {"aux_loss_weight": cfg.aux_loss_weight}  # the trainer's weight is the one the model applies
     if cfg.vocab_size is not None:
         changes["vocab_size"] = cfg.vocab_size
     if cfg.mtp_loss_weight is not None:
@@ -125,7 +125,7 @@ def model_config(cfg: TrainConfig):
             if v["kind"] == "moe":
                 v["bias_update_rate"] = cfg.bias_update_rate
         changes["ffns"] = ffns
-    mc = mc.replace(**changes) if changes else mc
+    mc = mc.replace(**changes)
     if cfg.seq_len > mc.max_seq_len:
         raise ValueError(f"seq_len={cfg.seq_len} exceeds the model's max_seq_len={mc.max_seq_len}")
     return mc

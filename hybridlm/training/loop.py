@@ -49,16 +49,6 @@ def _aux_modules(model) -> list:
     return [m for m in model.modules() if hasattr(m, "aux_loss") and not callable(m.aux_loss)]  # not HybridLM's method
 
 
-def _loss(out, aux_mods, cfg: TrainConfig, mtp_weight: float) -> torch.Tensor:
-    loss = out.ce_loss
-    aux = [m.aux_loss for m in aux_mods if m.aux_loss is not None]  # main layers and the MTP block
-    if aux:
-        loss = loss + cfg.aux_loss_weight * torch.stack(aux).sum()
-    if out.mtp_loss is not None:
-        loss = loss + mtp_weight * out.mtp_loss
-    return loss
-
-
 @torch.no_grad()
 def evaluate(model, val_NT: torch.Tensor, val_bytes: torch.Tensor, micro: int, device, autocast) -> tuple[float, float]:
     """-> (mean CE nats/token, bits per byte) over val_NT, sharded over ranks."""
@@ -166,7 +156,9 @@ def _setup(cfg: TrainConfig, device: torch.device) -> _Run:
                          f"batch_size={cfg.batch_size}; add data or lower --seq-len / --batch-size")
     if resume_from is not None:
         saved = ckpt.Checkpoint(resume_from).model_config().to_dict()
-        diff = sorted(k for k in saved if saved[k] != mc.to_dict().get(k))
+        # aux_loss_weight is TrainConfig's (mapped onto the model config): a change is reported with the other
+        # changed settings below, not refused
+        diff = sorted(k for k in saved if saved[k] != mc.to_dict().get(k) and k != "aux_loss_weight")
         if diff:
             raise ValueError(f"--resume: the model config differs from {resume_from} in {diff}")
 
@@ -250,7 +242,7 @@ def _train_step(run: _Run) -> StepStats:
         x = run.data.train[idx[m]].to(run.device)
         with run.autocast():
             o = model(x, labels=x)
-            loss = _loss(o, run.aux_mods, cfg, run.mc.mtp_loss_weight)
+            loss = o.loss  # the model's total (HybridLM.total_loss), with this run's weights on its config
         if cfg.debug_nan_step == run.step + 1:
             loss = loss * float("nan")
         (loss / cfg.grad_accum).backward()
