@@ -1,0 +1,1 @@
+"""One module per `hybridlm` command, each with `register(sub)`; cli/app.py lists them."""

@@ -1,0 +1,60 @@
+"""`hybridlm generate SPEC --prompt TEXT`: stream a continuation (random weights for presets and configs)."""
+
+from __future__ import annotations
+
+import itertools
+import sys
+
+from ..arguments import count, positive_int, token_ids
+
+
+def run(args) -> int:
+    import torch
+
+    from ...interop.specs import load_model
+    from ...interop.tokenizer import tokenizer_for
+    model, tok_dir = load_model(args.model, device=args.device, seed=args.seed)
+    model.eval()
+    tok = tokenizer_for(tok_dir)
+    ids = tok.encode(args.prompt)
+    if not ids:
+        raise ValueError("--prompt encodes to no tokens")
+    if max(ids) >= model.config.vocab_size:
+        raise ValueError(f"tokenizer {tok.name} produced id {max(ids)} >= model vocab_size {model.config.vocab_size}")
+    prompt = torch.tensor([ids], device=args.device)
+    tokens = model.stream(prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                          top_k=args.top_k, top_p=args.top_p, stop_tokens=args.stop, seed=args.seed,
+                          max_len=args.max_len)
+    out: list[int] = []
+    shown = ""
+    try:
+        first = next(tokens, None)  # the limits are checked before the prompt is echoed
+        sys.stdout.write(args.prompt)
+        for tok_ids in itertools.chain([first] if first is not None else [], tokens):
+            out.append(int(tok_ids[0]))
+            text = tok.decode(out)
+            sys.stdout.write(text[len(shown):])  # stream: print only what the new token completed
+            sys.stdout.flush()
+            shown = text
+    except KeyboardInterrupt:  # Ctrl-C: keep what was generated, say so, exit like an interrupted shell command
+        sys.stdout.write("\n")
+        print(f"hybridlm generate: interrupted after {len(out)} new tokens", file=sys.stderr)
+        return 130
+    sys.stdout.write("\n")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("generate", help="generate text (random weights for presets; real ones from a checkpoint)")
+    p.add_argument("model")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--max-new-tokens", type=count, default=64)
+    p.add_argument("--max-len", type=positive_int, default=None,
+                   help="most positions (prompt + new tokens); default: the model's max_seq_len")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--stop", type=token_ids, default=[], help="comma-separated stop token ids")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(fn=run)
