@@ -116,3 +116,11 @@ def test_info_on_a_broken_hf_config(tmp_path, capsys):
     assert main(["info", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "config.json" in err and "Traceback" not in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("preset, stored", [("deepseek-v3", "684,489,845,504"), ("kimi-k2", "1,026,408,232,448")])
+def test_info_shows_the_checkpoint_total(preset, stored, capsys):
+    """The checkpoint holds more numbers than the model's parameters (routing biases, the MTP layer's own embedding
+    and head): the totals the published checkpoints hold."""
+    assert main(["info", preset]) == 0
+    assert f"checkpoint total: {stored}" in capsys.readouterr().out
