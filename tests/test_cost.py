@@ -220,6 +220,7 @@ def test_cli_table_json_and_plot(tmp_path, capsys):
     with pytest.raises(AssertionError):
         _validate({k: v for k, v in report.items() if k != "models"}, JSON_SCHEMA)
     nxt = report["models"][0]
+    assert nxt["params"]["checkpoint_total"] == 81_324_862_720  # the HF checkpoint stores exactly the parameters
     assert nxt["params"]["total_with_mtp"] == 81_324_862_720 and [p["context"] for p in nxt["points"]] == \
         [8192, 131072, 1048576]
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

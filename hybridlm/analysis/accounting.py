@@ -166,12 +166,16 @@ def describe_layout(cfg) -> str:
 
 
 def model_summary(model, spec: str) -> dict:
+    """Layout and parameter figures; checkpoint_total is what a Hugging Face checkpoint of the model stores
+    (parameters + stored buffers + the MTP's own embedding / head copies), None where no converter writes it."""
+    from ..interop.hf import checkpoint_total
     cfg = model.config
     return {
         "name": cfg.name, "spec": spec, "layers": cfg.num_layers, "mixer_pattern": cfg.mixer_pattern,
         "ffn_pattern": cfg.ffn_pattern, "layout": describe_layout(cfg), "max_seq_len": cfg.max_seq_len,
         "params": {"total_without_mtp": model.num_params(mtp=False), "total_with_mtp": model.num_params(mtp=True),
-                   "mtp": model.num_params(mtp=True) - model.num_params(mtp=False)},
+                   "mtp": model.num_params(mtp=True) - model.num_params(mtp=False),
+                   "checkpoint_total": checkpoint_total(cfg)},
         "active_params": {"embedding_and_head": model.active_params(),
                           "head_only": model.active_params(embedding=False),
                           "neither": model.active_params(embedding=False, head=False)},

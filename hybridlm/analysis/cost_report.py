@@ -217,7 +217,7 @@ def print_article(report: dict, con) -> None:
 
 # -- JSON schema (documented in docs/cost.md) ---------------------------------------------------------------
 _NUM, _INT, _STR, _BOOL = {"type": "number"}, {"type": "integer"}, {"type": "string"}, {"type": "boolean"}
-_NUM_OR_NULL = {"type": ["number", "null"]}
+_NUM_OR_NULL, _INT_OR_NULL = {"type": ["number", "null"]}, {"type": ["integer", "null"]}
 
 
 def _obj(props: dict, required: list[str] | None = None) -> dict:
@@ -234,7 +234,8 @@ JSON_SCHEMA = _obj({
     "models": {"type": "array", "items": _obj({
         "name": _STR, "spec": _STR, "layers": _INT, "mixer_pattern": _STR, "ffn_pattern": _STR, "layout": _STR,
         "max_seq_len": _INT,
-        "params": _obj({"total_without_mtp": _INT, "total_with_mtp": _INT, "mtp": _INT}),
+        "params": _obj({"total_without_mtp": _INT, "total_with_mtp": _INT, "mtp": _INT,
+                        "checkpoint_total": _INT_OR_NULL}),
         "active_params": _obj({"embedding_and_head": _INT, "head_only": _INT, "neither": _INT}),
         "points": {"type": "array", "items": _obj({
             "context": _INT, "within_max_seq_len": _BOOL,
