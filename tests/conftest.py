@@ -1,5 +1,13 @@
+import sys
+from pathlib import Path
+
 import pytest
 import torch
+
+# tests/harness is imported as `harness` by tests/families/* and tests/test_*.py; pytest's default (prepend) import
+# mode puts this directory on sys.path already, this keeps it so under --import-mode=importlib too.
+if str(Path(__file__).parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).parent))
 
 
 @pytest.fixture(autouse=True)

@@ -95,7 +95,8 @@ def test_from_hf_and_back_matches_transformers_and_cached_decode(case, tmp_path)
 
 
 # per token and layer: V3 keeps kv_lora_rank + qk_rope_head_dim = 32 values, V3.2 also the indexer's 16-value key
-@pytest.mark.parametrize("model_type, tiny, per_token", [("deepseek_v3", TINY, 32), ("deepseek_v32", TINY_V32, 48)])
+@pytest.mark.parametrize("model_type, tiny, per_token", [pytest.param("deepseek_v3", TINY, 32, id="v3"),
+                                                          pytest.param("deepseek_v32", TINY_V32, 48, id="v32")])
 @pytest.mark.parametrize("dtype, nbytes", [(torch.float32, 4), (torch.bfloat16, 2)])
 def test_analytic_cache_bytes_equal_memory_after_prefill(dtype, nbytes, model_type, tiny, per_token):
     torch.manual_seed(0)
