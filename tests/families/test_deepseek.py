@@ -18,7 +18,7 @@ import json
 import pytest
 import torch
 from harness.cache_bytes import assert_cache_bytes_match, assert_layer_cache_bytes
-from harness.cached_decode import cached_logits, split_steps
+from harness.cached_decode import assert_cached_decode_matches, cached_logits, split_steps
 from harness.flops import assert_flops_match_counter, assert_params_counted
 from harness.hf_parity import assert_logits_match, assert_round_trip, build_hf, convert, hf_logits, randomise
 
@@ -315,6 +315,14 @@ def test_v32_indexer_learns_from_its_kl_loss_only():
         kl.backward()
         opt.step()
     assert kls[-1] < 0.7 * kls[0]
+
+
+def test_tiny_deepseek_preset_on_the_harness():
+    """The family's tiny preset through the harness: cached decode, cache bytes after prefill and decode, FLOPs."""
+    m = HybridLM(get_config("tiny-deepseek")).eval()
+    assert_cached_decode_matches(m, torch.randint(0, 256, (2, 29)), split_steps(29, [11, 20]))
+    assert_cache_bytes_match(m, 256, 37, batch=2, dtype_bytes=4, chunk=16, decode_steps=2, total=True)
+    assert_flops_match_counter(m, 256, tokens=40, decode_at=40)
 
 
 # -- presets -----------------------------------------------------------------------------------------------

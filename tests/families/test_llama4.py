@@ -194,6 +194,14 @@ def test_config_mistakes_name_the_field():
     assert ModelConfig.from_dict(json.loads(tiny.to_json())) == tiny
 
 
+def test_tiny_llama4_preset_on_the_harness():
+    """The family's tiny preset through the harness: cached decode, cache bytes after prefill and decode, FLOPs."""
+    m = HybridLM(get_config("tiny-llama4")).eval()
+    assert_cached_decode_matches(m, torch.randint(0, 256, (2, 29)), split_steps(29, [11, 20]))
+    assert_cache_bytes_match(m, 256, 37, batch=2, dtype_bytes=4, chunk=16, decode_steps=2, total=True)
+    assert_flops_match_counter(m, 256, tokens=40, decode_at=40)
+
+
 # -- presets ----------------------------------------------------------------------------------------------------
 # published-configs.json: Maverick's decoder total 400,711,848,960 is quoted directly (third-party inventory: decoder
 # + vision&projector 871,932,416 = HF safetensors 401,583,781,376). Scout's checkpoint total 108,641,793,536 includes
