@@ -4,7 +4,7 @@ ModelConfig -> hybridlm.model.config; each mixer's config -> hybridlm.layers.mix
 hybridlm.layers.ffn.{dense,moe}; the config base (field errors, expand_pattern, JSON type checks) -> hybridlm.core.config.
 """
 
-from .core.config import _describe, _fits, at_least_one, check_types, expand_pattern, fail, from_kind
+from .core.config import at_least_one, check_types, expand_pattern, fail, from_kind
 from .layers.ffn.dense import DenseFFNConfig
 from .layers.ffn.moe import MoEConfig
 from .layers.mixers.attention import AttentionConfig
@@ -18,5 +18,4 @@ from .registry import FFN_CONFIGS, MIXER_CONFIGS
 _fail, _at_least_one, _from_kind, _check_types = fail, at_least_one, from_kind, check_types
 
 __all__ = ["FFN_CONFIGS", "MIXER_CONFIGS", "AttentionConfig", "CompressedAttentionConfig", "DenseFFNConfig",
-           "FFNConfig", "GatedDeltaNetConfig", "MLAConfig", "MixerConfig", "ModelConfig", "MoEConfig", "expand_pattern",
-           "_describe", "_fits"]
+           "FFNConfig", "GatedDeltaNetConfig", "MLAConfig", "MixerConfig", "ModelConfig", "MoEConfig", "expand_pattern"]

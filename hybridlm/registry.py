@@ -2,7 +2,8 @@
 
 A mixer kind registers its module class and its config dataclass together
 (``@register_mixer("attention", AttentionConfig)``); an FFN kind likewise; a Hugging Face
-converter registers itself under every ``model_type`` it declares. Nothing here imports
+converter registers itself under every ``model_type`` it declares, and the HF pipeline its
+load / save for ``HybridLM.from_hf`` / ``save_hf``. Nothing here imports
 the rest of hybridlm, so any module may import this one.
 """
 
@@ -18,6 +19,9 @@ MIXER_CONFIGS: dict[str, type] = {}
 FFNS: dict[str, type] = {}
 FFN_CONFIGS: dict[str, type] = {}
 CONVERTERS: dict[str, object] = {}
+# The Hugging Face load / save pipeline (interop.hf) behind HybridLM.from_hf / save_hf: the model ranks below
+# interop, so interop hands its pipeline down here instead of the model importing upward.
+HF_IO: dict[str, Callable] = {}
 
 
 def _register(table: dict, configs: dict, kind: str, config_cls: type, what: str) -> Callable[[type], type]:
@@ -51,3 +55,8 @@ def register_converter(obj: T) -> T:
             raise ValueError(f"model_type {mt!r} is already registered to {CONVERTERS[mt]!r}")
         CONVERTERS[mt] = obj
     return obj
+
+
+def register_hf_io(load: Callable, save: Callable) -> None:
+    """Called once by interop.hf: `load(path, device=, dtype=) -> HybridLM`, `save(model, path, dtype=)`."""
+    HF_IO["load"], HF_IO["save"] = load, save

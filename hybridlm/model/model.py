@@ -34,6 +34,7 @@ from ..layers.cache import HybridCache
 from ..layers.context import ForwardContext
 from ..layers.ffn import build_ffn
 from ..layers.mixers import build_mixer
+from ..registry import HF_IO
 from .config import ModelConfig
 from .hyper import HyperConnection, HyperHead
 
@@ -268,12 +269,10 @@ class HybridLM(nn.Module):
     # -- Hugging Face ---------------------------------------------------------------------
     @classmethod
     def from_hf(cls, path, device: str | torch.device | None = None, dtype: torch.dtype = torch.float32) -> HybridLM:
-        from ..hf import load_hf
-        return load_hf(path, device=device, dtype=dtype)
+        return _hf_io("load")(path, device=device, dtype=dtype)
 
     def save_hf(self, path, dtype: torch.dtype | None = None) -> None:
-        from ..hf import save_hf
-        save_hf(self, path, dtype=dtype)
+        _hf_io("save")(self, path, dtype=dtype)
 
     # -- accounting -----------------------------------------------------------------------
     def num_params(self, mtp: bool = True) -> int:
@@ -340,6 +339,14 @@ class HybridLM(nn.Module):
 
     def cache_bytes(self, context: int, batch: int = 1, dtype_bytes: int = 2, state_bytes: int | None = 4) -> int:
         return sum(self.cache_bytes_by_kind(context, batch, dtype_bytes, state_bytes).values())
+
+
+def _hf_io(name: str):
+    """interop.hf's load or save, handed down through the registry (the model ranks below interop)."""
+    if name not in HF_IO:  # transitional, until interop.hf calls register_hf_io and `import hybridlm` imports it
+        from ..hf import load_hf, save_hf
+        return {"load": load_hf, "save": save_hf}[name]
+    return HF_IO[name]
 
 
 def check_fits(cfg: ModelConfig, bytes_per_param: int = 4) -> None:
