@@ -111,7 +111,7 @@ def test_quick_end_to_end(tmp_path, capsys):
 
 def test_a_failing_model_exits_1_and_the_report_is_still_written(tmp_path, capsys):
     from hybridlm.cli import build_parser
-    from hybridlm.compare import cmd_compare
+    from hybridlm.cli.commands.compare import cmd_compare
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")  # training it raises at once
     out = tmp_path / "o"

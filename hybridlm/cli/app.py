@@ -10,9 +10,9 @@ import sys
 
 from ..core import runtime
 from .arguments import Parser
-from .commands import generate, info, presets
+from .commands import compare, cost, export, generate, info, presets, train
 
-COMMANDS = (presets, info, generate)
+COMMANDS = (presets, info, generate, cost, train, export, compare)
 
 
 def build_parser() -> Parser:
@@ -20,11 +20,6 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", required=True)  # subcommand parsers are Parsers too
     for command in COMMANDS:
         command.register(sub)
-    # Transitional (issue 11): cost, train/export and compare still register from their old modules until their
-    # command modules exist in cli/commands/; each then joins COMMANDS and its line here goes.
-    from ..cost import add_cost_parser; add_cost_parser(sub)  # noqa: E702
-    from ..train import add_train_parser; add_train_parser(sub)  # noqa: E702
-    from ..compare import add_compare_parser; add_compare_parser(sub)  # noqa: E702
     return parser
 
 

@@ -1,0 +1,77 @@
+"""`hybridlm compare`: the flags of analysis/compare.py's CompareConfig, run_compare, and the exit code (1 when a
+model failed). The command's help text is analysis/compare.py's docstring."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from ...analysis import compare as _compare
+from ...analysis.accounting import parse_contexts
+from ...analysis.compare import CompareConfig, default_presets, run_compare
+
+
+def _contexts(text: str) -> list[int]:
+    """argparse type of --speed-contexts / --needle-contexts: '256,1K,8K' -> [256, 1024, 8192]."""
+    try:
+        contexts = parse_contexts(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a context list like 256,1K,8K (positive token counts, "
+                                         f"K = 1024)") from None
+    if len(set(contexts)) != len(contexts):
+        raise argparse.ArgumentTypeError(f"{text!r} names a context twice")
+    return contexts
+
+
+def register(sub) -> None:
+    p = sub.add_parser("compare", help="train and evaluate architecture families side by side (report + figures)",
+                       description=_compare.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("models", nargs="*", help="presets, hybridlm checkpoints or Hugging Face directories "
+                                             f"(default: every tiny family preset: {', '.join(default_presets())})")
+    p.add_argument("--out", default="runs/compare", help="output directory (report.md, results.json, figures)")
+    p.add_argument("--quick", action="store_true", help="the ~2-minute profile (tiny budgets; for tests and demos)")
+    p.add_argument("--budget-tokens", type=int, default=None, help="training tokens per model and seed")
+    p.add_argument("--seq-len", type=int, default=None)
+    p.add_argument("--seeds", type=int, default=None, help="training seeds per preset (spread reported)")
+    p.add_argument("--speed-contexts", type=_contexts, default=None, help="e.g. 1K,8K,32K")
+    p.add_argument("--needle-contexts", type=_contexts, default=None, help="e.g. 128,512,1K")
+    p.add_argument("--mqar-steps", type=int, default=None, help="MQAR training steps per model")
+    p.add_argument("--resume", action="store_true", help="reuse finished runs and evaluations under --out")
+    p.add_argument("--sweep-ratio", action="store_true",
+                   help="the tiny hybrid at linear:attention ratios 0, 1:1, 3:1, 7:1, all-linear (equal budgets)")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bars: one log line per finished stage (the default when output is not a terminal)")
+    p.set_defaults(fn=cmd_compare)
+
+
+def config_from_args(args) -> CompareConfig:
+    changes = {"specs": list(args.models), "out": args.out, "resume": args.resume, "sweep_ratio": args.sweep_ratio,
+               "progress": args.progress}
+    for name in ("budget_tokens", "seq_len", "seeds", "speed_contexts", "needle_contexts"):
+        if getattr(args, name) is not None:
+            changes[name] = getattr(args, name)
+    cfg = CompareConfig.quick(**changes) if args.quick else CompareConfig(**changes)
+    if args.mqar_steps is not None:
+        cfg.mqar = dataclasses.replace(cfg.mqar, steps=args.mqar_steps)
+    if args.sweep_ratio and args.models:
+        raise ValueError("--sweep-ratio trains its own models; give no model names with it")
+    for name in ("budget_tokens", "seq_len", "seeds"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} {getattr(cfg, name)}: must be >= 1")
+    return cfg
+
+
+def cmd_compare(args) -> int:
+    """-> 1 when any model failed (the report is written all the same), else 0."""
+    cfg = config_from_args(args)
+    summary = run_compare(cfg)
+    out = Path(cfg.out)
+    print(f"wrote {out / 'report.md'}, {out / 'results.json'} and {len(summary['figures'])} figures in "
+          f"{summary['seconds']:.0f} s", flush=True)
+    if summary["failed"]:
+        print(f"hybridlm compare: {len(summary['failed'])} of {len(summary['models'])} models failed: "
+              f"{', '.join(summary['failed'])} (errors in {out / 'report.md'}, Failures)", file=sys.stderr)
+        return 1
+    return 0
