@@ -1,4 +1,6 @@
-"""The DeepSeek-V4 family: DeepSeek-V4 (shared-KV attention with window + sink, CSA with the lightning indexer, HCA, grouped output, mHC,
+"""The DeepSeek-V4 family.
+
+DeepSeek-V4 (shared-KV attention with window + sink, CSA with the lightning indexer, HCA, grouped output, mHC,
 sqrt-softplus / hash-routed / clamped-SwiGLU MoE, MTP) against transformers==5.23.0 as the independent oracle: a tiny
 DeepseekV4ForCausalLM with random weights, saved, loaded by HybridLM.from_hf, gives the same logits; save_hf output
 loads back in transformers; cached decode equals the full forward past the window and both compression ratios; the

@@ -1,4 +1,6 @@
-"""The Llama 4 family (issue 5): chunked local attention with interleaved RoPE (llama3 scaling) and weightless QK-norm, global
+"""The Llama 4 family (issue 5).
+
+Llama 4: chunked local attention with interleaved RoPE (llama3 scaling) and weightless QK-norm, global
 NoPE layers with attention-temperature tuning, top-1 sigmoid routing that scales the expert input, one shared
 expert, dense/MoE interleaving. Oracle: transformers==5.23.0 Llama4ForCausalLM with random weights, both ways;
 cached decode against the full forward; accounting against direct counts; presets against published totals."""
