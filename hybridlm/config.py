@@ -18,4 +18,4 @@ from .registry import FFN_CONFIGS, MIXER_CONFIGS
 _fail, _at_least_one, _from_kind, _check_types = fail, at_least_one, from_kind, check_types
 
 __all__ = ["FFN_CONFIGS", "MIXER_CONFIGS", "AttentionConfig", "CompressedAttentionConfig", "DenseFFNConfig",
-           "FFNConfig", "GatedDeltaNetConfig", "MLAConfig", "MixerConfig", "ModelConfig", "MoEConfig", "expand_pattern"]
+           "FFNConfig", "GatedDeltaNetConfig", "MLAConfig", "MixerConfig", "MoEConfig", "ModelConfig", "expand_pattern"]

@@ -54,10 +54,10 @@ def test_every_mixer_implements_the_protocol(kind):
 def test_describe_is_distinct_per_kind():
     for brief in (False, True):
         texts = {kind: {c.describe(brief=brief) for c in cases} for kind, cases in MIXER_CASES.items()}
-        assert all(t and all(texts[kind]) for kind, t in texts.items())
-        for a in texts:
-            for b in texts:
-                assert a == b or not texts[a] & texts[b], (a, b, texts[a] & texts[b])
+        assert all(t and all(t) for t in texts.values())
+        for a, ta in texts.items():
+            for b, tb in texts.items():
+                assert a == b or not ta & tb, (a, b, ta & tb)
     ffn_texts = {kind: {c.describe() for c in cases} for kind, cases in FFN_CASES.items()}
     assert ffn_texts["dense"].isdisjoint(ffn_texts["moe"]) and all(all(t) for t in ffn_texts.values())
 

@@ -5,8 +5,8 @@ Llama 4 (iRoPE) options: chunked local attention (fixed blocks of chunk_size), i
 frequency scaling, weightless QK-norm after RoPE, and attention-temperature tuning of q on NoPE layers.
 
 Shapes: B batch, T new tokens, S keys (cache + new), H query heads, G kv heads, d head_dim, D d_model.
-Reference: transformers `Qwen3NextAttention` (tested for parity through the whole model in tests/test_hf_qwen.py)
-and `Llama4TextAttention` (tests/test_llama4.py).
+Reference: transformers `Qwen3NextAttention` (tested for parity through the whole model in tests/families/test_qwen.py)
+and `Llama4TextAttention` (tests/families/test_llama4.py).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
     c_Q = RMSNorm(W_qa x);  q_h = W_qb,h c_Q;  q_h <- q_h / rms(q_h)   (unweighted)     RoPE on the last r dims
     kv = RMSNorm(W_kv x)  [hd]: the ONE key, and also the value, that every head reads   RoPE on the last r dims
-    keys of query t: kv of tokens (t - window, t]  +  compressed entries (mixers/compressor.py):
+    keys of query t: kv of tokens (t - window, t]  +  compressed entries (compressor.py):
         "hca": every entry i < (t+1)//m;  "csa": the indexer's top-k of those;  "none": the window only
     p_j = exp(s_j) / (sum_i exp(s_i) + exp(sink_h)),  s_j = q_h . k_j hd^-1/2           (a learnable sink per head)
     o_h = sum_j p_j k_j, then the RoPE slice of o_h rotated back by -t (K = V carried the keys' rotation into o)
@@ -19,7 +19,7 @@ RoPE: theta and optional YaRN frequencies per layer (V4: plain 10k on window-onl
 compressed ones); neither cos/sin nor the softmax scale gets YaRN's mscale, as in DeepSeek's code and transformers.
 The kind's config (`CompressedAttentionConfig`), module (`CompressedAttention`) and cache (`CompressedKVCache`);
 the compressor and indexer live in compressor.py.
-Reference: transformers 5.23 `DeepseekV4Attention` (parity through the whole model in tests/test_deepseek_v4.py).
+Reference: transformers 5.23 `DeepseekV4Attention` (parity through the whole model in tests/families/test_deepseek_v4.py).
 
 Shapes: B batch, T new tokens, S window keys (cached + new), N compressed entries, H heads, hd head dim,
 G output groups, R o_lora_rank, Q q_lora_rank.

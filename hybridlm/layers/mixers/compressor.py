@@ -17,7 +17,7 @@ indexer sees a detached input and learns from ops/index_loss.py (V3.2's sparse s
 gets its gradient, and the top-k choice gives the main model none either. DeepSeek's own code also Hadamard-rotates q^I and K^I and
 simulates FP4 on them; the rotation preserves dot products and transformers skips both, as this does.
 Reference: transformers 5.23 `DeepseekV4CSACompressor`, `DeepseekV4HCACompressor`, `DeepseekV4Indexer`
-(parity through the whole model in tests/test_deepseek_v4.py).
+(parity through the whole model in tests/families/test_deepseek_v4.py).
 
 Shapes: B batch, T new tokens, W closed windows, m ratio, d entry width, N entries, Hi/Di indexer heads/dim.
 """

@@ -10,7 +10,7 @@
 Shapes: B batch, T tokens, C conv channels (2*Hk*dk + Hv*dv), K conv kernel, Hk qk heads, Hv value heads.
 The kind's config (`GatedDeltaNetConfig`), module (`GatedDeltaNet`) and cache (`RecurrentState`).
 The op itself (recurrent reference, chunked, one-step) lives in hybridlm/ops/gated_delta_rule.py.
-Reference: transformers `Qwen3NextGatedDeltaNet`; parity tested through the whole model in tests/test_hf_qwen.py.
+Reference: transformers `Qwen3NextGatedDeltaNet`; parity tested through the whole model in tests/families/test_qwen.py.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ mscale(f, yarn_mscale_all_dim), and the softmax scale by mscale(f, yarn_mscale_a
 Shapes: B batch, T new tokens, S keys (cache + new), H heads, D d_model, R kv_lora_rank, n qk_nope_head_dim,
 r qk_rope_head_dim, v v_head_dim.
 The kind's config (`MLAConfig`), module (`MLA`) and cache (`LatentCache`).
-Reference: transformers `DeepseekV3Attention` (parity through the whole model in tests/test_deepseek.py).
+Reference: transformers `DeepseekV3Attention` (parity through the whole model in tests/families/test_deepseek.py).
 
 Optional DeepSeek Sparse Attention (V3.2, cfg.index_n_heads > 0), transformers' `DeepseekV32Indexer` exactly:
     q^I = wq_b c_Q -> [T, Hi, Di],  k^I = LayerNorm(wk x) -> [S, Di] (one key head, weight + bias, eps 1e-6),
