@@ -67,6 +67,7 @@ class _Toy(nn.Module):
         self.cfg = cfg
         self.proj = nn.Linear(d_model, d_model, bias=False)
         self.last: torch.Tensor | None = None
+        self.aux_loss = None
 
     def init_weights(self, std: float, out_std: float) -> None:
         nn.init.normal_(self.proj.weight, std=std)

@@ -46,6 +46,7 @@ class Mixer(Protocol):
 
     cfg: Any
     cache_kind: str  # = the `kind` of the cache new_cache() returns: "kv" | "latent" | "recurrent" | "compressed"
+    aux_loss: torch.Tensor | None  # a training loss of the last forward (a trained indexer's KL), or None
 
     def forward(self, x_BTD: torch.Tensor, pos0: int = 0, cache: Any = None,
                 ctx: ForwardContext | None = None) -> torch.Tensor:

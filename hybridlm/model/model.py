@@ -221,7 +221,7 @@ class HybridLM(nn.Module):
             mtp_loss = F.cross_entropy(mtp_logits[:, :-1].flatten(0, 1).float(), labels[:, 2:].flatten(),
                                        ignore_index=-100)
             aux_mods += [self.mtp.block.mixer, self.mtp.block.ffn]
-        loss = self.total_loss(ce, [m.aux_loss for m in aux_mods if getattr(m, "aux_loss", None) is not None],
+        loss = self.total_loss(ce, [m.aux_loss for m in aux_mods if m.aux_loss is not None],
                                mtp_loss)
         return ModelOutput(logits=logits, loss=loss, ce_loss=ce, aux_loss=aux, mtp_loss=mtp_loss,
                            mtp_logits=mtp_logits)
@@ -240,7 +240,7 @@ class HybridLM(nn.Module):
     def aux_loss(self) -> torch.Tensor | None:
         """The main stack's auxiliary losses: MoE balance losses and, where trained, indexer KL losses."""
         mods = [m for b in self.layers for m in (b.mixer, b.ffn)]
-        losses = [m.aux_loss for m in mods if getattr(m, "aux_loss", None) is not None]
+        losses = [m.aux_loss for m in mods if m.aux_loss is not None]
         return torch.stack(losses).sum() if losses else None
 
     def moe_layers(self) -> list[nn.Module]:

@@ -168,6 +168,7 @@ class Attention(nn.Module):
             self.k_norm = RMSNorm(d, norm_eps, zero_centered, weight=cfg.qk_norm_weight)
         else:
             self.q_norm = self.k_norm = None
+        self.aux_loss: torch.Tensor | None = None  # no training loss of its own (the Mixer protocol's field)
 
     def init_weights(self, std: float, out_std: float) -> None:
         for lin in (self.q_proj, self.k_proj, self.v_proj):

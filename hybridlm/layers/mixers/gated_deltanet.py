@@ -90,6 +90,7 @@ class GatedDeltaNet(nn.Module):
         self.dt_bias = nn.Parameter(torch.empty(Hv))
         self.norm = GatedRMSNorm(dv, norm_eps)
         self.out_proj = nn.Linear(self.value_dim, d_model, bias=False)
+        self.aux_loss: torch.Tensor | None = None  # no training loss of its own (the Mixer protocol's field)
 
     def init_weights(self, std: float, out_std: float) -> None:
         nn.init.normal_(self.in_proj.weight, std=std)
