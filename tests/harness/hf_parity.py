@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from harness.cached_decode import assert_cached_decode_matches
 
+from harness.cached_decode import assert_cached_decode_matches
 from hybridlm import HybridLM
 
 
@@ -35,7 +35,8 @@ def build_hf(config, model_cls=None, seed: int | None = 0):
     return model.eval()
 
 
-def randomise(model, norm_jitter: float = 0.1, norm_names: tuple[str, ...] = ("norm",), matrix_gain: float | None = None):
+def randomise(model, norm_jitter: float = 0.1, norm_names: tuple[str, ...] = ("norm",),
+              matrix_gain: float | None = None):
     """Move transformers' init away from the identities it starts at, so a wrong mapping shows in the logits: every
     parameter whose name contains one of `norm_names` gets `norm_jitter` * N(0, 1) added; with `matrix_gain`, every
     other matrix (but the embedding) is redrawn at matrix_gain / sqrt(fan-in) (peaked attention and routing)."""

@@ -22,6 +22,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
@@ -61,7 +62,7 @@ class Converter:
 
     model_types: tuple[str, ...] = ()  # config.json model_type values this converter reads
     weight_types: tuple[str, ...] | None = None  # those whose weights it reads and writes (None: all model_types)
-    kept_buffers: dict[str, str] = {}  # our buffer suffix -> its HF tensor suffix: stored, and kept in float32
+    kept_buffers: ClassVar[dict[str, str]] = {}  # our buffer suffix -> its HF tensor suffix (stored, float32)
     skip: re.Pattern | None = None  # checkpoint tensors that are not the language model's (a vision tower)
     strict: bool = True  # load_state_dict(strict=): False where init_weights supplies buffers the file lacks
 

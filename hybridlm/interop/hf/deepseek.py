@@ -22,6 +22,8 @@ FP8 checkpoints (weight_scale_inv tensors) are not read: convert them to bf16 fi
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 
 from ...layers.ffn.dense import DenseFFNConfig
@@ -242,7 +244,7 @@ class DeepSeekConverter(Converter):
     and head."""
 
     model_types = MODEL_TYPES
-    kept_buffers = {"expert_bias": "e_score_correction_bias"}
+    kept_buffers: ClassVar[dict[str, str]] = {"expert_bias": "e_score_correction_bias"}
 
     def config_from_hf(self, hf: dict) -> ModelConfig:
         return config_from_hf(hf)

@@ -22,6 +22,7 @@ DeepSeek's legacy ones (compress_ratios, num_hash_layers, qk_rope_head_dim, rope
 from __future__ import annotations
 
 import re
+from typing import ClassVar
 
 import torch
 
@@ -320,7 +321,7 @@ class DeepSeekV4Converter(Converter):
     routing bias (gate.bias, float32) and the hash-routed layers' tid2eid tables."""
 
     model_types = MODEL_TYPES
-    kept_buffers = {"expert_bias": "gate.bias"}
+    kept_buffers: ClassVar[dict[str, str]] = {"expert_bias": "gate.bias"}
 
     def config_from_hf(self, hf: dict) -> ModelConfig:
         return config_from_hf(hf)
