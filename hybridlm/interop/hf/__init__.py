@@ -1,6 +1,8 @@
 """Hugging Face checkpoints <-> HybridLM. The pipeline is base.py; each format is one converter file, registered
-under its model_types by the import below (adding a format: one file plus one line here)."""
+under its model_types by the import below (adding a format: one file plus one line here). Importing this package
+also registers the pipeline as HybridLM.from_hf / save_hf's (registry.HF_IO), so the model never imports upward."""
 
+from ...registry import register_hf_io
 from . import deepseek, deepseek_v4, llama4, qwen  # noqa: F401  (each registers its converter)
 from .base import (  # noqa: F401
     Converter,
@@ -18,3 +20,5 @@ from .base import (  # noqa: F401
     save_target,
     write_hf_dir,
 )
+
+register_hf_io(load, save)
