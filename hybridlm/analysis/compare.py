@@ -172,7 +172,7 @@ def _params(model) -> dict:
 
 def run_model(spec: str, cfg: CompareConfig, out: Path, label: str, progress=None) -> dict:
     from ..interop.specs import load_model
-    from ..tokenizer import tokenizer_for
+    from ..interop.tokenizer import tokenizer_for
     run_dir = out / "runs" / label
     run_dir.mkdir(parents=True, exist_ok=True)
     done_file = run_dir / "result.json"
@@ -188,7 +188,7 @@ def run_model(spec: str, cfg: CompareConfig, out: Path, label: str, progress=Non
     if kind in ("preset", "config"):
         runs = _train_runs(spec, cfg, run_dir, tick)
         res["train"] = {"steps": cfg.steps, "tokens": cfg.steps * cfg.batch_size * cfg.seq_len, "runs": runs}
-        from ..checkpoint import Checkpoint
+        from ..interop.checkpoint import Checkpoint
         loaded = [(c.load_model(), c.path) for c in (Checkpoint.open(r["dir"]) for r in runs)]
     else:
         loaded = [load_model(spec)]

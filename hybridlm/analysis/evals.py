@@ -23,7 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import DenseFFNConfig, ModelConfig
+from ..layers.ffn.dense import DenseFFNConfig
+from ..model.config import ModelConfig
 
 # -- MQAR ------------------------------------------------------------------------------------------------------
 # Zoology (Arora et al. 2023, "Zoology: measuring and improving recall in efficient language models",

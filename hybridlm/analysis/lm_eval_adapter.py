@@ -33,11 +33,11 @@ class HybridLMEval(_Base):
             super().__init__()
         if model is None:
             from ..interop.specs import load_model
-            from ..tokenizer import tokenizer_for
+            from ..interop.tokenizer import tokenizer_for
             model, tok_dir = load_model(pretrained, device=device)
             tokenizer = tokenizer_for(tok_dir)
         elif tokenizer is None:
-            from ..tokenizer import ByteTokenizer
+            from ..interop.tokenizer import ByteTokenizer
             tokenizer = ByteTokenizer()
         self.model, self.tok = model.eval(), tokenizer
         self._device = torch.device(device)

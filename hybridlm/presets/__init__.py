@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..config import ModelConfig
+from ..model.config import ModelConfig
 from . import deepseek, llama4, qwen, tiny
 
 FAMILIES = (qwen, llama4, deepseek, tiny)

@@ -11,7 +11,11 @@ Sources (hyperparameters copied from, and parameter totals checked against, hybr
 
 from __future__ import annotations
 
-from ..config import CompressedAttentionConfig, DenseFFNConfig, MLAConfig, ModelConfig, MoEConfig
+from ..layers.ffn.dense import DenseFFNConfig
+from ..layers.ffn.moe import MoEConfig
+from ..layers.mixers.compressed_attention import CompressedAttentionConfig
+from ..layers.mixers.mla import MLAConfig
+from ..model.config import ModelConfig
 
 
 def _deepseek_v3(name: str, *, vocab: int, heads: int, dense_layers: int, experts: int, groups: int, topk_groups: int,

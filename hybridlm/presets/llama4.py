@@ -7,7 +7,10 @@ Sources (hyperparameters copied from, and parameter totals checked against, hybr
 
 from __future__ import annotations
 
-from ..config import AttentionConfig, DenseFFNConfig, ModelConfig, MoEConfig
+from ..layers.ffn.dense import DenseFFNConfig
+from ..layers.ffn.moe import MoEConfig
+from ..layers.mixers.attention import AttentionConfig
+from ..model.config import ModelConfig
 
 
 def _llama4(name: str, *, experts: int, moe_step: int, qk_norm: bool, rope_scaling: dict | None,

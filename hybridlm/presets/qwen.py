@@ -9,7 +9,11 @@ Sources (hyperparameters copied from, and parameter totals checked against, hybr
 
 from __future__ import annotations
 
-from ..config import AttentionConfig, DenseFFNConfig, GatedDeltaNetConfig, ModelConfig, MoEConfig
+from ..layers.ffn.dense import DenseFFNConfig
+from ..layers.ffn.moe import MoEConfig
+from ..layers.mixers.attention import AttentionConfig
+from ..layers.mixers.gated_deltanet import GatedDeltaNetConfig
+from ..model.config import ModelConfig
 
 
 def _qwen_hybrid(name: str, *, vocab: int, d: int, layers: int, heads: int, kv_heads: int, qk_heads: int,

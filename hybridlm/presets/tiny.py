@@ -6,7 +6,12 @@ Sources: the full-scale presets they shrink (cited there); the widths are this p
 
 from __future__ import annotations
 
-from ..config import AttentionConfig, DenseFFNConfig, GatedDeltaNetConfig, MLAConfig, ModelConfig, MoEConfig
+from ..layers.ffn.dense import DenseFFNConfig
+from ..layers.ffn.moe import MoEConfig
+from ..layers.mixers.attention import AttentionConfig
+from ..layers.mixers.gated_deltanet import GatedDeltaNetConfig
+from ..layers.mixers.mla import MLAConfig
+from ..model.config import ModelConfig
 from .deepseek import v4_mixers, v4_moe
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..tokenizer import ByteTokenizer, HFTokenizer
+from ..interop.tokenizer import ByteTokenizer, HFTokenizer
 
 SUFFIXES = (".txt", ".jsonl", ".parquet")
 EOT_TOKENS = ("<|endoftext|>", "</s>", "<eos>")  # a tokenizer's document separator, when it has one

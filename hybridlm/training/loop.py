@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from .. import checkpoint as ckpt
+from ..interop import checkpoint as ckpt
 from .config import NonFiniteLossError, TrainConfig, TrainResult, model_config
 from .data import Batches, PackedData, load_tokenizer, pack, read_documents, train_bpe, unigram_loss
 from .distributed import (
@@ -121,8 +121,7 @@ def _tokenizer(cfg: TrainConfig, docs, vocab_size: int, out: Path, resume_from: 
 def _setup(cfg: TrainConfig, device: torch.device) -> _Run:
     """Check everything a user can get wrong before any training step, then build the data, the model (every rank
     builds and initialises the same full model, then FSDP2 shards it) and the optimizer; resume their state."""
-    from .. import runtime
-    from ..model import HybridLM
+    from ..model import HybridLM, check_fits
     from .optim import WarmupCosine, build_optimizer
 
     rank, world = dist_info()
@@ -163,7 +162,7 @@ def _setup(cfg: TrainConfig, device: torch.device) -> _Run:
             raise ValueError(f"--resume: the model config differs from {resume_from} in {diff}")
 
     seed_all(cfg.seed)
-    runtime.check_fits(mc)
+    check_fits(mc)
     model = HybridLM(mc, device="meta")
     model.to_empty(device=device)
     model.init_weights(seed=cfg.seed)
@@ -296,7 +295,7 @@ def _save(run: _Run, at: int) -> Path:
 # -- the loop ------------------------------------------------------------------------------------------------------
 def train(cfg: TrainConfig) -> TrainResult:
     """Run (or resume) the training described by cfg; see the module docstring."""
-    from .. import runtime
+    from ..core import runtime
 
     device = resolve_device(cfg.device)
     created_pg = init_distributed(device)

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import checkpoint as ckpt
+from ..interop import checkpoint as ckpt
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def cmd_export(args) -> None:
-    from ... import checkpoint as ckpt
+    from ...interop import checkpoint as ckpt
     path = ckpt.export_hf(args.checkpoint, args.hf_dir, drop_expert_bias=args.drop_expert_bias)
     print(f"wrote {path} (loads with HybridLM.from_hf / transformers)")
 
