@@ -17,7 +17,7 @@ def setup(doc: str) -> tuple[argparse.Namespace, int]:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--reps", type=int, default=None)
     args = ap.parse_args()
-    from hybridlm.runtime import configure_threads
+    from hybridlm.core.runtime import configure_threads
     configure_threads()
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -46,7 +46,7 @@ def worker(kind: str, seconds: float) -> dict:
     import torch
 
     from hybridlm import HybridLM, get_config
-    from hybridlm.runtime import LoadGovernor, configure_threads
+    from hybridlm.core.runtime import LoadGovernor, configure_threads
     threads = configure_threads()
     torch.manual_seed(0)
     model = HybridLM(get_config("tiny-hybrid"))

@@ -22,8 +22,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from hybridlm.config import MoEConfig
-from hybridlm.moe import MoE, SwiGLU
+from hybridlm.layers.ffn.moe import MoEConfig
+from hybridlm.layers.ffn.moe import MoE
+from hybridlm.layers.ffn.dense import SwiGLU
 
 
 def hf_block(cfg: MoEConfig, d_model: int, impl: str, src: MoE):

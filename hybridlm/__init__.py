@@ -8,8 +8,14 @@ Public API:
     model.generate(input_ids, max_new_tokens=..., temperature=..., top_k=..., top_p=..., stop_tokens=...)
 """
 
-from .config import AttentionConfig, DenseFFNConfig, GatedDeltaNetConfig, MLAConfig, ModelConfig, MoEConfig
-from .model import HybridLM, ModelOutput
+from . import interop  # noqa: F401  (HybridLM.from_hf / save_hf: interop.hf registers its pipeline on import)
+from .interop import hf  # noqa: F401
+from .layers.ffn.dense import DenseFFNConfig
+from .layers.ffn.moe import MoEConfig
+from .layers.mixers.attention import AttentionConfig
+from .layers.mixers.gated_deltanet import GatedDeltaNetConfig
+from .layers.mixers.mla import MLAConfig
+from .model import HybridLM, ModelConfig, ModelOutput
 from .presets import get_config, preset_names
 
 __all__ = ["AttentionConfig", "DenseFFNConfig", "GatedDeltaNetConfig", "MLAConfig", "ModelConfig", "MoEConfig",

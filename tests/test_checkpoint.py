@@ -14,9 +14,9 @@ import torch
 from test_train import setup_run, small_config
 
 from hybridlm import HybridLM
-from hybridlm.checkpoint import Checkpoint, export_hf, optimizer_from_files, optimizer_to_files, resolve, save
-from hybridlm.optim import build_optimizer
-from hybridlm.train import train
+from hybridlm.interop.checkpoint import Checkpoint, export_hf, optimizer_from_files, optimizer_to_files, resolve, save
+from hybridlm.training.optim import build_optimizer
+from hybridlm.training.loop import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: one intra-op thread
 

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from hybridlm.cli import main
-from hybridlm.compare import CompareConfig, _period, default_presets, run_compare, sweep_specs
+from hybridlm.analysis.compare import CompareConfig, _period, default_presets, run_compare, sweep_specs
 
 
 def test_default_presets_are_the_tiny_families():
@@ -23,7 +23,7 @@ def test_period_of_layer_plans():
 
 
 def test_sweep_covers_all_attention_to_all_linear(tmp_path):
-    from hybridlm.config import ModelConfig
+    from hybridlm.model.config import ModelConfig
     plans = [ModelConfig.from_json(p).layer_mixers for _, p in sweep_specs(tmp_path)]
     linear = [plan.count("G") for plan in plans]
     assert linear == [0, 4, 6, 7, 8] and all(len(p) == 8 for p in plans)
@@ -148,7 +148,7 @@ def test_bad_context_lists_exit_2_naming_the_value(flag, value, capsys, tmp_path
 
 
 def test_progress_lines_without_a_terminal(capsys):
-    from hybridlm.compare import Progress
+    from hybridlm.analysis.compare import Progress
     with Progress({"a": 2, "b": 3}, bars=False) as prog:
         prog.start("a")
         prog.stage("a", "train seed 0")
@@ -168,7 +168,7 @@ def test_load_of_other_processes_is_measured():
     import subprocess
     import sys
 
-    from hybridlm.evals import measure_load
+    from hybridlm.analysis.evals import measure_load
     with measure_load() as load:  # a child spinning one core for ~1 s while this process sleeps
         subprocess.run([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 1.0: pass"],
                        check=True)

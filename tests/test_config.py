@@ -5,7 +5,7 @@ import json
 import pytest
 
 from hybridlm import AttentionConfig, GatedDeltaNetConfig, ModelConfig, MoEConfig, get_config, preset_names
-from hybridlm.config import expand_pattern
+from hybridlm.core.config import expand_pattern
 
 
 def _cfg(**over):

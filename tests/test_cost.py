@@ -13,18 +13,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from hybridlm import AttentionConfig, HybridLM, get_config, preset_names
 from hybridlm.cli import main
-from hybridlm.cost import (
-    JSON_SCHEMA,
-    REFERENCE,
-    Assumptions,
-    expected_experts,
-    parse_contexts,
-    plot_cost,
-    serving_point,
-    weight_params_read,
-)
-from hybridlm.hardware import HARDWARE, get_hardware
-from hybridlm.hf import config_from_hf
+from hybridlm.analysis.cost_report import JSON_SCHEMA, REFERENCE, plot_cost
+from hybridlm.analysis.accounting import Assumptions, expected_experts, parse_contexts, serving_point, weight_params_read
+from hybridlm.analysis.hardware import HARDWARE, get_hardware
+from hybridlm.interop.hf.base import config_from_hf
 
 FULL_SCALE = [n for n in preset_names() if not n.startswith("tiny")]
 TINY = ["tiny-attention", "tiny-gdn", "tiny-hybrid"]
@@ -117,7 +109,7 @@ def test_decode_flops_match_flop_counter():
 def test_attention_flops_follow_the_window():
     c = AttentionConfig(num_heads=2, num_kv_heads=1, head_dim=8, sliding_window=5)
     c.validate("A", 16)
-    from hybridlm.mixers.attention import Attention
+    from hybridlm.layers.mixers.attention import Attention
     attn = Attention(c, 16).to("meta")
     for L in range(1, 20):
         assert attn.mean_keys(L) == pytest.approx(sum(min(t, 5) for t in range(1, L + 1)) / L)
@@ -242,7 +234,7 @@ def test_published_configs_ship_with_the_package():
     """cost --article and the preset tests read the packaged copy, so a fresh install needs nothing outside it;
     every entry names its sources."""
     import importlib.resources
-    data = json.loads(importlib.resources.files("hybridlm").joinpath("data/published-configs.json").read_text())
+    data = json.loads(importlib.resources.files("hybridlm").joinpath("resources/published-configs.json").read_text())
     assert len(data["models"]) >= 18
     assert all(m["sources"] and m["fields"] for m in data["models"])
     shared = Path(__file__).resolve().parents[2] / "shared" / "reference" / "published-configs.json"

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from hybridlm.data import Batches, default_corpus, eot_id, load_tokenizer, pack, read_documents, train_bpe, unigram_loss
-from hybridlm.tokenizer import ByteTokenizer
+from hybridlm.training.data import Batches, default_corpus, eot_id, load_tokenizer, pack, read_documents, train_bpe, unigram_loss
+from hybridlm.interop.tokenizer import ByteTokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: one intra-op thread
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 from test_train import metrics, setup_run
 
-from hybridlm.checkpoint import Checkpoint
-from hybridlm.train import train
+from hybridlm.interop.checkpoint import Checkpoint
+from hybridlm.training.loop import train
 
 # Two ranks each run half of the global batch and FSDP2 averages their gradients; the reference is one process on
 # the same global batch in two micro-batches (grad_accum=2), so the MoE balance loss, a per-micro-batch statistic,

@@ -7,9 +7,12 @@ import torch
 import torch.nn.functional as F
 
 from hybridlm import HybridLM, get_config
-from hybridlm.config import AttentionConfig, DenseFFNConfig, GatedDeltaNetConfig, ModelConfig
-from hybridlm.evals import MQARSettings, _needle_case, eval_mqar, mqar_batch, mqar_config, speed, train_mqar
-from hybridlm.tokenizer import ByteTokenizer
+from hybridlm.layers.mixers.attention import AttentionConfig
+from hybridlm.layers.ffn.dense import DenseFFNConfig
+from hybridlm.layers.mixers.gated_deltanet import GatedDeltaNetConfig
+from hybridlm.model.config import ModelConfig
+from hybridlm.analysis.evals import MQARSettings, _needle_case, eval_mqar, mqar_batch, mqar_config, speed, train_mqar
+from hybridlm.interop.tokenizer import ByteTokenizer
 
 TINY_FAMILIES = [n for n in ("tiny-hybrid", "tiny-attention", "tiny-gdn", "tiny-llama4", "tiny-deepseek",
                                   "tiny-deepseek-v4")]
@@ -103,7 +106,7 @@ def _requests(kind, args_list):
 
 
 def test_lm_eval_adapter_matches_the_model():
-    from hybridlm.lm_eval_adapter import HybridLMEval
+    from hybridlm.analysis.lm_eval_adapter import HybridLMEval
     model = HybridLM(get_config("tiny-hybrid")).eval()
     lm = HybridLMEval(model=model)
     reqs = _requests("loglikelihood", [("The cat sat on the", " mat"), ("def f(x):", " return x")])
@@ -129,7 +132,7 @@ def test_lm_eval_registry_and_simple_evaluate(tmp_path):
     lm_eval = pytest.importorskip("lm_eval")
     from lm_eval.api.registry import get_model
 
-    import hybridlm.lm_eval_adapter as adapter
+    import hybridlm.analysis.lm_eval_adapter as adapter
     assert get_model("hybridlm") is adapter.HybridLMEval
     # a small local task: two loglikelihood questions from a local JSONL file
     data = tmp_path / "qa.jsonl"

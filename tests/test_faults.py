@@ -14,12 +14,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from test_train import setup_run, small_config
 
-import hybridlm.checkpoint as ckpt
+import hybridlm.interop.checkpoint as ckpt
 from hybridlm import HybridLM
-from hybridlm.checkpoint import Checkpoint, export_hf
-from hybridlm.config import ModelConfig
-from hybridlm.safeio import CheckpointError
-from hybridlm.train import train
+from hybridlm.interop.checkpoint import Checkpoint, export_hf
+from hybridlm.model.config import ModelConfig
+from hybridlm.interop.safeio import CheckpointError
+from hybridlm.training.loop import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: one intra-op thread
 
@@ -257,7 +257,7 @@ def test_hf_json_and_dtype_problems_name_the_file(hf_dir):
 
 
 def test_check_tensors_message_is_one_line():
-    from hybridlm.hf import check_tensors
+    from hybridlm.interop.hf.base import check_tensors
     need = {"a": ((4, 4), "F32"), "b": ((2,), "F32"), "c": ((3,), "F32")}
     have = {"a": ((3, 4), "F32"), "c": ((3,), "I32"), "d": ((1,), "F32")}
     msg = one_line_error(lambda: check_tensors("dir", "qwen3_next", need, have), "dir: checkpoint does not match")

@@ -14,10 +14,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import hybridlm.checkpoint as ckpt
+import hybridlm.interop.checkpoint as ckpt
 from hybridlm import HybridLM, get_config
-from hybridlm.checkpoint import Checkpoint
-from hybridlm.config import ModelConfig
+from hybridlm.interop.checkpoint import Checkpoint
+from hybridlm.model.config import ModelConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: one intra-op thread
 

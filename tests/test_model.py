@@ -29,7 +29,7 @@ def test_stop_tokens_and_streaming():
 
 
 def test_sampling_filters():
-    from hybridlm.generate import sample_next
+    from hybridlm.model.generate import sample_next
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
     g = torch.Generator().manual_seed(0)
     draws = {int(sample_next(logits, 1.0, top_k=2, generator=g)) for _ in range(200)}

@@ -6,8 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hybridlm.config import DenseFFNConfig, MoEConfig
-from hybridlm.moe import MoE, DenseFFN, _grouped_mm_works
+from hybridlm.layers.ffn.dense import DenseFFNConfig
+from hybridlm.layers.ffn.moe import MoEConfig
+from hybridlm.layers.ffn.moe import MoE, _grouped_mm_works
+from hybridlm.layers.ffn.dense import DenseFFN
 
 GROUPED_OK = _grouped_mm_works(torch.device("cpu"), torch.float32)
 IMPLS = ["loop"] + (["grouped_mm"] if GROUPED_OK else [])
@@ -185,7 +187,7 @@ def test_param_accounting_and_meta_device(kw):
 
 def test_grouped_mm_probe_is_not_fooled_by_no_grad():
     # The probe checks the backward; run first under no_grad (inference), it must still find the grouped path.
-    from hybridlm import moe as moe_mod
+    from hybridlm.layers.ffn import moe as moe_mod
     saved = dict(moe_mod._GROUPED_MM_OK)
     moe_mod._GROUPED_MM_OK.clear()
     try:
@@ -202,8 +204,8 @@ def test_grouped_mm_probe_is_not_fooled_by_no_grad():
 
 def test_unaligned_bf16_widths_fall_back_instead_of_failing():
     # _grouped_mm wants 16-byte aligned rows; a bf16 expert width of 12 (24 bytes) must take the loop path.
-    from hybridlm.config import MoEConfig
-    from hybridlm.moe import MoE
+    from hybridlm.layers.ffn.moe import MoEConfig
+    from hybridlm.layers.ffn.moe import MoE
     moe = MoE(MoEConfig(num_experts=4, top_k=2, expert_size=12), 40)
     moe.init_weights(0.1)
     moe = moe.to(torch.bfloat16)

@@ -99,7 +99,7 @@ def test_an_unregistered_config_class_is_refused():
 
 
 def test_an_unknown_mixer_is_labelled_by_its_own_describe():
-    from hybridlm.cost import describe_layout
+    from hybridlm.analysis.accounting import describe_layout
 
     layout = describe_layout(get_config("tiny-hybrid"))
     assert layout == "6 Gated DeltaNet + 2 gated attention 4q/2kv"

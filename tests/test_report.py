@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from hybridlm import report
-from hybridlm.compare import CompareConfig
+from hybridlm.analysis import report
+from hybridlm.analysis.compare import CompareConfig
 
 ERROR = "ValueError: bad | value\nsecond line of the message"
 TRACEBACK = "Traceback (most recent call last):\n  File \"x.py\", line 1, in f\n" + ERROR

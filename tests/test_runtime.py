@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from hybridlm import runtime
+from hybridlm.core import runtime
 
 
 def test_sampler_sees_another_process_but_not_itself():

@@ -6,7 +6,7 @@ import torch
 from test_train import small_config
 
 from hybridlm import HybridLM
-from hybridlm.checkpoint import save
+from hybridlm.interop.checkpoint import save
 from hybridlm.interop.specs import Spec, load_model, resolve
 
 

@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from hybridlm import HybridLM, ModelConfig
-from hybridlm.checkpoint import Checkpoint
+from hybridlm.interop.checkpoint import Checkpoint
 from hybridlm.cli import main
-from hybridlm.data import Batches, pack, read_documents
-from hybridlm.tokenizer import ByteTokenizer
-from hybridlm.train import NonFiniteLossError, TrainConfig, train
+from hybridlm.training.data import Batches, pack, read_documents
+from hybridlm.interop.tokenizer import ByteTokenizer
+from hybridlm.training.config import NonFiniteLossError, TrainConfig
+from hybridlm.training.loop import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: one intra-op thread
 
@@ -204,7 +205,7 @@ def test_nan_via_cli_exits_2_with_the_message(tmp_path, capsys):
 def test_bad_input_fails_before_training(tmp_path, change, error):
     (tmp_path / "empty.txt").write_text("")
     (tmp_path / "short.txt").write_text("y" * 300)
-    from hybridlm.data import train_bpe
+    from hybridlm.training.data import train_bpe
     train_bpe([corpus()], 320, tmp_path / "tok" / "tokenizer.json")
     subst = {"EMPTY": str(tmp_path / "empty.txt"), "SHORT": str(tmp_path / "short.txt"),
              "BIGTOK": str(tmp_path / "tok")}

@@ -13,8 +13,8 @@ from pathlib import Path
 from .accounting import DTYPE_BYTES, Assumptions, assumptions, context_label, load_meta, model_summary, serving_point
 from .hardware import Hardware
 
-# Published hyperparameters and stated parameter counts, with their sources (package data: hybridlm/data/README.md).
-REFERENCE = Path(__file__).resolve().parents[1] / "data" / "published-configs.json"
+# Published hyperparameters and stated parameter counts, with their sources (package data: hybridlm/resources/README.md).
+REFERENCE = Path(__file__).resolve().parents[1] / "resources" / "published-configs.json"
 NOT_IMPLEMENTED = "not implemented yet (issue 5)"
 # The motivating comparison: (name prefix in published-configs.json, label, preset that will implement it).
 ARTICLE = [

@@ -1,4 +1,4 @@
-"""Accelerators for the roofline serving model in hybridlm/cost.py: peak dense matmul throughput, HBM bandwidth
+"""Accelerators for the roofline serving model in hybridlm/analysis/accounting.py: peak dense matmul throughput, HBM bandwidth
 and capacity, each with where the figure comes from.
 
 Conventions: dense (no 2:4 sparsity) tensor-core peaks in FLOP/s, 2 FLOPs per multiply-add, as the vendors count

@@ -2,6 +2,5 @@
 format.py and arguments.py are what the commands share. Nothing outside this package imports it."""
 
 from .app import build_parser, main
-from .format import console  # transitional: the cost command still imports it from here until it moves to commands/
 
-__all__ = ["build_parser", "console", "main"]
+__all__ = ["build_parser", "main"]

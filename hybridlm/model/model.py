@@ -343,9 +343,8 @@ class HybridLM(nn.Module):
 
 def _hf_io(name: str):
     """interop.hf's load or save, handed down through the registry (the model ranks below interop)."""
-    if name not in HF_IO:  # transitional, until interop.hf calls register_hf_io and `import hybridlm` imports it
-        from ..hf import load_hf, save_hf
-        return {"load": load_hf, "save": save_hf}[name]
+    if name not in HF_IO:  # `import hybridlm` imports interop.hf, which registers them
+        raise ValueError("no Hugging Face pipeline registered: import hybridlm.interop.hf first")
     return HF_IO[name]
 
 

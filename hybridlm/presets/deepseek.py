@@ -1,7 +1,7 @@
 """DeepSeek presets: DeepSeek-V3 / V3.2 (MLA + DeepSeekMoE), Kimi-K2 (the V3 architecture) and DeepSeek-V4
 (compressed sparse attention + mHC).
 
-Sources (hyperparameters copied from, and parameter totals checked against, hybridlm/data/published-configs.json):
+Sources (hyperparameters copied from, and parameter totals checked against, hybridlm/resources/published-configs.json):
 - https://huggingface.co/deepseek-ai/DeepSeek-V3 (config.json, inference/configs/config_671B.json; V3-0324, V3.1, R1 share the shapes)
 - https://huggingface.co/deepseek-ai/DeepSeek-V3.2-Exp (config.json; V3.2 final shares the shapes)
 - https://huggingface.co/moonshotai/Kimi-K2-Instruct (config.json; Base / 0905 / Thinking share the shapes)

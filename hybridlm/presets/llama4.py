@@ -1,6 +1,6 @@
 """Llama 4 presets (text model; iRoPE chunked local attention + global NoPE, top-1 MoE).
 
-Sources (hyperparameters copied from, and parameter totals checked against, hybridlm/data/published-configs.json):
+Sources (hyperparameters copied from, and parameter totals checked against, hybridlm/resources/published-configs.json):
 - https://huggingface.co/meta-llama/Llama-4-Scout-17B-16E-Instruct (config.json text_config; transformers' Llama4TextConfig defaults)
 - https://huggingface.co/meta-llama/Llama-4-Maverick-17B-128E-Instruct (as quoted by TensorRT-LLM's test config and Primus PR #172)
 """

@@ -1,6 +1,6 @@
 """Qwen presets: the Qwen3-Next / Qwen3.5 hybrids (Gated DeltaNet + gated attention) and the Qwen3 MoE models.
 
-Sources (hyperparameters copied from, and parameter totals checked against, hybridlm/data/published-configs.json):
+Sources (hyperparameters copied from, and parameter totals checked against, hybridlm/resources/published-configs.json):
 - https://huggingface.co/Qwen/Qwen3-Next-80B-A3B-Instruct (config.json, model card)
 - https://huggingface.co/Qwen/Qwen3.5-35B-A3B, https://huggingface.co/Qwen/Qwen3.5-122B-A10B, https://huggingface.co/Qwen/Qwen3.5-397B-A17B, https://huggingface.co/Qwen/Qwen3.5-27B
   (model cards, text_config; transformers' Qwen3_5MoeTextConfig defaults); Qwen3.6 = the same architectures

@@ -26,10 +26,10 @@ transformers = pytest.importorskip("transformers")
 
 from hybridlm import HybridLM, MLAConfig, ModelConfig, MoEConfig, get_config
 from hybridlm.cli import main
-from hybridlm.cost import REFERENCE
-from hybridlm.hf import config_from_hf
-from hybridlm.mixers.mla import MLA
-from hybridlm.moe import MoE
+from hybridlm.analysis.cost_report import REFERENCE
+from hybridlm.interop.hf.base import config_from_hf
+from hybridlm.layers.mixers.mla import MLA
+from hybridlm.layers.ffn.moe import MoE
 
 V3_ROPE = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 40.0, "original_max_position_embeddings": 32,
            "beta_fast": 32, "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 1.0}
@@ -238,7 +238,7 @@ def test_v32_accounting_matches_counts():
     assert_params_counted([mla])
     # sparse counts: attention over at most index_topk keys, the indexer over every causal key
     c = mla.cfg.__class__(**{**mla.cfg.__dict__, "index_topk": 4})
-    from hybridlm.mixers.mla import MLA
+    from hybridlm.layers.mixers.mla import MLA
     sparse = MLA(c, 48)
     assert sparse.keys_seen(40) == 4 and sparse.keys_seen(3) == 3
     assert sparse.mean_keys(8) == (1 + 2 + 3 + 4 * 5) / 8

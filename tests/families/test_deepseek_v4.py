@@ -28,11 +28,12 @@ from test_deepseek import hf_model as _hf_deepseek
 
 from hybridlm import HybridLM, ModelConfig, get_config
 from hybridlm.cli import main
-from hybridlm.config import CompressedAttentionConfig, MoEConfig
-from hybridlm.cost import REFERENCE
-from hybridlm.hf import config_from_hf
-from hybridlm.hyper import HyperConnection
-from hybridlm.moe import MoE
+from hybridlm.layers.mixers.compressed_attention import CompressedAttentionConfig
+from hybridlm.layers.ffn.moe import MoEConfig
+from hybridlm.analysis.cost_report import REFERENCE
+from hybridlm.interop.hf.base import config_from_hf
+from hybridlm.model.hyper import HyperConnection
+from hybridlm.layers.ffn.moe import MoE
 
 CSA, HCA, SWA = "compressed_sparse_attention", "heavily_compressed_attention", "sliding_attention"
 YARN = {"type": "yarn", "factor": 16, "original_max_position_embeddings": 64, "beta_fast": 32, "beta_slow": 1}
@@ -299,7 +300,7 @@ def test_tiny_preset_trains_its_loss_falls_and_it_exports(tmp_path):
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.5
     # the trained checkpoint exports with its moved selection biases (deepseek_v4 holds them) and reloads exactly
     assert main(["export", str(out), str(tmp_path / "hf")]) == 0
-    from hybridlm.checkpoint import Checkpoint
+    from hybridlm.interop.checkpoint import Checkpoint
     trained, exported = Checkpoint.open(out).load_model().eval(), HybridLM.from_hf(tmp_path / "hf").eval()
     assert any(b.ffn.expert_bias.any() for b in trained.layers if not b.ffn.cfg.hash_routing)
     ids = torch.randint(0, 256, (1, 50))
@@ -368,7 +369,7 @@ def test_indexer_learns_from_its_loss_only():
 
 
 def test_indexer_ties_at_the_cut_off_go_to_the_earliest_entries():
-    from hybridlm.mixers.compressor import Indexer
+    from hybridlm.layers.mixers.compressor import Indexer
     ix = Indexer(16, 8, 2, 8, ratio=4, topk=3, norm_eps=1e-6)
     positions = torch.tensor([40, 41])  # 10 complete entries for both queries
     index = torch.tensor([[[0.5, 0.0, 0.0, 0.9, 0.0, 0.0, -0.2, 0.0, 0.0, 0.0, 7.0, 7.0]] * 2])  # 2 future entries

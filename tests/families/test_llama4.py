@@ -16,8 +16,8 @@ from harness.hf_parity import assert_logits_match, assert_round_trip, convert, h
 
 from hybridlm import AttentionConfig, HybridLM, ModelConfig, MoEConfig, get_config
 from hybridlm.cli import main
-from hybridlm.config import DenseFFNConfig
-from hybridlm.rope import llama3_inv_freq
+from hybridlm.layers.ffn.dense import DenseFFNConfig
+from hybridlm.core.rope import llama3_inv_freq
 
 transformers = pytest.importorskip("transformers")
 
@@ -88,7 +88,7 @@ def test_multimodal_checkpoint_loads_its_language_model(tmp_path):
 def test_bad_checkpoint_and_unwritable_config(tmp_path):
     from safetensors.torch import load_file, save_file
 
-    from hybridlm.hf import save_hf
+    from hybridlm.interop.hf import save as save_hf
     _hf_model(2).save_pretrained(tmp_path / "a")
     tensors = load_file(tmp_path / "a" / "model.safetensors")
     tensors.pop("model.layers.1.feed_forward.router.weight")
@@ -103,7 +103,7 @@ def test_moe_scales_input_like_transformers():
     """Our MoE (both dispatch paths) against Llama4TextMoe, top-2 so that several experts add up."""
     from transformers.models.llama4.modeling_llama4 import Llama4TextMoe
 
-    from hybridlm.moe import MoE
+    from hybridlm.layers.ffn.moe import MoE
     hf_cfg = transformers.Llama4TextConfig(hidden_size=20, intermediate_size=12, num_local_experts=5,
                                            num_experts_per_tok=2)
     ref = _randomise(Llama4TextMoe(hf_cfg))
@@ -228,7 +228,7 @@ def test_presets_reproduce_published_totals(name):
 
 
 def test_presets_match_published_hyperparameters():
-    from hybridlm.cost import REFERENCE
+    from hybridlm.analysis.cost_report import REFERENCE
     models = {m["name"]: m["fields"] for m in json.loads(REFERENCE.read_text())["models"]}
     for name, ref in (("llama4-scout-17b-16e", "Llama-4-Scout-17B-16E (text part)"),
                       ("llama4-maverick-17b-128e", "Llama-4-Maverick-17B-128E (text part)")):

@@ -11,8 +11,8 @@ from harness.flops import assert_flops_match_counter
 from harness.tiny import tiny_config
 
 from hybridlm import AttentionConfig, HybridLM, get_config
-from hybridlm.mixers.attention import Attention
-from hybridlm.rope import rope_cos_sin
+from hybridlm.layers.mixers.attention import Attention
+from hybridlm.core.rope import rope_cos_sin
 
 
 def naive_attention(mod: Attention, x, pos0=0):

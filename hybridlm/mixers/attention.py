@@ -1,7 +1,0 @@
-"""Shim: moved to hybridlm.layers.mixers.attention (the lead removes this at the end of issue 11)."""
-
-import sys
-
-from ..layers.mixers import attention as _moved
-
-sys.modules[__name__] = _moved  # the same module object, so monkeypatching either name patches both

@@ -1,8 +1,0 @@
-"""Moved to hybridlm.analysis.report; this shim keeps the old import path (the same module object) until the final
-import rewrite of issue 11."""
-
-import sys
-
-from .analysis import report as _moved
-
-sys.modules[__name__] = _moved
