@@ -17,12 +17,12 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..core.runtime import LoadSampler
 from ..layers.ffn.dense import DenseFFNConfig
 from ..model.config import ModelConfig
 
@@ -245,28 +245,6 @@ def speed(model, contexts: list[int], decode_steps: int = 8, seed: int = 0, repe
     return out
 
 
-def _busy_seconds() -> float | None:
-    """CPU seconds every process has spent busy on the cores this process may run on (/proc/stat: user, nice,
-    system, irq, softirq, steal; guest time is inside user), or None where there is no /proc/stat."""
-    try:
-        lines = Path("/proc/stat").read_text().splitlines()
-    except OSError:
-        return None
-    mine = {f"cpu{i}" for i in os.sched_getaffinity(0)} if hasattr(os, "sched_getaffinity") else None
-    busy = 0
-    for line in lines:
-        name, *fields = line.split()
-        if name.startswith("cpu") and name != "cpu" and (mine is None or name in mine):
-            user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
-            busy += user + nice + system + irq + softirq + steal
-    return busy / os.sysconf("SC_CLK_TCK")
-
-
-def _own_seconds() -> float:
-    t = os.times()  # this process, all its threads (children are counted as other processes)
-    return t.user + t.system
-
-
 @contextlib.contextmanager
 def measure_load():
     """Yields a dict, filled when the block ends: 'other_cores' = the mean number of cores that other processes
@@ -274,14 +252,11 @@ def measure_load():
     time; None without /proc/stat), 'loadavg_1min' (os.getloadavg, which counts this process too), 'seconds'.
     Timings taken while other processes use the cores are slower than the machine is."""
     load: dict = {}
-    busy0, own0, t0 = _busy_seconds(), _own_seconds(), time.perf_counter()
+    sampler, t0 = LoadSampler(), time.perf_counter()
     try:
         yield load
     finally:
-        wall = max(time.perf_counter() - t0, 1e-9)
-        busy1, own1 = _busy_seconds(), _own_seconds()
-        other = None if busy0 is None or busy1 is None else max(0.0, (busy1 - busy0 - (own1 - own0)) / wall)
-        load.update(other_cores=other, seconds=wall,
+        load.update(other_cores=sampler.sample(), seconds=max(time.perf_counter() - t0, 1e-9),
                     loadavg_1min=os.getloadavg()[0] if hasattr(os, "getloadavg") else None)
 
 

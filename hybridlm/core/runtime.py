@@ -43,23 +43,31 @@ def configure_threads() -> int:
 
 
 def _busy_seconds() -> float | None:
-    """CPU time every process on the machine has used (from /proc/stat), or None where there is no /proc/stat."""
+    """CPU seconds every process has spent busy on the cores this process may run on (/proc/stat: user, nice,
+    system, irq, softirq, steal; guest time is inside user), or None where there is no /proc/stat."""
     try:
         with open("/proc/stat") as f:
-            fields = f.readline().split()[1:]
+            lines = f.read().splitlines()
     except OSError:
         return None
-    user, nice, system, idle, iowait, irq, softirq, steal = (int(x) for x in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    mine = {f"cpu{i}" for i in os.sched_getaffinity(0)} if hasattr(os, "sched_getaffinity") else None
+    busy = 0
+    for line in lines:
+        name, *fields = line.split()
+        if name.startswith("cpu") and name != "cpu" and (mine is None or name in mine):
+            user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+            busy += user + nice + system + irq + softirq + steal
+    return busy / os.sysconf("SC_CLK_TCK")
 
 
 def _own_seconds() -> float:
-    t = os.times()
+    t = os.times()  # this process, all its threads (children count as other processes)
     return t.user + t.system
 
 
 class LoadSampler:
-    """How many cores other processes used since the last sample: machine busy time minus this process's own."""
+    """How many cores other processes used since the last sample (or since creation): busy time of this process's
+    cores minus this process's own CPU time, over the wall time. The LoadGovernor and compare's measure_load use it."""
 
     def __init__(self):
         self.t, self.busy, self.own = time.monotonic(), _busy_seconds(), _own_seconds()
