@@ -64,3 +64,33 @@ def test_meta_build_then_init_is_finite():
     model.init_weights(seed=1)
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert torch.isfinite(model(torch.randint(0, 256, (1, 70))).logits).all()
+
+
+def test_empty_sublayers_have_no_norm_no_params_and_no_cache():
+    """'-' in a pattern is a layer without that sublayer (Nemotron-H's one-sublayer layers): the block builds no
+    norm for it, adds nothing to the residual, and the cache and the accounting leave it out."""
+    from hybridlm import AttentionConfig, DenseFFNConfig, ModelConfig
+    cfg = ModelConfig(vocab_size=64, d_model=32, num_layers=3, mixer_pattern="A-A", ffn_pattern="-D-",
+                      mixers={"A": AttentionConfig(num_heads=2, num_kv_heads=1)},
+                      ffns={"D": DenseFFNConfig(intermediate_size=48)})
+    assert cfg.mixers["-"].kind == "none" and cfg.ffns["-"].kind == "none"
+    assert type(cfg).from_dict(cfg.to_dict()).layer_mixers == ["A", "-", "A"]
+    torch.manual_seed(0)
+    m = HybridLM(cfg)
+    names = {n for n, _ in m.named_parameters()}
+    assert "layers.1.mixer_norm.weight" not in names and "layers.0.ffn_norm.weight" not in names
+    assert "layers.1.ffn_norm.weight" in names and "layers.0.mixer_norm.weight" in names
+    assert m.num_params() == m.num_params_analytic()
+    ids = torch.randint(0, 64, (1, 9))
+    # layer 1 is the FFN alone: x + ffn(norm(x)), nothing from a mixer
+    x = m.layers[0](m.embed(ids))
+    want = x + m.layers[1].ffn(m.layers[1].ffn_norm(x))
+    assert torch.equal(m.layers[1](x), want)
+    cache = m.new_cache()
+    m(ids, cache=cache)
+    assert cache.layers[1] is None and set(cache.memory_by_kind()) == {"kv"}
+    assert set(m.cache_bytes_by_kind(9)) == {"kv"}
+    with pytest.raises(ValueError, match=r"mixers\['-'\]"):
+        ModelConfig(vocab_size=64, d_model=32, num_layers=1, mixer_pattern="-", ffn_pattern="D",
+                    mixers={"-": AttentionConfig(num_heads=2, num_kv_heads=1)},
+                    ffns={"D": DenseFFNConfig(intermediate_size=48)})

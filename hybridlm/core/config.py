@@ -26,7 +26,7 @@ def at_least_one(cfg: Any, where: str, *names: str) -> None:
             fail(f"{where}.{name}", getattr(cfg, name), "must be >= 1")
 
 
-_TERM = re.compile(r"^([A-Za-z]+)(?:\*(\d+))?$")
+_TERM = re.compile(r"^([A-Za-z-]+)(?:\*(\d+))?$")  # "-": no sublayer (the none kind)
 
 
 def expand_pattern(pattern: str, field_name: str) -> list[str]:

@@ -5,6 +5,9 @@ A decoder is described by two short patterns, one letter per layer:
     mixer_pattern = "GGGA*12"   # token mixer of each layer (G = Gated DeltaNet, A = attention)
     ffn_pattern   = "M*48"      # feed-forward of each layer (M = MoE, D = dense SwiGLU)
 
+"-" in either pattern is a layer without that sublayer (the "none" kind, filled in when the legend has no "-"):
+Nemotron-H's single-sublayer layers are mixer_pattern "MA-", ffn_pattern "--D" style plans.
+
 and a legend, `mixers={"G": GatedDeltaNetConfig(...), "A": AttentionConfig(...)}`,
 `ffns={"M": MoEConfig(...)}`. Pattern grammar: whitespace-separated terms, each `LETTERS` or
 `LETTERS*N` (repeat N times); e.g. "D*3 M*58". The patterns are expanded and validated once in
@@ -76,9 +79,14 @@ class ModelConfig:
         self.mixers = {k: from_kind(MIXER_CONFIGS, v, f"mixers[{k!r}]") for k, v in self.mixers.items()}
         self.ffns = {k: from_kind(FFN_CONFIGS, v, f"ffns[{k!r}]") for k, v in self.ffns.items()}
         for legend, table in (("mixers", self.mixers), ("ffns", self.ffns)):
+            if "-" in getattr(self, legend[:-1] + "_pattern") and "-" not in table:
+                table["-"] = from_kind(MIXER_CONFIGS if legend == "mixers" else FFN_CONFIGS, {"kind": "none"}, "-")
             for letter, cfg in table.items():
-                if len(letter) != 1 or not letter.isalpha():
-                    fail(legend, letter, "keys must be single letters")
+                if letter == "-":
+                    if cfg.kind != "none":
+                        fail(f"{legend}['-']", cfg.kind, "'-' is the empty sublayer: its kind must be 'none'")
+                elif len(letter) != 1 or not letter.isalpha():
+                    fail(legend, letter, "keys must be single letters (or '-', the empty sublayer)")
                 cfg.validate(f"{legend}[{letter!r}]", self.d_model)
         self.layer_mixers = self._expand("mixer_pattern", self.mixers)
         self.layer_ffns = self._expand("ffn_pattern", self.ffns)

@@ -57,18 +57,23 @@ class Block(nn.Module):
         super().__init__()
         self.mixer_letter, self.ffn_letter = mixer_letter, ffn_letter
         eps, zc = cfg.norm_eps, cfg.zero_centered_norm
-        self.mixer_norm = RMSNorm(cfg.d_model, eps, zc)
         self.mixer = build_mixer(cfg.mixers[mixer_letter], cfg.d_model, eps, zc)
-        self.ffn_norm = RMSNorm(cfg.d_model, eps, zc)
         self.ffn = build_ffn(cfg.ffns[ffn_letter], cfg.d_model, cfg.vocab_size)
+        # An empty sublayer (kind "none", pattern letter "-") has no norm, no hyper-connection and no residual add.
+        self.has_mixer = not getattr(self.mixer, "identity", False)
+        self.has_ffn = not getattr(self.ffn, "identity", False)
+        self.mixer_norm = RMSNorm(cfg.d_model, eps, zc) if self.has_mixer else None
+        self.ffn_norm = RMSNorm(cfg.d_model, eps, zc) if self.has_ffn else None
         self.attn_hc = self.ffn_hc = None
         if cfg.hc_mult > 1:
-            self.attn_hc, self.ffn_hc = (HyperConnection(cfg.hc_mult, cfg.d_model, cfg.hc_sinkhorn_iters, cfg.hc_eps,
-                                                         eps) for _ in range(2))
+            hc = lambda: HyperConnection(cfg.hc_mult, cfg.d_model, cfg.hc_sinkhorn_iters, cfg.hc_eps, eps)  # noqa: E731
+            self.attn_hc = hc() if self.has_mixer else None
+            self.ffn_hc = hc() if self.has_ffn else None
 
     def init_weights(self, std: float, out_std: float) -> None:
-        self.mixer_norm.init_weights()
-        self.ffn_norm.init_weights()
+        for norm in (self.mixer_norm, self.ffn_norm):
+            if norm is not None:
+                norm.init_weights()
         self.mixer.init_weights(std, out_std)
         self.ffn.init_weights(std)
         for hc in (self.attn_hc, self.ffn_hc):
@@ -77,20 +82,27 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, pos0: int = 0, cache=None, token_ids: torch.Tensor | None = None,
                 ctx: ForwardContext | None = None) -> torch.Tensor:
-        if self.attn_hc is None:
-            x = x + self.mixer(self.mixer_norm(x), pos0, cache, ctx)
-            return x + self.ffn(self.ffn_norm(x), token_ids)
-        u, post, comb = self.attn_hc(x)
-        x = HyperConnection.expand(self.mixer(self.mixer_norm(u), pos0, cache, ctx), x, post, comb)
-        u, post, comb = self.ffn_hc(x)
-        return HyperConnection.expand(self.ffn(self.ffn_norm(u), token_ids), x, post, comb)
+        if self.has_mixer:
+            if self.attn_hc is None:
+                x = x + self.mixer(self.mixer_norm(x), pos0, cache, ctx)
+            else:
+                u, post, comb = self.attn_hc(x)
+                x = HyperConnection.expand(self.mixer(self.mixer_norm(u), pos0, cache, ctx), x, post, comb)
+        if self.has_ffn:
+            if self.ffn_hc is None:
+                x = x + self.ffn(self.ffn_norm(x), token_ids)
+            else:
+                u, post, comb = self.ffn_hc(x)
+                x = HyperConnection.expand(self.ffn(self.ffn_norm(u), token_ids), x, post, comb)
+        return x
 
     def hc_flops(self) -> int:
         return sum(h.flops_per_token() for h in (self.attn_hc, self.ffn_hc) if h is not None)
 
     def num_params(self) -> int:
         hc = sum(h.num_params() for h in (self.attn_hc, self.ffn_hc) if h is not None)
-        return 2 * self.mixer_norm.weight.numel() + self.mixer.num_params() + self.ffn.num_params() + hc
+        norms = sum(n.weight.numel() for n in (self.mixer_norm, self.ffn_norm) if n is not None)
+        return norms + self.mixer.num_params() + self.ffn.num_params() + hc
 
 
 class MTP(nn.Module):
@@ -334,6 +346,8 @@ class HybridLM(nn.Module):
         out: dict[str, int] = {}
         for b in self.layers:
             kind = b.mixer.cache_kind
+            if kind is None:  # an empty sublayer keeps nothing
+                continue
             out[kind] = out.get(kind, 0) + b.mixer.cache_bytes(context, batch, dtype_bytes, state_bytes)
         return out
 

@@ -1,8 +1,8 @@
 """Feed-forward layers, one kind per file (config dataclass + module), registered with `@register_ffn`:
-dense SwiGLU (dense.py) and the dropless mixture of experts (moe.py). `build_ffn` resolves a config's `kind`."""
+dense SwiGLU (dense.py), the dropless mixture of experts (moe.py) and none (none.py, pattern letter "-"). `build_ffn` resolves a config's `kind`."""
 
 from ...registry import FFNS
-from . import dense, moe  # noqa: F401 (each registers its kind)
+from . import dense, moe, none  # noqa: F401 (each registers its kind)
 
 
 def build_ffn(cfg, d_model: int, vocab_size: int | None = None):
