@@ -38,7 +38,7 @@ def test_head_dim_defaults_to_width_over_heads():
     (dict(mixer_pattern="GGA"), r"mixer_pattern='GGA': expands to 3 layers, num_layers=4"),
     (dict(ffn_pattern="M*5"), r"ffn_pattern='M\*5': expands to 5 layers"),
     (dict(mixer_pattern="GGGX"), r"letter 'X' at layer 3 has no entry in mixers"),
-    (dict(mixer_pattern="GG+A"), r"term 'GG+A' is not LETTERS"),
+    (dict(mixer_pattern="GG+A"), r"term 'GG\+A' is not LETTERS"),
     (dict(mixers={"A": AttentionConfig(num_heads=5, num_kv_heads=1)}, mixer_pattern="A*4"),
      r"mixers\['A'\]\.num_heads=5: does not divide d_model=32"),
     (dict(mixers={"A": AttentionConfig(num_heads=4, num_kv_heads=3)}, mixer_pattern="A*4"),
