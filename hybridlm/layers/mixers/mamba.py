@@ -1,0 +1,220 @@
+"""Mamba-1 token mixer (selective SSM), as in Mamba and Jamba; and `SSMState`, the cache both Mamba mixers use.
+
+  [x | z] = in_proj(x)                           rows x | z, each E = expand * D
+  u       = silu(causal depthwise conv_K(x) + conv_bias)
+  [dt | B | C] = x_proj(u)                       R = dt_rank, N = d_state
+  (Jamba, inner_norms) dt, B, C = RMSNorm(dt), RMSNorm(B), RMSNorm(C)   weights init at 1, not zero-centred
+  delta   = softplus(dt_proj.weight @ dt + dt_proj.bias)                 the bias goes in before the softplus
+  y       = selective_scan(u, delta, A = -exp(A_log), B, C, D)           h_t = exp(delta_t A) h_{t-1} + delta_t u_t B_t
+  out     = out_proj(y * silu(z))
+
+Shapes: Bt batch, T tokens, D d_model, E d_inner, R dt_rank, N d_state, K conv kernel, C conv channels.
+The kind's config (`MambaConfig`), module (`Mamba`) and the shared cache (`SSMState`: the last K-1 pre-conv inputs
+and the fp32 state). The op (recurrent reference, chunked, one-step) lives in hybridlm/ops/selective_scan.py.
+Reference: transformers `MambaMixer` and `JambaMambaMixer`, and mambapy's `MambaBlock`; parity in
+tests/test_mamba_mixers.py.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...core.config import at_least_one, fail
+from ...core.norms import RMSNorm
+from ...ops.selective_scan import selective_scan
+from ...registry import register_mixer
+from ..cache import nbytes
+from ..context import ForwardContext
+
+
+@dataclass
+class MambaConfig:
+    """Mamba-1 (selective scan); inner_norms=True is Jamba's variant (RMSNorm on dt, B and C)."""
+
+    d_state: int = 16
+    d_conv: int = 4
+    expand: int = 2
+    dt_rank: int | None = None  # None: ceil(d_model / 16), as Mamba's "auto"
+    conv_bias: bool = True
+    proj_bias: bool = False  # bias on in_proj and out_proj
+    inner_norms: bool = False
+    chunk_size: int = 64
+    dt_min: float = 0.001  # init only: dt ~ log-uniform in [dt_min, dt_max], floored at dt_init_floor
+    dt_max: float = 0.1
+    dt_init_floor: float = 1e-4
+    kind: Literal["mamba"] = "mamba"
+
+    def validate(self, where: str, d_model: int) -> None:
+        at_least_one(self, where, "d_state", "d_conv", "expand", "chunk_size")
+        if self.dt_rank is not None and self.dt_rank < 1:
+            fail(f"{where}.dt_rank", self.dt_rank, "must be >= 1 (or None: ceil(d_model / 16))")
+        check_dt_range(self, where, "dt_min", "dt_max", "dt_init_floor")
+
+    def describe(self, brief: bool = False) -> str:
+        """What `hybridlm info` shows for this mixer; brief: its label in `cost`'s layout summary."""
+        if brief:
+            return "Mamba (Jamba)" if self.inner_norms else "Mamba"
+        rank = "auto" if self.dt_rank is None else self.dt_rank
+        norms = ", RMSNorm on dt/B/C" if self.inner_norms else ""
+        return f"mamba x{self.expand}, state {self.d_state}, conv {self.d_conv}, dt rank {rank}{norms}"
+
+
+def check_dt_range(cfg, where: str, lo: str, hi: str, floor: str) -> None:
+    """The time-step init range: 0 < lo <= hi, floor >= 0."""
+    if not getattr(cfg, lo) > 0:
+        fail(f"{where}.{lo}", getattr(cfg, lo), "must be > 0")
+    if not getattr(cfg, hi) >= getattr(cfg, lo):
+        fail(f"{where}.{hi}", getattr(cfg, hi), f"must be >= {lo}={getattr(cfg, lo)} (the range is inverted)")
+    if not getattr(cfg, floor) >= 0:
+        fail(f"{where}.{floor}", getattr(cfg, floor), "must be >= 0")
+
+
+@dataclass
+class SSMState:
+    """Constant-size state of a Mamba mixer: the last K-1 pre-conv inputs [Bt, C, K-1] (model dtype) and the
+    SSM state (fp32): [Bt, E, N] for Mamba-1, [Bt, H, P, N] for Mamba-2."""
+
+    conv: torch.Tensor | None = None
+    state: torch.Tensor | None = None
+    kind = "recurrent"  # not a field: the label memory_by_kind groups by
+
+    def memory_bytes(self) -> int:
+        return nbytes(self.conv, self.state)
+
+
+def causal_conv(x_BCT: torch.Tensor, weight_CK: torch.Tensor, bias_C: torch.Tensor | None,
+                cache: SSMState | None) -> torch.Tensor:
+    """silu(causal depthwise conv + bias) over time. The window is left-padded with the cached K-1 pre-conv inputs
+    (zeros at the start), so one conv call yields exactly T outputs, prefill and decode alike; the cache then holds
+    the last K-1 inputs."""
+    K = weight_CK.shape[-1]
+    Bt, C, T = x_BCT.shape
+    past = cache.conv if cache is not None and cache.conv is not None else x_BCT.new_zeros(Bt, C, K - 1)
+    full = torch.cat((past.to(x_BCT.dtype), x_BCT), dim=-1)  # [Bt, C, K-1+T]
+    if cache is not None:
+        cache.conv = full[..., full.shape[-1] - (K - 1):].detach().clone()
+    w = weight_CK.to(x_BCT.dtype)[:, None, :]  # [C, 1, K]
+    b = None if bias_C is None else bias_C.to(x_BCT.dtype)
+    return F.silu(F.conv1d(full, w, b, groups=C))  # [Bt, C, T]
+
+
+def init_conv(weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+    """nn.Conv1d's default for a depthwise kernel (fan-in K), as the Mamba references keep."""
+    bound = 1.0 / math.sqrt(weight.shape[-1])
+    nn.init.uniform_(weight, -bound, bound)
+    if bias is not None:
+        nn.init.uniform_(bias, -bound, bound)
+
+
+def inverse_softplus_dt(n: int, dt_min: float, dt_max: float, floor: float) -> torch.Tensor:
+    """A dt bias whose softplus is dt ~ log-uniform in [dt_min, dt_max], floored (Mamba's dt init)."""
+    dt = torch.exp(torch.rand(n) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=floor)
+    return dt + torch.log(-torch.expm1(-dt))  # softplus^-1(dt)
+
+
+@register_mixer("mamba", MambaConfig)
+class Mamba(nn.Module):
+    cache_kind = SSMState.kind
+
+    def __init__(self, cfg: MambaConfig, d_model: int, norm_eps: float = 1e-6, zero_centered: bool = True):
+        super().__init__()
+        self.cfg = cfg
+        E, N, K = cfg.expand * d_model, cfg.d_state, cfg.d_conv
+        self.d_inner = E
+        self.dt_rank = R = cfg.dt_rank if cfg.dt_rank is not None else math.ceil(d_model / 16)
+        self.in_proj = nn.Linear(d_model, 2 * E, bias=cfg.proj_bias)  # rows x | z
+        self.conv_weight = nn.Parameter(torch.empty(E, K))  # depthwise: HF's conv1d.weight [E, 1, K] squeezed
+        self.conv_bias = nn.Parameter(torch.empty(E)) if cfg.conv_bias else None
+        self.x_proj = nn.Linear(E, R + 2 * N, bias=False)  # rows dt | B | C
+        self.dt_proj = nn.Linear(R, E, bias=True)
+        self.A_log = nn.Parameter(torch.empty(E, N))
+        self.D = nn.Parameter(torch.empty(E))
+        self.out_proj = nn.Linear(E, d_model, bias=cfg.proj_bias)
+        # Jamba's inner norms are plain RMSNorms (weight init 1) whatever the model's zero_centered says
+        norms = (RMSNorm(R, norm_eps), RMSNorm(N, norm_eps), RMSNorm(N, norm_eps)) if cfg.inner_norms else (None,) * 3
+        self.dt_norm, self.b_norm, self.c_norm = norms
+        self.aux_loss: torch.Tensor | None = None  # no training loss of its own (the Mixer protocol's field)
+
+    def init_weights(self, std: float, out_std: float) -> None:
+        """Mamba's init: dt_proj.weight ~ U(+-R^-1/2), dt_proj.bias = softplus^-1 of a log-uniform dt, A = 1..N
+        per channel (S4D-real), D = 1; the conv keeps nn.Conv1d's default; projections normal(std / out_std)."""
+        c = self.cfg
+        nn.init.normal_(self.in_proj.weight, std=std)
+        nn.init.normal_(self.x_proj.weight, std=std)
+        nn.init.normal_(self.out_proj.weight, std=out_std)
+        for lin in (self.in_proj, self.out_proj):
+            if lin.bias is not None:
+                nn.init.zeros_(lin.bias)
+        init_conv(self.conv_weight, self.conv_bias)
+        nn.init.uniform_(self.dt_proj.weight, -self.dt_rank ** -0.5, self.dt_rank ** -0.5)
+        with torch.no_grad():
+            E, N = self.A_log.shape
+            self.dt_proj.bias.copy_(inverse_softplus_dt(E, c.dt_min, c.dt_max, c.dt_init_floor))
+            self.A_log.copy_(torch.arange(1, N + 1, dtype=torch.float32).log().expand(E, N))
+        nn.init.ones_(self.D)
+        for norm in (self.dt_norm, self.b_norm, self.c_norm):
+            if norm is not None:
+                norm.init_weights()
+
+    def new_cache(self) -> SSMState:
+        return SSMState()
+
+    def describe(self) -> str:
+        return self.cfg.describe()
+
+    def num_params(self) -> int:
+        c = self.cfg
+        D, E, R, N, K = self.in_proj.in_features, self.d_inner, self.dt_rank, c.d_state, c.d_conv
+        bias = (2 * E + D) if c.proj_bias else 0
+        norms = R + 2 * N if c.inner_norms else 0
+        conv = E * K + (E if c.conv_bias else 0)
+        return 3 * D * E + bias + conv + E * (R + 2 * N) + R * E + E + E * N + E + norms
+
+    # -- accounting (docs/cost.md): FLOPs count matmuls at 2 per multiply-add; elementwise ops are not counted --
+    def _proj_flops(self) -> int:
+        """in_proj, x_proj, dt_proj, out_proj and the depthwise conv (one multiply-add per channel and tap)."""
+        D, E, R, N = self.in_proj.in_features, self.d_inner, self.dt_rank, self.cfg.d_state
+        return 2 * (2 * D * E + E * (R + 2 * N) + R * E + E * D) + 2 * E * self.cfg.d_conv
+
+    def flops_per_token(self, context: int = 0, causal_skip: bool = True) -> float:
+        """Prefill FLOPs per token, independent of context: the projections and conv, the readout y = h C
+        (2 E N) and the state write delta u B^T (2 E N). causal_skip: no effect (no mask to skip)."""
+        return self._proj_flops() + 4 * self.d_inner * self.cfg.d_state
+
+    def decode_flops(self, context: int = 0) -> int:
+        """One decode step, independent of context: the projections and conv, the readout h C (2 E N) and the
+        rank-1 state write delta u B^T (2 E N, elementwise in the step op, so not seen by torch's FLOP counter)."""
+        return self._proj_flops() + 4 * self.d_inner * self.cfg.d_state
+
+    def cache_bytes(self, context: int = 0, batch: int = 1, dtype_bytes: int = 2, state_bytes: int | None = 4) -> int:
+        """Conv window [Bt, E, K-1] in the model/cache dtype plus the state [Bt, E, N] (float32 in this
+        implementation: state_bytes=4). Constant in context."""
+        c = self.cfg
+        state_bytes = dtype_bytes if state_bytes is None else state_bytes
+        conv = batch * self.d_inner * (c.d_conv - 1) * dtype_bytes
+        return conv + batch * self.d_inner * c.d_state * state_bytes
+
+    def forward(self, x_BTD: torch.Tensor, pos0: int = 0, cache: SSMState | None = None,
+                ctx: ForwardContext | None = None) -> torch.Tensor:
+        c = self.cfg
+        R, N = self.dt_rank, c.d_state
+        x, z = self.in_proj(x_BTD).chunk(2, dim=-1)  # [Bt, T, E] each
+        u = causal_conv(x.transpose(1, 2), self.conv_weight, self.conv_bias, cache).transpose(1, 2)  # [Bt, T, E]
+        dt, B, C = self.x_proj(u).split([R, N, N], dim=-1)  # [Bt, T, R], [Bt, T, N], [Bt, T, N]
+        if c.inner_norms:
+            dt, B, C = self.dt_norm(dt), self.b_norm(B), self.c_norm(C)
+        # the bias is added in fp32 before the softplus (as the Mamba kernels' delta_bias)
+        delta = F.softplus(F.linear(dt, self.dt_proj.weight).float() + self.dt_proj.bias.float())  # [Bt, T, E]
+        A = -torch.exp(self.A_log.float())  # [E, N]
+        state = cache.state if cache is not None else None
+        y, state = selective_scan(u, delta, A, B, C, self.D, initial_state=state, chunk_size=c.chunk_size)
+        if cache is not None:
+            cache.state = state.detach()
+        y = (y.float() * F.silu(z.float())).to(x_BTD.dtype)  # [Bt, T, E]
+        return self.out_proj(y)
