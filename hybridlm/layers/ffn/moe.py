@@ -8,6 +8,12 @@ MoE dispatch (dropless, no capacity factor): flatten the T*K assignments, sort t
 the token rows once, run every expert on its contiguous segment (one grouped matmul, or a loop of plain
 matmuls), scale by the gates and scatter-add back. `run_experts(x_ND, counts_E, gates_N)` is the only step that
 touches expert weights, so expert parallelism can replace it with an all-to-all + local experts later.
+
+ExpertsInt8 (Jamba 1.5's serving format, docs/quantize.md): `quantize_experts_int8(model)` turns every MoE's routed
+expert weights into int8 with one fp32 scale per output channel (ops/int8.py): gate_up_proj [E, 2I, D] int8 +
+gate_up_scale [E, 2I], down_proj [E, D, I] int8 + down_scale [E, D]. The router, the shared expert and its gate
+stay in their float dtype. The int8 tensors stay parameters (without gradient), so num_params() is unchanged; the
+forward dequantises one expert at a time, only the experts that have tokens. Inference only.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...core.config import at_least_one, fail
+from ...ops.int8 import dequantize_rows, quantize_rows
 from ...registry import register_ffn
 from .dense import SwiGLU, swiglu
 
@@ -213,24 +220,33 @@ class MoE(nn.Module):
             if gates_N1 is not None:
                 act_NI = act_NI * gates_N1
             return torch._grouped_mm(act_NI, self.down_proj.transpose(1, 2), offs=offs_E)
-        # split/unbind once: slicing x[a:b] or indexing w[e] per expert would make autograd build one
-        # full-size zero gradient per expert (E x [N, D] memsets); split/unbind backward is a single cat/stack.
         counts = counts_E.tolist()  # one host sync
-        if torch.is_grad_enabled():
-            gate_up, down = self.gate_up_proj.unbind(0), self.down_proj.unbind(0)
-        else:  # no backward to protect: index only the experts that have tokens (decode touches top_k of E)
-            gate_up, down = self.gate_up_proj, self.down_proj
+        if self.is_int8:  # dequantised as each expert runs: one expert's float weights exist at a time
+            def expert(e: int) -> tuple[Tensor, Tensor]:
+                return (dequantize_rows(self.gate_up_proj[e], self.gate_up_scale[e], x_ND.dtype),
+                        dequantize_rows(self.down_proj[e], self.down_scale[e], x_ND.dtype))
+        else:
+            # split/unbind once: slicing x[a:b] or indexing w[e] per expert would make autograd build one
+            # full-size zero gradient per expert (E x [N, D] memsets); split/unbind backward is a single cat/stack.
+            if torch.is_grad_enabled():
+                gate_up, down = self.gate_up_proj.unbind(0), self.down_proj.unbind(0)
+            else:  # no backward to protect: index only the experts that have tokens (decode touches top_k of E)
+                gate_up, down = self.gate_up_proj, self.down_proj
+
+            def expert(e: int) -> tuple[Tensor, Tensor]:
+                return gate_up[e], down[e]
         outs = []
         gate_splits = gates_N1.split(counts) if gates_N1 is not None else [None] * len(counts)
         for e, (seg_nD, g_n1) in enumerate(zip(x_ND.split(counts), gate_splits)):
             if counts[e] == 0:  # skip experts without tokens
                 continue
-            act_nI = swiglu(*F.linear(seg_nD, gate_up[e]).chunk(2, dim=-1), self.cfg.swiglu_limit)
-            outs.append(F.linear(act_nI if g_n1 is None else act_nI * g_n1, down[e]))
+            gate_up_2ID, down_DI = expert(e)
+            act_nI = swiglu(*F.linear(seg_nD, gate_up_2ID).chunk(2, dim=-1), self.cfg.swiglu_limit)
+            outs.append(F.linear(act_nI if g_n1 is None else act_nI * g_n1, down_DI))
         return torch.cat(outs) if outs else x_ND.new_zeros(0, self.d_model)
 
     def _use_grouped_mm(self, x: Tensor) -> bool:
-        if self.impl == "loop":
+        if self.impl == "loop" or self.is_int8:  # int8 experts: the loop dequantises one expert at a time
             return False
         works = _grouped_mm_works(x.device, x.dtype)
         if self.impl == "grouped_mm":
@@ -250,6 +266,10 @@ class MoE(nn.Module):
     def forward(self, x_BTD: Tensor, token_ids: Tensor | None = None) -> Tensor:
         """token_ids [B, T]: needed by hash routing only."""
         cfg, E, K = self.cfg, self.cfg.num_experts, self.cfg.top_k
+        if self.is_int8 and self.training and torch.is_grad_enabled():
+            raise ValueError("this model's routed experts are int8 (quantize_experts_int8, ExpertsInt8) and have no "
+                             "gradient: it cannot be trained; train the float model and quantise it afterwards, or "
+                             "run inference under model.eval() / torch.no_grad()")
         x_TD = x_BTD.reshape(-1, self.d_model)
         T = x_TD.shape[0]
         scores_TE, idx_TK, gates_TK = self.route(x_TD, None if token_ids is None else token_ids.reshape(-1))
@@ -295,6 +315,35 @@ class MoE(nn.Module):
             self.expert_bias += self.cfg.bias_update_rate * torch.sign(self.load_accum.mean() - self.load_accum)
         self.load_accum.zero_()
 
+    # -- ExpertsInt8 ------------------------------------------------------------------------------
+    @property
+    def is_int8(self) -> bool:
+        return self.gate_up_proj.dtype == torch.int8
+
+    @torch.no_grad()
+    def quantize_int8(self) -> None:
+        """Routed expert weights -> int8 + one fp32 scale per output channel (ops/int8.py), in place; the float
+        tensors are released. Already int8: nothing to do."""
+        if self.is_int8:
+            return
+        for name in ("gate_up_proj", "down_proj"):
+            w_ERC = getattr(self, name)
+            q_ERC = torch.empty(w_ERC.shape, dtype=torch.int8, device=w_ERC.device)
+            s_ER = torch.empty(w_ERC.shape[:2], dtype=torch.float32, device=w_ERC.device)
+            for e in range(w_ERC.shape[0]):  # one expert at a time: the temporaries stay one expert's size
+                q_ERC[e], s_ER[e] = quantize_rows(w_ERC[e])
+            # Still a parameter (never trained, an int8 tensor cannot require grad): num_params counts the weights.
+            setattr(self, name, nn.Parameter(q_ERC, requires_grad=False))
+            self.register_buffer(name.replace("_proj", "_scale"), s_ER)
+
+    def expert_weights(self) -> int:
+        """Routed expert weights: what ExpertsInt8 stores in int8."""
+        return self.cfg.num_experts * 3 * self.cfg.expert_size * self.d_model
+
+    def expert_scales(self) -> int:
+        """ExpertsInt8's fp32 scales: one per output channel of each expert matrix, E x (2I + D)."""
+        return self.cfg.num_experts * (2 * self.cfg.expert_size + self.d_model)
+
     # -- accounting ------------------------------------------------------------------------------
     def _params(self, num_routed: int) -> int:
         cfg, D = self.cfg, self.d_model
@@ -312,3 +361,30 @@ class MoE(nn.Module):
 
     def describe(self) -> str:
         return self.cfg.describe()
+
+
+# -- ExpertsInt8 on a whole model ----------------------------------------------------------------------------------
+def tensor_bytes(module: nn.Module) -> int:
+    """Bytes of a module's parameters and buffers, each tensor once (a tied matrix counts once)."""
+    return sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
+
+
+@dataclass
+class Int8Summary:
+    moe_layers: int  # MoE modules quantised (the MTP block's included)
+    expert_weights: int  # routed expert weights now int8
+    scales: int  # fp32 scales added
+    bytes_before: int  # tensor_bytes(model) before and after
+    bytes_after: int
+
+
+def quantize_experts_int8(model: nn.Module) -> Int8Summary:
+    """ExpertsInt8, applied at load: every MoE's routed experts in `model` become int8 with per-output-channel fp32
+    scales (MoE.quantize_int8); nothing else changes. Inference only. -> what changed, and the bytes of the model's
+    tensors before and after (measured)."""
+    before = tensor_bytes(model)
+    moes = [m for m in model.modules() if isinstance(m, MoE) and not m.is_int8]
+    for m in moes:
+        m.quantize_int8()
+    return Int8Summary(len(moes), sum(m.expert_weights() for m in moes), sum(m.expert_scales() for m in moes),
+                       before, tensor_bytes(model))
