@@ -94,7 +94,7 @@ def causal_conv(x_BCT: torch.Tensor, weight_CK: torch.Tensor, bias_C: torch.Tens
     (zeros at the start), so one conv call yields exactly T outputs, prefill and decode alike; the cache then holds
     the last K-1 inputs."""
     K = weight_CK.shape[-1]
-    Bt, C, T = x_BCT.shape
+    Bt, C = x_BCT.shape[:2]
     past = cache.conv if cache is not None and cache.conv is not None else x_BCT.new_zeros(Bt, C, K - 1)
     full = torch.cat((past.to(x_BCT.dtype), x_BCT), dim=-1)  # [Bt, C, K-1+T]
     if cache is not None:
