@@ -47,12 +47,21 @@ def _png_ok(path):
     assert img.shape[0] > 100 and img.shape[1] > 100
 
 
+def _light(**changes) -> CompareConfig:
+    """--quick with fewer speed / needle contexts and a shorter MQAR run: every output and every default preset
+    still goes through the whole pipeline, in half the time (the suite's budget)."""
+    from hybridlm.analysis.evals import MQARSettings
+    return CompareConfig.quick(speed_contexts=[128, 512], needle_contexts=[128, 256],
+                               mqar=MQARSettings(steps=20, batch_size=8, train_pairs=(2, 4), eval_pairs=(2, 4), lr=3e-3,
+                                                 eval_seq_lens=(64, 128), eval_examples=16, vocab=64), **changes)
+
+
 def test_quick_end_to_end(tmp_path, capsys):
     out = tmp_path / "cmp"
     broken = tmp_path / "broken-hf"  # a directory that is not a loadable checkpoint: reported, not fatal
     broken.mkdir()
     (broken / "config.json").write_text('{"model_type": "nothing-known"}')
-    cfg = CompareConfig.quick(specs=default_presets() + [str(broken)], out=str(out), progress=False)
+    cfg = _light(specs=default_presets() + [str(broken)], out=str(out), progress=False)
     summary = run_compare(cfg)
     models = {m["label"]: m for m in summary["models"]}
     assert models["broken-hf"]["status"] == "failed" and models["broken-hf"]["error"]
@@ -103,10 +112,10 @@ def test_quick_end_to_end(tmp_path, capsys):
     assert stages[0].startswith(f"[1/{n_stages}] {default_presets()[0]}: train seed 0 done in ")
     assert all(" | elapsed " in ln and ln.endswith(" left") for ln in stages)
     # --resume: finished runs and evaluations are reused; a rerun without it is refused
-    again = run_compare(CompareConfig.quick(specs=["tiny-gdn"], out=str(out), progress=False, resume=True))
+    again = run_compare(_light(specs=["tiny-gdn"], out=str(out), progress=False, resume=True))
     assert again["models"][0].get("reused") and again["models"][0]["val_bpb_seeds"] == models["tiny-gdn"]["val_bpb_seeds"]
     with pytest.raises(ValueError, match="--resume"):
-        run_compare(CompareConfig.quick(specs=["tiny-gdn"], out=str(out), progress=False))
+        run_compare(_light(specs=["tiny-gdn"], out=str(out), progress=False))
 
 
 def test_a_failing_model_exits_1_and_the_report_is_still_written(tmp_path, capsys):
