@@ -10,6 +10,8 @@ Per model: validation loss and bits per byte, MQAR recall (a twin trained on the
 retrieval, speed (training tok/s, prefill tok/s, decode ms/token at several contexts), cache bytes measured
 beside the analytic figure (with the load other processes put on the machine meanwhile), parameters. A model
 that fails is recorded with its error; the others go on, the report is written, and the command exits 1.
+`--quantize experts-int8` quantises each model's routed experts after training / loading (docs/quantize.md) and
+evaluates the quantised model; its logit error against the fp32 model is measured first (results.json: "quantize").
 `--resume` reuses finished training runs and finished evaluations in DIR/runs/<label>/.
 """
 
@@ -62,6 +64,7 @@ class CompareConfig:
     resume: bool = False
     sweep_ratio: bool = False
     progress: bool = True
+    quantize: str | None = None  # "experts-int8": evaluate every model with int8 routed experts (docs/quantize.md)
 
     @classmethod
     def quick(cls, **changes) -> CompareConfig:
@@ -165,6 +168,49 @@ def evaluate_model(seeds: list[tuple], cfg: CompareConfig, progress=None) -> dic
     return res
 
 
+QUANT_SEQUENCES = 8  # validation sequences the fp32 and quantised logits are compared on
+
+
+def logit_error(ref_BTV: torch.Tensor, got_BTV: torch.Tensor, ids_BT: torch.Tensor) -> dict:
+    """A quantised model's logits against the fp32 model's on the same ids: the largest and the root-mean-square
+    difference, also as fractions of the fp32 logits' standard deviation; how often the argmax agrees; and the
+    next-token cross-entropy (nats/token) of each."""
+    err_BTV = got_BTV.double() - ref_BTV.double()
+    std = ref_BTV.double().std().item()
+    ce = [torch.nn.functional.cross_entropy(x[:, :-1].flatten(0, 1).double(), ids_BT[:, 1:].flatten()).item()
+          for x in (ref_BTV, got_BTV)]
+    max_abs, rms = err_BTV.abs().max().item(), err_BTV.pow(2).mean().sqrt().item()
+    agree = (got_BTV.argmax(-1) == ref_BTV.argmax(-1)).double().mean().item()
+    return {"max_abs": max_abs, "rms": rms, "logit_std": std, "max_abs_over_std": max_abs / std,
+            "rms_over_std": rms / std, "top1_agreement": agree, "ce_fp32": ce[0], "ce_quantized": ce[1]}
+
+
+def quantize_models(seeds: list[tuple], method: str) -> dict:
+    """--quantize: each seed's model [(model, tokenizer, data)] is quantised in place (layers.ffn.moe.QUANTIZATIONS)
+    after its fp32 logits on the first QUANT_SEQUENCES validation sequences are kept; -> per seed the logit error
+    (logit_error) and the bytes of the model's tensors before and after, and the worst error over the seeds. A
+    model without routed experts stays as it is ("skipped")."""
+    from ..layers.ffn.moe import QUANTIZATIONS
+    per_seed = []
+    for model, _, data in seeds:
+        ids_BT = data.val[:QUANT_SEQUENCES]
+        with torch.no_grad():
+            ref_BTV = model(ids_BT).logits
+        q = QUANTIZATIONS[method](model)
+        if not q.moe_layers:
+            return {"method": method, "skipped": "no routed experts (no MoE layer): evaluated unquantised"}
+        with torch.no_grad():
+            got_BTV = model(ids_BT).logits
+        per_seed.append({**logit_error(ref_BTV, got_BTV, ids_BT), "bytes_before": q.bytes_before,
+                         "bytes_after": q.bytes_after})
+    return {"method": method, "moe_layers": q.moe_layers, "expert_weights": q.expert_weights,
+            "sequences": int(ids_BT.shape[0]), "tokens_per_sequence": int(ids_BT.shape[1]), "seeds": per_seed,
+            "max_abs_over_std": max(s["max_abs_over_std"] for s in per_seed),
+            "rms_over_std": max(s["rms_over_std"] for s in per_seed),
+            "top1_agreement": min(s["top1_agreement"] for s in per_seed),
+            "ce_increase": max(s["ce_quantized"] - s["ce_fp32"] for s in per_seed)}
+
+
 def _params(model) -> dict:
     return {"total": model.num_params(mtp=False), "total_with_mtp": model.num_params(mtp=True),
             "active": model.active_params(), "active_without_embedding": model.active_params(embedding=False)}
@@ -199,6 +245,8 @@ def run_model(spec: str, cfg: CompareConfig, out: Path, label: str, progress=Non
         seeds.append((model.float().eval(), tok, _data(tok, cfg)))
     res["tokenizer"] = seeds[0][1].name
     res["params"] = _params(seeds[0][0])
+    if cfg.quantize:  # before every evaluation, so all of them see the quantised model
+        res["quantize"] = quantize_models(seeds, cfg.quantize)
     res.update(evaluate_model(seeds, cfg, tick))
     res["status"] = "ok"
     done_file.write_text(json.dumps(res, indent=1) + "\n")
@@ -338,6 +386,8 @@ def run_compare(cfg: CompareConfig) -> dict:
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out}: is a file, not a directory")
+    if cfg.quantize not in (None, "experts-int8"):
+        raise ValueError(f"--quantize {cfg.quantize!r}: must be experts-int8 (docs/quantize.md)")
     if cfg.sweep_ratio:
         pairs = sweep_specs(out)
     else:

@@ -1,6 +1,7 @@
 """The `hybridlm cost` report: the tables (rich, printed on a console the caller passes), the plot, the motivating
 article table (DeepSeek V4 / Qwen 3.6 / Llama 4, stated against computed) and the JSON report with its schema
-(JSON_SCHEMA, documented in docs/cost.md), all assembled from accounting.py's serving model.
+(JSON_SCHEMA, documented in docs/cost.md), all assembled from accounting.py's serving model; with
+`quantize="experts-int8"` also the weight memory with and without ExpertsInt8 (docs/quantize.md).
 """
 
 from __future__ import annotations
@@ -26,12 +27,35 @@ ARTICLE = [
 ]
 
 
-def cost_report(specs: list[str], contexts: list[int], hw: Hardware, a: Assumptions) -> dict:
+def experts_int8_weights(model, a: Assumptions) -> dict:
+    """ExpertsInt8's weight memory, from the modules' declarations: the routed expert weights (MoE.expert_weights)
+    at 1 B each plus one fp32 scale per output channel (MoE.expert_scales), every other non-MTP parameter in
+    a.weights_dtype, beside all of them in a.weights_dtype. The MTP module is left out, as in the serving model."""
+    from ..layers.ffn.moe import MoE
+    if a.weights_dtype != "bf16":
+        raise ValueError(f"--quantize experts-int8 stores bf16 expert weights (2 B) in int8 (1 B); with "
+                         f"--weights-dtype {a.weights_dtype} they are {DTYPE_BYTES[a.weights_dtype]} B already: "
+                         f"choose one of the two")
+    moes = [b.ffn for b in model.layers if isinstance(b.ffn, MoE)]
+    experts, scales = sum(m.expert_weights() for m in moes), sum(m.expert_scales() for m in moes)
+    without = model.num_params(mtp=False) * DTYPE_BYTES[a.weights_dtype]
+    with_int8 = without - experts * (DTYPE_BYTES[a.weights_dtype] - 1) + 4 * scales
+    return {"method": "experts-int8", "moe_layers": len(moes), "expert_weights": experts, "scales": scales,
+            "weights_bytes": without, "weights_bytes_quantized": with_int8, "saved_bytes": without - with_int8}
+
+
+def cost_report(specs: list[str], contexts: list[int], hw: Hardware, a: Assumptions,
+                quantize: str | None = None) -> dict:
+    """quantize="experts-int8": each model also gets a "quantize" entry (experts_int8_weights)."""
+    if quantize not in (None, "experts-int8"):
+        raise ValueError(f"--quantize {quantize!r}: must be experts-int8 (the one quantisation cost models)")
     models = []
     for spec in specs:
         model = load_meta(spec)
         entry = model_summary(model, spec)
         entry["points"] = [serving_point(model, L, hw, a) for L in contexts]
+        if quantize is not None:
+            entry["quantize"] = experts_int8_weights(model, a)
         models.append(entry)
     return {"schema": "hybridlm.cost/1", "hardware": hw.to_dict(), "assumptions": {**asdict(a),
             "notes": assumptions(a, hw)}, "contexts": contexts, "models": models}
@@ -103,9 +127,29 @@ def print_report(report: dict, con) -> None:
               f"{si(hw['fp8_flops'], 'FLOP/s') + ' fp8' if hw['fp8_flops'] else 'no fp8'}, "
               f"{si(hw['hbm_bandwidth'], 'B/s')}, {si(hw['hbm_capacity'], 'B')} HBM. Source: {hw['source']}"
               + (f" ({hw['note']})" if hw["note"] else ""))
+    if any("quantize" in m for m in report["models"]):
+        print_quantize(report, con)
     con.print("[bold]assumptions[/]:")
     for line in a["notes"]:
         con.print(f"  - {line}")
+
+
+def print_quantize(report: dict, con) -> None:
+    from rich.table import Table
+    t = Table(title="weight memory with ExpertsInt8 (routed experts: int8 + one fp32 scale per output channel; "
+                    "everything else bf16; no MTP)")
+    for col in ("model", "MoE layers", "routed expert weights", "scales", "weights bf16", "weights experts-int8",
+                "saved"):
+        t.add_column(col, justify="left" if col == "model" else "right")
+    for m in report["models"]:
+        q = m["quantize"]
+        saved = q["saved_bytes"] / q["weights_bytes"] if q["weights_bytes"] else 0.0
+        t.add_row(m["name"], str(q["moe_layers"]), f"{q['expert_weights']:,}", f"{q['scales']:,}",
+                  si(q["weights_bytes"], "B"), si(q["weights_bytes_quantized"], "B"),
+                  f"{si(q['saved_bytes'], 'B')} ({saved:.1%})")
+    con.print(t)
+    con.print("The serving figures above keep every weight in bf16; docs/quantize.md has the format and its "
+              "measured logit error.")
 
 
 # -- plot ---------------------------------------------------------------------------------------------------
@@ -224,6 +268,31 @@ def _obj(props: dict, required: list[str] | None = None) -> dict:
     return {"type": "object", "properties": props, "required": required or list(props)}
 
 
+_MODEL = {
+    "name": _STR, "spec": _STR, "layers": _INT, "mixer_pattern": _STR, "ffn_pattern": _STR, "layout": _STR,
+    "max_seq_len": _INT,
+    "quantize": _obj({"method": {"type": "string", "enum": ["experts-int8"]}, "moe_layers": _INT,
+                      "expert_weights": _INT, "scales": _INT, "weights_bytes": _INT,
+                      "weights_bytes_quantized": _INT, "saved_bytes": _INT}),
+    "params": _obj({"total_without_mtp": _INT, "total_with_mtp": _INT, "mtp": _INT,
+                    "checkpoint_total": _INT_OR_NULL}),
+    "active_params": _obj({"embedding_and_head": _INT, "head_only": _INT, "neither": _INT}),
+    "points": {"type": "array", "items": _obj({
+        "context": _INT, "within_max_seq_len": _BOOL,
+        "cache_bytes": _obj({"kv": _INT, "recurrent": _INT, "total": _INT}),
+        "prefill_flops_per_token": _NUM, "prefill_flops": _NUM, "decode_flops_per_token": _NUM,
+        "weights_bytes": _INT, "devices": _INT, "max_batch": _INT, "prefill_seconds": _NUM,
+        "prefill_bound": {"type": "string", "enum": ["compute", "memory"]},
+        "decode": _obj({"batch1_tokens_per_s": _NUM, "batch1_bound": {"type": "string",
+                                                                      "enum": ["compute", "memory"]},
+                        "max_batch_tokens_per_s_per_seq": _NUM,
+                        "max_batch_bound": {"type": "string", "enum": ["compute", "memory"]},
+                        "tokens_per_s_per_device": _NUM}),
+        "usd_per_million_output_tokens": _NUM_OR_NULL, "usd_per_million_input_tokens": _NUM_OR_NULL,
+    })},
+}
+_OPTIONAL = {"quantize"}  # only with --quantize: the weight memory with and without it (experts_int8_weights)
+
 JSON_SCHEMA = _obj({
     "schema": {"type": "string", "enum": ["hybridlm.cost/1"]},
     "hardware": _obj({"key": _STR, "name": _STR, "bf16_flops": _NUM, "fp8_flops": _NUM_OR_NULL,
@@ -231,24 +300,5 @@ JSON_SCHEMA = _obj({
     "assumptions": _obj({"weights_dtype": _STR, "cache_dtype": _STR, "state_dtype": _STR, "hbm_fraction": _NUM,
                          "usd_per_hour": _NUM_OR_NULL, "notes": {"type": "array", "items": _STR}}),
     "contexts": {"type": "array", "items": _INT},
-    "models": {"type": "array", "items": _obj({
-        "name": _STR, "spec": _STR, "layers": _INT, "mixer_pattern": _STR, "ffn_pattern": _STR, "layout": _STR,
-        "max_seq_len": _INT,
-        "params": _obj({"total_without_mtp": _INT, "total_with_mtp": _INT, "mtp": _INT,
-                        "checkpoint_total": _INT_OR_NULL}),
-        "active_params": _obj({"embedding_and_head": _INT, "head_only": _INT, "neither": _INT}),
-        "points": {"type": "array", "items": _obj({
-            "context": _INT, "within_max_seq_len": _BOOL,
-            "cache_bytes": _obj({"kv": _INT, "recurrent": _INT, "total": _INT}),
-            "prefill_flops_per_token": _NUM, "prefill_flops": _NUM, "decode_flops_per_token": _NUM,
-            "weights_bytes": _INT, "devices": _INT, "max_batch": _INT, "prefill_seconds": _NUM,
-            "prefill_bound": {"type": "string", "enum": ["compute", "memory"]},
-            "decode": _obj({"batch1_tokens_per_s": _NUM, "batch1_bound": {"type": "string",
-                                                                          "enum": ["compute", "memory"]},
-                            "max_batch_tokens_per_s_per_seq": _NUM,
-                            "max_batch_bound": {"type": "string", "enum": ["compute", "memory"]},
-                            "tokens_per_s_per_device": _NUM}),
-            "usd_per_million_output_tokens": _NUM_OR_NULL, "usd_per_million_input_tokens": _NUM_OR_NULL,
-        })},
-    })},
+    "models": {"type": "array", "items": _obj(_MODEL, [k for k in _MODEL if k not in _OPTIONAL])},
 })

@@ -46,3 +46,18 @@ def count(text: str) -> int:
     if n < 0:
         raise argparse.ArgumentTypeError(f"{text}: must be >= 0")
     return n
+
+
+def quantize(text: str) -> str:
+    """--quantize experts-int8 (docs/quantize.md): a key of layers.ffn.moe.QUANTIZATIONS."""
+    from ..layers.ffn.moe import QUANTIZATIONS
+    if text not in QUANTIZATIONS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a quantisation hybridlm builds; the one there is: "
+                                         f"{', '.join(QUANTIZATIONS)} (docs/quantize.md)")
+    return text
+
+
+def add_quantize(p, what: str) -> None:
+    p.add_argument("--quantize", type=quantize, default=None, metavar="experts-int8",
+                   help=f"ExpertsInt8: routed expert weights in int8 with one fp32 scale per output channel, {what} "
+                        "(docs/quantize.md)")

@@ -11,6 +11,7 @@ from pathlib import Path
 from ...analysis import compare as _compare
 from ...analysis.accounting import parse_contexts
 from ...analysis.compare import CompareConfig, default_presets, run_compare
+from ..arguments import add_quantize
 
 
 def _contexts(text: str) -> list[int]:
@@ -38,6 +39,7 @@ def register(sub) -> None:
     p.add_argument("--speed-contexts", type=_contexts, default=None, help="e.g. 1K,8K,32K")
     p.add_argument("--needle-contexts", type=_contexts, default=None, help="e.g. 128,512,1K")
     p.add_argument("--mqar-steps", type=int, default=None, help="MQAR training steps per model")
+    add_quantize(p, "on every evaluated model after training / loading, with its logit error against fp32")
     p.add_argument("--resume", action="store_true", help="reuse finished runs and evaluations under --out")
     p.add_argument("--sweep-ratio", action="store_true",
                    help="the tiny hybrid at linear:attention ratios 0, 1:1, 3:1, 7:1, all-linear (equal budgets)")
@@ -48,7 +50,7 @@ def register(sub) -> None:
 
 def config_from_args(args) -> CompareConfig:
     changes = {"specs": list(args.models), "out": args.out, "resume": args.resume, "sweep_ratio": args.sweep_ratio,
-               "progress": args.progress}
+               "progress": args.progress, "quantize": args.quantize}
     for name in ("budget_tokens", "seq_len", "seeds", "speed_contexts", "needle_contexts"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)

@@ -9,6 +9,7 @@ from pathlib import Path
 from ...analysis.accounting import DTYPE_BYTES, Assumptions, parse_contexts
 from ...analysis.cost_report import article_report, cost_report, plot_cost, print_article, print_report
 from ...analysis.hardware import HARDWARE, get_hardware
+from ..arguments import add_quantize
 from ..format import console
 
 
@@ -19,13 +20,15 @@ def cmd_cost(args) -> None:
                     hbm_fraction=args.hbm_fraction, usd_per_hour=args.usd_per_hour)
     con = console()
     if args.article:
+        if args.quantize:
+            raise ValueError("--quantize applies to the models given, not to --article")
         report = article_report(hw, a, args.reference)
         print_article(report, con)
     else:
         if not args.models:
             raise ValueError("give at least one PRESET|DIR|CONFIG.json, or --article")
         contexts = parse_contexts(args.context)
-        report = cost_report(args.models, contexts, hw, a)
+        report = cost_report(args.models, contexts, hw, a, quantize=args.quantize)
         print_report(report, con)
         if args.plot:
             plot_cost(args.models, args.plot, contexts, a)
@@ -48,6 +51,7 @@ def register(sub) -> None:
     p.add_argument("--weights-dtype", default="bf16", choices=["bf16", "fp8"])
     p.add_argument("--hbm-fraction", type=float, default=0.9, help="share of HBM usable for weights + cache")
     p.add_argument("--usd-per-hour", type=float, default=None, help="price of one device-hour, for $/M tokens")
+    add_quantize(p, "as vLLM serves Jamba 1.5: the weight memory with and without it")
     p.add_argument("--json", metavar="FILE", help="write machine-readable results (schema: docs/cost.md)")
     p.add_argument("--plot", metavar="FILE.png", help="cache and decode FLOPs against context, log-log")
     p.add_argument("--article", action="store_true",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import sys
 
-from ..arguments import count, positive_int, token_ids
+from ..arguments import add_quantize, count, positive_int, token_ids
 
 
 def run(args) -> int:
@@ -15,6 +15,14 @@ def run(args) -> int:
     from ...interop.tokenizer import tokenizer_for
     model, tok_dir = load_model(args.model, device=args.device, seed=args.seed)
     model.eval()
+    if args.quantize:
+        from ...layers.ffn.moe import QUANTIZATIONS
+        q = QUANTIZATIONS[args.quantize](model)
+        if not q.moe_layers:
+            raise ValueError(f"--quantize {args.quantize}: {model.config.name} has no routed experts (no MoE layer)")
+        print(f"hybridlm generate: {args.quantize}: {q.expert_weights:,} routed expert weights in {q.moe_layers} MoE "
+              f"layers to int8, tensors {q.bytes_before / 2**20:.1f} -> {q.bytes_after / 2**20:.1f} MiB",
+              file=sys.stderr)
     tok = tokenizer_for(tok_dir)
     ids = tok.encode(args.prompt)
     if not ids:
@@ -57,4 +65,5 @@ def register(sub) -> None:
     p.add_argument("--stop", type=token_ids, default=[], help="comma-separated stop token ids")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
+    add_quantize(p, "applied after the weights are loaded")
     p.set_defaults(fn=run)

@@ -388,3 +388,7 @@ def quantize_experts_int8(model: nn.Module) -> Int8Summary:
         m.quantize_int8()
     return Int8Summary(len(moes), sum(m.expert_weights() for m in moes), sum(m.expert_scales() for m in moes),
                        before, tensor_bytes(model))
+
+
+# --quantize NAME -> the function that applies it to a loaded model (cli: generate, compare; analysis: cost)
+QUANTIZATIONS = {"experts-int8": quantize_experts_int8}
