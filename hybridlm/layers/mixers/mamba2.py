@@ -62,7 +62,8 @@ class Mamba2Config:
             fail(f"{where}.num_heads", self.num_heads, f"must be a multiple of n_groups={self.n_groups}")
         lim = self.time_step_limit
         if not (isinstance(lim, tuple) and len(lim) == 2 and all(isinstance(v, (int, float)) for v in lim)):
-            fail(f"{where}.time_step_limit", lim, "must be two numbers [low, high]")
+            shown = list(lim) if isinstance(lim, tuple) else lim  # as JSON wrote it
+            fail(f"{where}.time_step_limit", shown, "must be two numbers [low, high]")
         if not 0 <= lim[0] <= lim[1]:
             fail(f"{where}.time_step_limit", list(lim), "must have 0 <= low <= high (the limits are inverted)")
         check_dt_range(self, where, "time_step_min", "time_step_max", "time_step_floor")
