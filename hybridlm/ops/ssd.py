@@ -22,6 +22,7 @@ x's dtype and the state in the compute dtype.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["ssd", "ssd_chunked", "ssd_recurrent", "ssd_step"]
@@ -90,9 +91,104 @@ def ssd_step(x, dt, A, B, C, D, state) -> tuple[Tensor, Tensor]:
     return y.to(x.dtype), h.view(Bt, H, P, N)
 
 
-def ssd_chunked(x, dt, A, B, C, D=None, initial_state=None, chunk_size=64) -> tuple[Tensor, Tensor]:
-    """SSD block decomposition: same contract as ssd_recurrent (placeholder: the recurrence)."""
-    return ssd_recurrent(x, dt, A, B, C, D, initial_state)
+def _ssd_block(x, dt, A, B, C, S, chunk_size):
+    """SSD over one block of tokens.  x [Bt,L,H,P]; dt [Bt,L,H]; B, C [Bt,L,G,N]; S [Bt*G,N,R*P] the start
+    state, transposed per group (compute dtype).  Returns y [Bt,L,H,P] (without the D term) and the end state."""
+    Bt, L, H, P = x.shape
+    G, N = B.shape[-2:]
+    R = H // G
+    cs, cd = chunk_size, S.dtype
+    pad = -L % cs
+    if pad:  # padded tokens have dt = 0 (no decay) and x = B = 0 (no write): the end state is unchanged
+        x, B, C = (F.pad(t, (0, 0, 0, 0, 0, pad)) for t in (x, B, C))
+        dt = F.pad(dt, (0, 0, 0, pad))
+    K = (L + pad) // cs
+    BG, RP = Bt * G, R * P
+    grad = torch.is_grad_enabled() and any(t.requires_grad for t in (x, dt, A, B, C, S))
+
+    xv = x.view(Bt, K, cs, G, R, P)
+    Xh = xv.permute(1, 0, 3, 4, 2, 5).to(cd).contiguous()  # [K,Bt,G,R,C,P]: per-head rows for the intra part
+    Bg = B.view(Bt, K, cs, G, N).permute(1, 0, 3, 2, 4).to(cd).contiguous()  # [K,Bt,G,C,N]
+    Cg = C.view(Bt, K, cs, G, N).permute(1, 0, 3, 2, 4).to(cd).contiguous()  # [K,Bt,G,C,N]
+    dth = dt.view(Bt, K, cs, G, R).permute(1, 0, 3, 4, 2).to(cd)  # [K,Bt,G,R,C]
+    c = (dth * A.to(cd).view(G, R, 1)).cumsum(-1)  # [K,Bt,G,R,C]: cumulative log decay inside each chunk
+    last = c[..., -1:]  # [K,Bt,G,R,1]
+
+    # Intra-chunk (diagonal blocks): y_i = sum_{j<=i} (C_i . B_j) exp(c_i - c_j) dt_j x_j, C B^T once per group.
+    # exp(c_i - c_j) only for j <= i; clamping at 0 keeps the j > i entries finite (exp(0) = 1) before tril.
+    CB = torch.matmul(Cg, Bg.transpose(-1, -2)).unsqueeze(3)  # [K,Bt,G,1,C,C]
+    seg = (c.unsqueeze(-1) - c.unsqueeze(-2)).clamp_max_(0)  # [K,Bt,G,R,C,C]
+    if grad:
+        M = (seg.exp() * dth.unsqueeze(-2)).tril() * CB
+    else:
+        M = seg.exp_().mul_(dth.unsqueeze(-2)).tril_().mul_(CB)
+    Y = torch.matmul(M, Xh)  # [K,Bt,G,R,C,P]
+
+    # Chunk states (off-diagonal blocks): S_{k+1} = exp(c_last) S_k + sum_j exp(c_last - c_j) dt_j B_j x_j^T,
+    # kept transposed per group, [N, R*P], so the write B^T Xw and the read C S are both one matmul per group
+    wgt = dth * (last - c).exp()  # [K,Bt,G,R,C]
+    Xw = (xv.permute(1, 0, 3, 2, 4, 5).to(cd) * wgt.permute(0, 1, 2, 4, 3).unsqueeze(-1))  # [K,Bt,G,C,R,P]
+    Xw = Xw.reshape(K, BG, cs, RP)
+    BgT = Bg.view(K, BG, cs, N).transpose(-1, -2)  # [K,BG,N,C]
+    decay = last.exp().view(K, BG, 1, R, 1)
+    if grad:  # functional loop for autograd
+        starts = []
+        for k in range(K):
+            starts.append(S)
+            S = torch.baddbmm((S.view(BG, N, R, P) * decay[k]).view(BG, N, RP), BgT[k], Xw[k])
+        Sh = torch.stack(starts)  # [K,BG,N,RP]
+    else:  # same loop, in place in a preallocated buffer
+        Sh = torch.empty(K + 1, BG, N, RP, dtype=cd, device=x.device)
+        Sh[0] = S
+        for k in range(K):
+            torch.mul(Sh[k].view(BG, N, R, P), decay[k], out=Sh[k + 1].view(BG, N, R, P))
+            Sh[k + 1].baddbmm_(BgT[k], Xw[k])
+        S, Sh = Sh[K], Sh[:K]
+
+    # State contribution to the outputs: exp(c_i) C_i S_k, one batched matmul for all chunks of the block
+    Ys = torch.matmul(Cg.view(K * BG, cs, N), Sh.reshape(K * BG, N, RP)).view(K, Bt, G, cs, R, P)
+    y = torch.addcmul(Y.permute(0, 1, 2, 4, 3, 5), Ys, c.exp().permute(0, 1, 2, 4, 3).unsqueeze(-1))
+    y = y.permute(1, 0, 3, 2, 4, 5).reshape(Bt, K * cs, H, P)  # [Bt,K*C,H,P]
+    return (y[:, :L] if pad else y), S
+
+
+def ssd_chunked(x, dt, A, B, C, D=None, initial_state=None, chunk_size=64, block_chunks=None) -> tuple[Tensor, Tensor]:
+    """SSD block decomposition: same contract as ssd_recurrent, cost linear in T.
+
+    Inside a chunk with start state S, cumulative log decay c_i = sum_{s<=i} dt_s A and L_ij = exp(c_i - c_j)
+    for j <= i (else 0):
+        y_i    = exp(c_i) C_i S  +  sum_j (C_i . B_j) L_ij dt_j x_j            (state part + intra-chunk part)
+        S_next = exp(c_last) S  +  sum_j exp(c_last - c_j) dt_j x_j B_j^T
+    The intra-chunk part is a masked quadratic form (matmuls over all chunks at once); only the state
+    recurrence loops, once per chunk, and the state's reads are one batched matmul after the loop.  The
+    sequence is processed in blocks of `block_chunks` chunks so intermediates stay cache-sized.
+    """
+    _check(x, dt, A, B, C, D, initial_state)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    cd = _compute_dtype(x)
+    Bt, T, H, P = x.shape
+    G, N = B.shape[-2:]
+    R = H // G
+    if initial_state is None:
+        S = torch.zeros(Bt * G, N, R * P, dtype=cd, device=x.device)
+    else:  # [Bt,H,P,N] -> per group transposed [Bt*G, N, R*P]
+        S = initial_state.to(cd).view(Bt, G, R, P, N).permute(0, 1, 4, 2, 3).reshape(Bt * G, N, R * P)
+    if block_chunks is None:  # about 2 MB of fp32 x per block
+        block_chunks = max(1, (2 << 20) // (chunk_size * Bt * H * P * 4))
+    block = chunk_size * block_chunks
+    ys = []
+    for t0 in range(0, T, block):
+        sl = slice(t0, t0 + block)
+        yb, S = _ssd_block(x[:, sl], dt[:, sl], A, B[:, sl], C[:, sl], S, chunk_size)
+        ys.append(yb)
+    y = torch.cat(ys, 1) if len(ys) > 1 else ys[0] if ys else x.new_zeros(Bt, 0, H, P, dtype=cd)
+    if D is not None:
+        y = y + x.to(cd) * D.to(cd)[:, None]
+    state = S.view(Bt, G, N, R, P).permute(0, 1, 3, 4, 2).reshape(Bt, H, P, N)
+    if state is initial_state:
+        state = state.clone()
+    return y.to(x.dtype), state
 
 
 def ssd(x, dt, A, B, C, D=None, initial_state=None, chunk_size=64) -> tuple[Tensor, Tensor]:
