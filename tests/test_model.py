@@ -94,3 +94,27 @@ def test_empty_sublayers_have_no_norm_no_params_and_no_cache():
         ModelConfig(vocab_size=64, d_model=32, num_layers=1, mixer_pattern="-", ffn_pattern="D",
                     mixers={"-": AttentionConfig(num_heads=2, num_kv_heads=1)},
                     ffns={"D": DenseFFNConfig(intermediate_size=48)})
+
+
+def test_model_scalars_scale_embedding_residual_and_logits():
+    """Granite 4.0's multipliers: x = embed * m_e; x += m_r * sublayer(norm(x)); logits = head(h) / s."""
+    from hybridlm import AttentionConfig, DenseFFNConfig, ModelConfig
+    base = dict(vocab_size=64, d_model=32, num_layers=2, mixer_pattern="AA", ffn_pattern="DD",
+                mixers={"A": AttentionConfig(num_heads=2, num_kv_heads=1)}, ffns={"D": DenseFFNConfig(48)})
+    torch.manual_seed(0)
+    plain = HybridLM(ModelConfig(**base))
+    scaled = HybridLM(ModelConfig(**base, embedding_multiplier=3.0, residual_multiplier=0.5, logits_scaling=4.0))
+    scaled.load_state_dict(plain.state_dict())
+    ids = torch.randint(0, 64, (1, 7))
+    x = plain.embed(ids) * 3.0
+    for blk in plain.layers:
+        x = x + 0.5 * blk.mixer(blk.mixer_norm(x))
+        x = x + 0.5 * blk.ffn(blk.ffn_norm(x))
+    want = plain.logits(plain.norm(x)) / 4.0
+    torch.testing.assert_close(scaled(ids).logits, want, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(plain(ids).logits, want, atol=1e-3)
+    for field, bad in (("embedding_multiplier", 0.0), ("residual_multiplier", float("nan")), ("logits_scaling", -1)):
+        with pytest.raises(ValueError, match=field):
+            ModelConfig(**base, **{field: bad})
+    with pytest.raises(ValueError, match="softmax_scale"):
+        ModelConfig(**{**base, "mixers": {"A": AttentionConfig(num_heads=2, num_kv_heads=1, softmax_scale=0.0)}})

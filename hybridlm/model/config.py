@@ -63,6 +63,11 @@ class ModelConfig:
     hc_sinkhorn_iters: int = 20
     hc_eps: float = 1e-6
     hf_model_type: str | None = None  # Hugging Face format `save_hf` writes (e.g. "qwen3_next"); None = inferred
+    # Scalars some families set (Granite 4.0, muP-style): x = embed(ids) * embedding_multiplier; every residual add
+    # is x + residual_multiplier * sublayer(norm(x)); logits = head(h) / logits_scaling (the MTP head's too).
+    embedding_multiplier: float = 1.0
+    residual_multiplier: float = 1.0
+    logits_scaling: float = 1.0
     # Filled by __post_init__: the expanded per-layer plan.
     layer_mixers: list[str] = field(init=False, repr=False)
     layer_ffns: list[str] = field(init=False, repr=False)
@@ -90,8 +95,15 @@ class ModelConfig:
                 cfg.validate(f"{legend}[{letter!r}]", self.d_model)
         self.layer_mixers = self._expand("mixer_pattern", self.mixers)
         self.layer_ffns = self._expand("ffn_pattern", self.ffns)
+        for name in ("embedding_multiplier", "residual_multiplier", "logits_scaling"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                fail(name, v, "must be a finite number > 0")
         if self.hc_mult < 1:
             fail("hc_mult", self.hc_mult, "must be >= 1 (1 = plain residual)")
+        if self.hc_mult > 1 and self.residual_multiplier != 1.0:
+            fail("residual_multiplier", self.residual_multiplier, f"must be 1.0 with hc_mult={self.hc_mult} (the "
+                 "hyper-connections weight the residual themselves)")
         if self.hc_sinkhorn_iters < 1:
             fail("hc_sinkhorn_iters", self.hc_sinkhorn_iters, "must be >= 1")
         if self.hc_eps <= 0:

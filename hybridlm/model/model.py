@@ -56,6 +56,7 @@ class Block(nn.Module):
     def __init__(self, cfg: ModelConfig, mixer_letter: str, ffn_letter: str):
         super().__init__()
         self.mixer_letter, self.ffn_letter = mixer_letter, ffn_letter
+        self.residual_multiplier = cfg.residual_multiplier
         eps, zc = cfg.norm_eps, cfg.zero_centered_norm
         self.mixer = build_mixer(cfg.mixers[mixer_letter], cfg.d_model, eps, zc)
         self.ffn = build_ffn(cfg.ffns[ffn_letter], cfg.d_model, cfg.vocab_size)
@@ -82,15 +83,18 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, pos0: int = 0, cache=None, token_ids: torch.Tensor | None = None,
                 ctx: ForwardContext | None = None) -> torch.Tensor:
+        r = self.residual_multiplier
         if self.has_mixer:
             if self.attn_hc is None:
-                x = x + self.mixer(self.mixer_norm(x), pos0, cache, ctx)
+                y = self.mixer(self.mixer_norm(x), pos0, cache, ctx)
+                x = x + (y if r == 1.0 else r * y)
             else:
                 u, post, comb = self.attn_hc(x)
                 x = HyperConnection.expand(self.mixer(self.mixer_norm(u), pos0, cache, ctx), x, post, comb)
         if self.has_ffn:
             if self.ffn_hc is None:
-                x = x + self.ffn(self.ffn_norm(x), token_ids)
+                y = self.ffn(self.ffn_norm(x), token_ids)
+                x = x + (y if r == 1.0 else r * y)
             else:
                 u, post, comb = self.ffn_hc(x)
                 x = HyperConnection.expand(self.ffn(self.ffn_norm(u), token_ids), x, post, comb)
@@ -182,6 +186,11 @@ class HybridLM(nn.Module):
     def head_weight(self) -> torch.Tensor:
         return self.embed.weight if self.lm_head is None else self.lm_head.weight
 
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """The output head on normed hidden states [..., D] -> [..., V] (divided by logits_scaling)."""
+        out = F.linear(h, self.head_weight)
+        return out if self.config.logits_scaling == 1.0 else out / self.config.logits_scaling
+
     def new_cache(self) -> HybridCache:
         return HybridCache(layers=[block.mixer.new_cache() for block in self.layers])
 
@@ -202,6 +211,8 @@ class HybridLM(nn.Module):
                              f"min {int(input_ids.min())}, max {int(input_ids.max())}")
         pos0 = cache.pos if cache is not None else 0
         x = self.embed(input_ids)
+        if self.config.embedding_multiplier != 1.0:
+            x = x * self.config.embedding_multiplier
         if self.hc_head is not None:
             x = x.unsqueeze(2).expand(-1, -1, self.config.hc_mult, -1).contiguous()
         ctx = ForwardContext(pos0=pos0)  # what a layer leaves for later ones, this forward only (layers/context.py)
@@ -217,7 +228,7 @@ class HybridLM(nn.Module):
         """labels: [B, T] aligned with input_ids (shifted inside, HF style); -100 is ignored."""
         x, streams = self._stack(input_ids, cache)
         h = self.norm(x)
-        logits = F.linear(h, self.head_weight)  # [B, T, V]
+        logits = self.logits(h)  # [B, T, V]
         if labels is None:
             return ModelOutput(logits=logits)
         if labels.shape != input_ids.shape:
@@ -229,7 +240,7 @@ class HybridLM(nn.Module):
         if self.mtp is not None and input_ids.shape[1] > 2:
             h_in = h if streams is None else streams  # mHC: the stream before the main head
             h_mtp = self.mtp(h_in[:, :-1], self.embed(input_ids[:, 1:]), input_ids[:, 1:])  # i predicts token i+2
-            mtp_logits = F.linear(h_mtp, self.head_weight)
+            mtp_logits = self.logits(h_mtp)
             mtp_loss = F.cross_entropy(mtp_logits[:, :-1].flatten(0, 1).float(), labels[:, 2:].flatten(),
                                        ignore_index=-100)
             aux_mods += [self.mtp.block.mixer, self.mtp.block.ffn]
@@ -267,7 +278,7 @@ class HybridLM(nn.Module):
             raise ValueError("prefill needs at least one prompt token")
         for s in range(0, input_ids.shape[1], chunk):
             h = self.hidden_states(input_ids[:, s:s + chunk], cache)
-        return F.linear(h[:, -1], self.head_weight)
+        return self.logits(h[:, -1])
 
     def generate(self, input_ids: torch.Tensor, max_new_tokens: int = 32, **kwargs) -> torch.Tensor:
         """Prompt [B, T] -> [B, T + n]; see hybridlm.generate.generate for the sampling options."""

@@ -53,6 +53,7 @@ class AttentionConfig:
     floor_scale: int = 8192
     rope_interleaved: bool = False
     rope_scaling: dict | None = None
+    softmax_scale: float | None = None  # None: head_dim^-1/2 (Granite 4.0's attention_multiplier sets it)
     kind: Literal["attention"] = "attention"
 
     def validate(self, where: str, d_model: int) -> None:
@@ -83,6 +84,8 @@ class AttentionConfig:
             fail(f"{where}.floor_scale", self.floor_scale, "must be >= 1")
         if self.rope_scaling is not None:
             self._validate_rope_scaling(f"{where}.rope_scaling")
+        if self.softmax_scale is not None and not (math.isfinite(self.softmax_scale) and self.softmax_scale > 0):
+            fail(f"{where}.softmax_scale", self.softmax_scale, "must be a finite number > 0 or None")
 
     _LLAMA3_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
 
@@ -300,7 +303,7 @@ class Attention(nn.Module):
                 mask &= (k_pos // C) == (q_pos // C)
             causal = False
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
-                                           scale=1.0 / math.sqrt(d), enable_gqa=G != H)  # [B, H, T, d]
+                                           scale=c.softmax_scale or 1.0 / math.sqrt(d), enable_gqa=G != H)  # [B, H, T, d]
         o = o.transpose(1, 2).reshape(B, T, H * d)
         if gate is not None:
             o = o * torch.sigmoid(gate)
