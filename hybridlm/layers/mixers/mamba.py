@@ -177,20 +177,23 @@ class Mamba(nn.Module):
         return 3 * D * E + bias + conv + E * (R + 2 * N) + R * E + E + E * N + E + norms
 
     # -- accounting (docs/cost.md): FLOPs count matmuls at 2 per multiply-add; elementwise ops are not counted --
+    # The selective scan's state update (decay exp(delta A) * h and the write delta u B^T, combined by the chunked
+    # form's in-chunk scan) is elementwise per state entry: not counted. Its one matmul is the readout y = h C.
+    # So these counts equal what torch's FlopCounterMode sees, prefill and decode (tests/test_mamba_mixers.py).
     def _proj_flops(self) -> int:
-        """in_proj, x_proj, dt_proj, out_proj and the depthwise conv (one multiply-add per channel and tap)."""
+        """in_proj, x_proj, dt_proj, out_proj, the depthwise conv (one multiply-add per channel and tap) and the
+        readout h C (E N per token)."""
         D, E, R, N = self.in_proj.in_features, self.d_inner, self.dt_rank, self.cfg.d_state
-        return 2 * (2 * D * E + E * (R + 2 * N) + R * E + E * D) + 2 * E * self.cfg.d_conv
+        return 2 * (2 * D * E + E * (R + 2 * N) + R * E + E * D) + 2 * E * self.cfg.d_conv + 2 * E * N
 
     def flops_per_token(self, context: int = 0, causal_skip: bool = True) -> float:
-        """Prefill FLOPs per token, independent of context: the projections and conv, the readout y = h C
-        (2 E N) and the state write delta u B^T (2 E N). causal_skip: no effect (no mask to skip)."""
-        return self._proj_flops() + 4 * self.d_inner * self.cfg.d_state
+        """Prefill FLOPs per token, independent of context (the chunked scan's work is per token).
+        causal_skip: no effect (no mask to skip)."""
+        return self._proj_flops()
 
     def decode_flops(self, context: int = 0) -> int:
-        """One decode step, independent of context: the projections and conv, the readout h C (2 E N) and the
-        rank-1 state write delta u B^T (2 E N, elementwise in the step op, so not seen by torch's FLOP counter)."""
-        return self._proj_flops() + 4 * self.d_inner * self.cfg.d_state
+        """One decode step (the one-token step op), independent of context: the same matmuls as a prefill token."""
+        return self._proj_flops()
 
     def cache_bytes(self, context: int = 0, batch: int = 1, dtype_bytes: int = 2, state_bytes: int | None = 4) -> int:
         """Conv window [Bt, E, K-1] in the model/cache dtype plus the state [Bt, E, N] (float32 in this

@@ -154,21 +154,29 @@ class Mamba2(nn.Module):
         return D * sum(self.splits) + E * D + bias + conv + 3 * H + (E if c.gated_norm else 0)
 
     # -- accounting (docs/cost.md): FLOPs count matmuls at 2 per multiply-add; elementwise ops are not counted --
+    # These counts equal what torch's FlopCounterMode sees, prefill and decode (tests/test_mamba_mixers.py).
     def _proj_flops(self) -> int:
         """in_proj + out_proj and the depthwise conv (one multiply-add per channel and tap)."""
         D = self.in_proj.in_features
         return 2 * D * (sum(self.splits) + self.d_inner) + 2 * self.conv_dim * self.cfg.conv_kernel
 
     def flops_per_token(self, context: int = 0, causal_skip: bool = True) -> float:
-        """Prefill FLOPs per token (placeholder until the chunked form's count)."""
+        """Prefill FLOPs per token of the chunked SSD form (ops/ssd.py) over `context` tokens, which runs on
+        ceil(context / C) whole chunks of C = chunk_size (the last one zero-padded). Per chunk: C B^T per group
+        (2 G C^2 N), the masked intra-chunk product with x (2 H C^2 P), the chunk-state write B^T x and the state
+        read C S (2 H P N C each). The decays and the mask are elementwise. causal_skip: no effect (the intra-chunk
+        form is dense, masked afterwards)."""
         c = self.cfg
-        return self._proj_flops() + 4 * c.num_heads * c.head_dim * c.d_state
+        H, P, G, N, C = c.num_heads, c.head_dim, c.n_groups, c.d_state, c.chunk_size
+        L = max(context, 1)
+        per_chunk = 2 * G * C * C * N + 2 * H * C * C * P + 4 * H * P * N * C
+        return self._proj_flops() + math.ceil(L / C) * per_chunk / L
 
     def decode_flops(self, context: int = 0) -> int:
-        """One decode step, independent of context: the projections and conv, the readout h C (2 H P N) and the
-        rank-1 state write dt x B^T (2 H P N, elementwise in the step op, so not seen by torch's FLOP counter)."""
+        """One decode step (the one-token step op), independent of context: the projections and conv and the
+        readout h C (2 H P N); the state update (decay and rank-1 write dt x B^T) is elementwise, not counted."""
         c = self.cfg
-        return self._proj_flops() + 4 * c.num_heads * c.head_dim * c.d_state
+        return self._proj_flops() + 2 * c.num_heads * c.head_dim * c.d_state
 
     def cache_bytes(self, context: int = 0, batch: int = 1, dtype_bytes: int = 2, state_bytes: int | None = 4) -> int:
         """Conv window [Bt, E + 2 G N, K-1] in the model/cache dtype plus the state [Bt, H, P, N] (float32 in
