@@ -12,8 +12,9 @@ from collections.abc import Callable
 
 from ..model.config import ModelConfig
 from . import deepseek, llama4, qwen, tiny
+from . import jamba
 
-FAMILIES = (qwen, llama4, deepseek, tiny)
+FAMILIES = (qwen, llama4, deepseek, jamba, tiny)
 
 PRESETS: dict[str, Callable[[], ModelConfig]] = {name: build for f in FAMILIES for name, build in f.PRESETS.items()}
 ALIASES: dict[str, str] = {alias: name for f in FAMILIES for alias, name in f.ALIASES.items()}
