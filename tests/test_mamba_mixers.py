@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from hybridlm.layers.mixers.mamba import Mamba, MambaConfig, SSMState
@@ -173,6 +174,29 @@ def test_params_and_flops_match_the_counter(kind):
     with torch.no_grad():
         ours(x, cache=cache)
     assert _counted(lambda: ours(x[:, :1], pos0=T, cache=cache)) == ours.decode_flops(T + 1)
+
+
+@pytest.mark.parametrize("kind", ["jamba", "mamba2"])
+def test_init_weights_sets_every_parameter(kind):
+    """Built on the meta device, then init_weights: Mamba's dt init (softplus(dt bias) log-uniform within the
+    range), A = 1..N per channel (Mamba-1) or U(1, 16) per head (Mamba-2), D = 1, norms at 1."""
+    with torch.device("meta"):
+        mixer = (Mamba2 if kind == "mamba2" else Mamba)(CONFIGS[kind], D, EPS)
+    mixer.to_empty(device="cpu")
+    with torch.no_grad():
+        for p in mixer.parameters():
+            p.fill_(math.nan)
+    mixer.init_weights(0.02, 0.01)
+    assert all(torch.isfinite(p).all() for p in mixer.parameters())
+    c = mixer.cfg
+    if kind == "mamba2":
+        dt, lo, hi = F.softplus(mixer.dt_bias), c.time_step_min, c.time_step_max
+        assert ((mixer.A_log.exp() >= 1) & (mixer.A_log.exp() <= 16)).all()
+    else:
+        dt, lo, hi = F.softplus(mixer.dt_proj.bias), c.dt_min, c.dt_max
+        assert torch.equal(mixer.A_log.exp().round(), torch.arange(1.0, 8.0).expand(2 * D, 7))
+    assert ((dt >= lo * (1 - 1e-5)) & (dt <= hi * (1 + 1e-5))).all()
+    assert (mixer.D == 1).all() and all((p == 1).all() for n, p in mixer.named_parameters() if "norm" in n)
 
 
 # -- config: bad input, JSON ---------------------------------------------------------------------------------
