@@ -232,3 +232,21 @@ def test_compare_quantises_what_it_evaluates(tmp_path, monkeypatch):
     skipped = quantize_models([(dense, None, SimpleNamespace(val=torch.zeros(2, 8, dtype=torch.long)))],
                               "experts-int8")
     assert skipped == {"method": "experts-int8", "skipped": "no routed experts (no MoE layer): evaluated unquantised"}
+
+
+def test_report_shows_the_logit_error_and_a_quantised_model_is_not_saved(tmp_path):
+    model = HybridLM(get_config("tiny-hybrid"))
+    quantize_experts_int8(model)
+    with pytest.raises(ValueError, match="routed experts are int8"):
+        model.save_hf(tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()
+    q = {"moe_layers": 8, "max_abs_over_std": 0.0496, "rms_over_std": 0.0071, "top1_agreement": 0.998,
+         "ce_increase": 1e-5, "seeds": [{"bytes_before": 18_650_880, "bytes_after": 8_144_640}]}
+    summary = {"models": [{"label": "tiny-hybrid", "status": "ok", "quantize": q},
+                          {"label": "tiny-gdn", "status": "ok", "quantize": {"skipped": "no routed experts"}}]}
+    from hybridlm.analysis.report import _quantize
+    lines = _quantize(summary)
+    assert lines[0] == "### ExpertsInt8: logits against fp32"
+    row = next(ln for ln in lines if ln.startswith("| tiny-hybrid |"))
+    assert "0.0496" in row and "18,650,880 -> 8,144,640" in row
+    assert any(ln.startswith("| tiny-gdn | no routed experts") for ln in lines)

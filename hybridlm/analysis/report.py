@@ -489,6 +489,28 @@ def _failures(summary: dict) -> list[str]:
     return lines
 
 
+def _quantize(summary: dict) -> list[str]:
+    """ExpertsInt8 (compare --quantize experts-int8): each model's logits against its fp32 self."""
+    ok = [m for m in _ok(summary) if m.get("quantize")]
+    if not ok:
+        return []
+    head = ["model", "MoE layers", "max abs / logit std", "rms / logit std", "top-1 agreement",
+            "CE increase (nats/token)", "tensor bytes fp32 -> int8"]
+    lines = ["### ExpertsInt8: logits against fp32", "", "Routed experts in int8 (docs/quantize.md); every "
+             "evaluation above ran on the quantised model. First 8 validation sequences, worst over seeds.", "",
+             _row(head), "|" + "---|" * len(head)]
+    for m in ok:
+        q = m["quantize"]
+        if "skipped" in q:
+            lines.append(_row([_cell(m["label"]), q["skipped"]] + [""] * (len(head) - 2)))
+            continue
+        s = q["seeds"][0]
+        lines.append(_row([_cell(m["label"]), str(q["moe_layers"]), f"{q['max_abs_over_std']:.4f}",
+                           f"{q['rms_over_std']:.4f}", f"{q['top1_agreement']:.4f}", f"{q['ce_increase']:+.5f}",
+                           f"{s['bytes_before']:,} -> {s['bytes_after']:,}"]))
+    return lines + [""]
+
+
 def markdown(summary: dict) -> str:
     s, mach = summary["settings"], summary["machine"]
     lines = ["# hybridlm compare", ""]
@@ -500,6 +522,7 @@ def markdown(summary: dict) -> str:
               f"{mach['platform']}, torch {mach['torch']}, Python {mach['python']}"
               + (f", GPU {mach['cuda']} (not used: CPU fp32)" if mach.get("cuda") else "") + ".", ""]
     lines += _settings(summary) + _results(summary) + _speed(summary) + _mqar_table(summary) + _needle_table(summary)
+    lines += _quantize(summary)
     figures = summary.get("figures", [])
     lines += ["## Figures", ""]
     lines += [x for name in figures for x in (f"![{FIGURES[name][1]}]({name})", "")] or ["No figures (no model finished).", ""]

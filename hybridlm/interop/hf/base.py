@@ -309,6 +309,9 @@ def save_target(cfg: ModelConfig, model_type: str | None = None) -> tuple[Conver
 
 def save(model, path, dtype: torch.dtype | None = None, model_type: str | None = None) -> None:
     """Write config.json + model.safetensors that transformers loads (AutoModelForCausalLM)."""
+    if any(getattr(m, "is_int8", False) for m in model.modules()):
+        raise ValueError("the model's routed experts are int8 (ExpertsInt8, applied at load for serving): "
+                         "save the float model instead")
     conv, model_type = save_target(model.config, model_type)
     hf_cfg = conv.config_to_hf(model.config, model_type)
     write_hf_dir(path, conv.to_hf_state(model, hf_cfg["model_type"]), hf_cfg, dtype,
