@@ -43,7 +43,7 @@ def _check(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor 
     if u.shape[-1] != E or delta.shape != u.shape:
         raise ValueError(f"u {tuple(u.shape)} and delta {tuple(delta.shape)} must both be [..., E={E}] (A is [E, N])")
     if B.shape != (*lead, N) or C.shape != (*lead, N):
-        raise ValueError(f"B {tuple(B.shape)} and C {tuple(C.shape)} must be {(*lead, N)} (u {tuple(u.shape)}, A [E, N])")
+        raise ValueError(f"B {tuple(B.shape)} and C {tuple(C.shape)} must be {(*lead, N)} (u {tuple(u.shape)})")
     if D is not None and D.shape != (E,):
         raise ValueError(f"D must be [E={E}], got {tuple(D.shape)}")
     if state is not None and state.shape != (lead[0], E, N):
@@ -188,9 +188,8 @@ class _SelectiveScan(torch.autograd.Function):
             gC[sl] = torch.matmul(gyk.reshape(L * Bt, 1, E), h[1:].view(L * Bt, E, N)).view(L, Bt, N)
             gx = G.mul_(h[:-1]).mul_(a)  # dL/d(delta A), in G's memory (G is no longer needed)
             gu[sl] = gw * delta[sl]
-            gdelta[sl] = torch.addcmul(torch.matmul(gx.view(L * Bt, E, N).unsqueeze(-2), A.unsqueeze(-1)).view(L, Bt, E),
-                                       gw, u[sl])
             gA += torch.einsum("lben,lbe->en", gx, delta[sl])
+            gdelta[sl] = torch.addcmul(gx.mul_(A).sum(-1), gw, u[sl])
         return gu, gdelta, gA, gB, gC, carry, None
 
 
@@ -206,7 +205,7 @@ def selective_scan_chunked(u, delta, A, B, C, D=None, initial_state=None, chunk_
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     cd = _compute_dtype(u)
-    Bt, T, E = u.shape
+    Bt, _, E = u.shape
     N = A.shape[1]
     h0 = u.new_zeros(Bt, E, N, dtype=cd) if initial_state is None else initial_state.to(cd)
     # time-major copies, so that each token's [Bt,E,N] slab in a chunk is contiguous

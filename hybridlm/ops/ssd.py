@@ -40,7 +40,8 @@ def _check(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | N
     if A.shape != (H,):
         raise ValueError(f"A must be [H={H}], got {tuple(A.shape)}")
     if B.dim() != x.dim() or B.shape[:-2] != lead or C.shape != B.shape:
-        raise ValueError(f"B {tuple(B.shape)} and C {tuple(C.shape)} must both be {(*lead, 'G', 'N')} (x {tuple(x.shape)})")
+        shape = (*lead, "G", "N")
+        raise ValueError(f"B {tuple(B.shape)} and C {tuple(C.shape)} must both be {shape} (x {tuple(x.shape)})")
     G, N = B.shape[-2:]
     if H % G != 0:
         raise ValueError(f"heads H={H} (x {tuple(x.shape)}) must be a multiple of groups G={G} (B {tuple(B.shape)})")
@@ -91,44 +92,59 @@ def ssd_step(x, dt, A, B, C, D, state) -> tuple[Tensor, Tensor]:
     return y.to(x.dtype), h.view(Bt, H, P, N)
 
 
-def _ssd_block(x, dt, A, B, C, S, chunk_size):
+# exp(-c) is formed only for c >= -limit: e^60 leaves float32 ample headroom for the sums it enters
+_EXP_LIMIT = {torch.float32: 60.0, torch.float64: 600.0}
+
+
+def _mul_to(a: Tensor, b: Tensor, shape: tuple[int, ...], dtype: torch.dtype, grad: bool) -> Tensor:
+    """a * b as a contiguous tensor of `shape` (the broadcast shape): one pass, whatever the inputs' strides
+    (an elementwise op on a permuted input would otherwise keep the input's memory order)."""
+    if grad:
+        return torch.mul(a, b).contiguous()
+    return torch.mul(a, b, out=torch.empty(shape, dtype=dtype, device=a.device))
+
+
+def _ssd_block(x, dt, A, B, C, D, S, chunk_size, out=None):
     """SSD over one block of tokens.  x [Bt,L,H,P]; dt [Bt,L,H]; B, C [Bt,L,G,N]; S [Bt*G,N,R*P] the start
-    state, transposed per group (compute dtype).  Returns y [Bt,L,H,P] (without the D term) and the end state."""
+    state, transposed per group (compute dtype).  Returns y [Bt,L,H,P] (written into `out` when given,
+    outside autograd) and the end state."""
     Bt, L, H, P = x.shape
     G, N = B.shape[-2:]
     R = H // G
     cs, cd = chunk_size, S.dtype
+    grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, dt, A, B, C, D, S))
     pad = -L % cs
     if pad:  # padded tokens have dt = 0 (no decay) and x = B = 0 (no write): the end state is unchanged
         x, B, C = (F.pad(t, (0, 0, 0, 0, 0, pad)) for t in (x, B, C))
         dt = F.pad(dt, (0, 0, 0, pad))
     K = (L + pad) // cs
     BG, RP = Bt * G, R * P
-    grad = torch.is_grad_enabled() and any(t.requires_grad for t in (x, dt, A, B, C, S))
+    lim = _EXP_LIMIT[cd]
 
-    xv = x.view(Bt, K, cs, G, R, P)
-    Xh = xv.permute(1, 0, 3, 4, 2, 5).to(cd).contiguous()  # [K,Bt,G,R,C,P]: per-head rows for the intra part
-    Bg = B.view(Bt, K, cs, G, N).permute(1, 0, 3, 2, 4).to(cd).contiguous()  # [K,Bt,G,C,N]
-    Cg = C.view(Bt, K, cs, G, N).permute(1, 0, 3, 2, 4).to(cd).contiguous()  # [K,Bt,G,C,N]
-    dth = dt.view(Bt, K, cs, G, R).permute(1, 0, 3, 4, 2).to(cd)  # [K,Bt,G,R,C]
-    c = (dth * A.to(cd).view(G, R, 1)).cumsum(-1)  # [K,Bt,G,R,C]: cumulative log decay inside each chunk
-    last = c[..., -1:]  # [K,Bt,G,R,1]
+    # Grouped layout [K,Bt,G,C,R,P]: per chunk and group, a [C, R*P] matrix that B and C act on in one matmul
+    xg = x.view(Bt, K, cs, G, R, P).permute(1, 0, 3, 2, 4, 5)
+    dtg = dt.view(Bt, K, cs, G, R).permute(1, 0, 3, 2, 4).to(cd)  # [K,Bt,G,C,R]
+    c = (dtg * A.to(cd).view(G, 1, R)).cumsum(3)  # [K,Bt,G,C,R]: cumulative log decay inside each chunk
+    last = c[:, :, :, -1:]  # [K,Bt,G,1,R]
+    Bg = B.view(Bt, K, cs, G, N).permute(1, 0, 3, 2, 4).to(cd).reshape(K * BG, cs, N)
+    Cg = C.view(Bt, K, cs, G, N).permute(1, 0, 3, 2, 4).to(cd).reshape(K * BG, cs, N)
 
-    # Intra-chunk (diagonal blocks): y_i = sum_{j<=i} (C_i . B_j) exp(c_i - c_j) dt_j x_j, C B^T once per group.
-    # exp(c_i - c_j) only for j <= i; clamping at 0 keeps the j > i entries finite (exp(0) = 1) before tril.
-    CB = torch.matmul(Cg, Bg.transpose(-1, -2)).unsqueeze(3)  # [K,Bt,G,1,C,C]
-    seg = (c.unsqueeze(-1) - c.unsqueeze(-2)).clamp_max_(0)  # [K,Bt,G,R,C,C]
-    if grad:
-        M = (seg.exp() * dth.unsqueeze(-2)).tril() * CB
-    else:
-        M = seg.exp_().mul_(dth.unsqueeze(-2)).tril_().mul_(CB)
-    Y = torch.matmul(M, Xh)  # [K,Bt,G,R,C,P]
+    # Intra-chunk part, factorised: exp(c_i - c_j) = exp(c_i) exp(-c_j) moves the decay onto x and y, so the
+    # causal mask tril(C B^T) is shared by the R heads of a group (no per-head [C, C] tensor).  That is exact
+    # while exp(-c_j) stays finite: for a (chunk, head) whose decay passes e^-lim the factor is zeroed here
+    # and its intra part is computed with the direct mask below.
+    bad = last < -lim  # [K,Bt,G,1,R]
+    any_bad = bool(bad.any())
+    e_in = dtg * torch.exp(-c.clamp_min(-lim))  # [K,Bt,G,C,R]
+    if any_bad:
+        e_in = e_in.masked_fill(bad, 0.0)
+    Xt = _mul_to(xg, e_in.unsqueeze(-1), (K, Bt, G, cs, R, P), cd, grad).view(K * BG, cs, RP)
+    CB = torch.matmul(Cg, Bg.transpose(-1, -2))  # [K*BG,C,C]
+    CB = CB.tril() if grad else CB.tril_()
 
-    # Chunk states (off-diagonal blocks): S_{k+1} = exp(c_last) S_k + sum_j exp(c_last - c_j) dt_j B_j x_j^T,
-    # kept transposed per group, [N, R*P], so the write B^T Xw and the read C S are both one matmul per group
-    wgt = dth * (last - c).exp()  # [K,Bt,G,R,C]
-    Xw = (xv.permute(1, 0, 3, 2, 4, 5).to(cd) * wgt.permute(0, 1, 2, 4, 3).unsqueeze(-1))  # [K,Bt,G,C,R,P]
-    Xw = Xw.reshape(K, BG, cs, RP)
+    # Chunk states: S_{k+1} = exp(c_last) S_k + sum_j exp(c_last - c_j) dt_j B_j x_j^T, kept transposed
+    # per group, [N, R*P], so that the write B^T Xw and the read C S are one matmul per group
+    Xw = _mul_to(xg, (dtg * (last - c).exp()).unsqueeze(-1), (K, Bt, G, cs, R, P), cd, grad).view(K, BG, cs, RP)
     BgT = Bg.view(K, BG, cs, N).transpose(-1, -2)  # [K,BG,N,C]
     decay = last.exp().view(K, BG, 1, R, 1)
     if grad:  # functional loop for autograd
@@ -145,11 +161,35 @@ def _ssd_block(x, dt, A, B, C, S, chunk_size):
             Sh[k + 1].baddbmm_(BgT[k], Xw[k])
         S, Sh = Sh[K], Sh[:K]
 
-    # State contribution to the outputs: exp(c_i) C_i S_k, one batched matmul for all chunks of the block
-    Ys = torch.matmul(Cg.view(K * BG, cs, N), Sh.reshape(K * BG, N, RP)).view(K, Bt, G, cs, R, P)
-    y = torch.addcmul(Y.permute(0, 1, 2, 4, 3, 5), Ys, c.exp().permute(0, 1, 2, 4, 3).unsqueeze(-1))
-    y = y.permute(1, 0, 3, 2, 4, 5).reshape(Bt, K * cs, H, P)  # [Bt,K*C,H,P]
-    return (y[:, :L] if pad else y), S
+    # y_i = exp(c_i) (C_i S_k + (tril(C B^T) Xt)_i): the state read and the intra part in one matmul per group
+    Z = torch.bmm(Cg, Sh.view(K * BG, N, RP))
+    Z = (torch.baddbmm(Z, CB, Xt) if grad else Z.baddbmm_(CB, Xt)).view(K, Bt, G, cs, R, P)
+    ec = c.exp().unsqueeze(-1)  # [K,Bt,G,C,R,1]
+    direct = out is not None and not pad and not grad
+    if direct:  # write straight into the caller's [Bt,L,H,P] buffer, seen in the grouped layout
+        y = torch.mul(Z, ec, out=out.view(Bt, K, cs, G, R, P).permute(1, 0, 3, 2, 4, 5))
+    else:
+        y = Z * ec
+    if any_bad:  # direct mask for the (chunk, head) pairs left out above
+        kk, bb, gg, _, rr = bad.nonzero(as_tuple=True)
+        cb = c.permute(0, 1, 2, 4, 3)[kk, bb, gg, rr]  # [nb,C]
+        seg = (cb.unsqueeze(-1) - cb.unsqueeze(-2)).clamp_max(0)  # clamped so the masked entries stay finite
+        M = seg.exp().tril() * CB.view(K, Bt, G, cs, cs)[kk, bb, gg]  # [nb,C,C]
+        xb = xg.permute(0, 1, 2, 4, 3, 5)[kk, bb, gg, rr] * dtg.permute(0, 1, 2, 4, 3)[kk, bb, gg, rr].unsqueeze(-1)
+        yp = y.permute(0, 1, 2, 4, 3, 5)  # [K,Bt,G,R,C,P] view
+        idx, yb = (kk, bb, gg, rr), torch.matmul(M, xb.to(cd))  # [nb,C,P]
+        y = yp.index_put_(idx, yb, accumulate=True) if direct else yp.index_put(idx, yb, accumulate=True)
+        y = y.permute(0, 1, 2, 4, 3, 5)
+    if D is not None:  # the skip term, while the block is still in cache
+        Dx = (xg, D.to(cd).view(G, 1, R, 1))
+        y = y.addcmul_(*Dx) if direct else y.addcmul(*Dx)
+    if direct:
+        return out, S
+    y = y.permute(1, 0, 3, 2, 4, 5).reshape(Bt, K * cs, H, P)
+    y = y[:, :L] if pad else y
+    if out is not None:
+        out.copy_(y)
+    return y, S
 
 
 def ssd_chunked(x, dt, A, B, C, D=None, initial_state=None, chunk_size=64, block_chunks=None) -> tuple[Tensor, Tensor]:
@@ -157,11 +197,12 @@ def ssd_chunked(x, dt, A, B, C, D=None, initial_state=None, chunk_size=64, block
 
     Inside a chunk with start state S, cumulative log decay c_i = sum_{s<=i} dt_s A and L_ij = exp(c_i - c_j)
     for j <= i (else 0):
-        y_i    = exp(c_i) C_i S  +  sum_j (C_i . B_j) L_ij dt_j x_j            (state part + intra-chunk part)
+        y_i    = exp(c_i) C_i S  +  sum_j (C_i . B_j) L_ij dt_j x_j  +  D x_i     (state, intra-chunk, skip)
         S_next = exp(c_last) S  +  sum_j exp(c_last - c_j) dt_j x_j B_j^T
-    The intra-chunk part is a masked quadratic form (matmuls over all chunks at once); only the state
-    recurrence loops, once per chunk, and the state's reads are one batched matmul after the loop.  The
-    sequence is processed in blocks of `block_chunks` chunks so intermediates stay cache-sized.
+    The intra-chunk part is a masked quadratic form, batched over all chunks of a block, with the decay
+    factored out of the mask so that one mask serves a group's heads; only the state recurrence loops,
+    once per chunk, and the state read shares the intra part's matmul.  The
+    sequence is processed in blocks of `block_chunks` chunks so that intermediates stay cache-sized.
     """
     _check(x, dt, A, B, C, D, initial_state)
     if chunk_size < 1:
@@ -174,17 +215,21 @@ def ssd_chunked(x, dt, A, B, C, D=None, initial_state=None, chunk_size=64, block
         S = torch.zeros(Bt * G, N, R * P, dtype=cd, device=x.device)
     else:  # [Bt,H,P,N] -> per group transposed [Bt*G, N, R*P]
         S = initial_state.to(cd).view(Bt, G, R, P, N).permute(0, 1, 4, 2, 3).reshape(Bt * G, N, R * P)
-    if block_chunks is None:  # about 2 MB of fp32 x per block
-        block_chunks = max(1, (2 << 20) // (chunk_size * Bt * H * P * 4))
+    if block_chunks is None:  # about 4 MB of fp32 x per block
+        block_chunks = max(1, (4 << 20) // (chunk_size * Bt * H * P * 4))
     block = chunk_size * block_chunks
+    grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, dt, A, B, C, D, S))
+    out = None if grad else torch.empty(Bt, T, H, P, dtype=cd, device=x.device)
     ys = []
     for t0 in range(0, T, block):
         sl = slice(t0, t0 + block)
-        yb, S = _ssd_block(x[:, sl], dt[:, sl], A, B[:, sl], C[:, sl], S, chunk_size)
+        yb, S = _ssd_block(x[:, sl], dt[:, sl], A, B[:, sl], C[:, sl], D, S, chunk_size,
+                           None if grad else out[:, sl])
         ys.append(yb)
-    y = torch.cat(ys, 1) if len(ys) > 1 else ys[0] if ys else x.new_zeros(Bt, 0, H, P, dtype=cd)
-    if D is not None:
-        y = y + x.to(cd) * D.to(cd)[:, None]
+    if grad:
+        y = torch.cat(ys, 1) if len(ys) != 1 else ys[0]
+    else:
+        y = out
     state = S.view(Bt, G, N, R, P).permute(0, 1, 3, 4, 2).reshape(Bt, H, P, N)
     if state is initial_state:
         state = state.clone()
