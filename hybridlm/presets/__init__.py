@@ -13,9 +13,9 @@ from collections.abc import Callable
 from ..model.config import ModelConfig
 from . import deepseek, llama4, qwen, tiny
 from . import jamba
-from . import mamba2, nemotron_h
+from . import granite, mamba2, nemotron_h
 
-FAMILIES = (qwen, llama4, deepseek, jamba, mamba2, nemotron_h, tiny)
+FAMILIES = (qwen, llama4, deepseek, jamba, mamba2, nemotron_h, granite, tiny)
 
 PRESETS: dict[str, Callable[[], ModelConfig]] = {name: build for f in FAMILIES for name, build in f.PRESETS.items()}
 ALIASES: dict[str, str] = {alias: name for f in FAMILIES for alias, name in f.ALIASES.items()}
