@@ -163,9 +163,10 @@ class Mamba2(nn.Module):
     def flops_per_token(self, context: int = 0, causal_skip: bool = True) -> float:
         """Prefill FLOPs per token of the chunked SSD form (ops/ssd.py) over `context` tokens, which runs on
         ceil(context / C) whole chunks of C = chunk_size (the last one zero-padded). Per chunk: C B^T per group
-        (2 G C^2 N), the masked intra-chunk product with x (2 H C^2 P), the chunk-state write B^T x and the state
-        read C S (2 H P N C each). The decays and the mask are elementwise. causal_skip: no effect (the intra-chunk
-        form is dense, masked afterwards)."""
+        (2 G C^2 N), the masked intra-chunk product tril(C B^T) x (2 H C^2 P), the chunk-state write B^T x and the
+        state read C S (2 H P N C each). The decays and the mask are elementwise. Not counted: the op's fallback
+        for a (chunk, head) whose decay passes e^-60 (one more C x C product, data-dependent and rare).
+        causal_skip: no effect (the intra-chunk form is dense, masked afterwards)."""
         c = self.cfg
         H, P, G, N, C = c.num_heads, c.head_dim, c.n_groups, c.d_state, c.chunk_size
         L = max(context, 1)
