@@ -72,8 +72,9 @@ class Mamba2Config:
         """What `hybridlm info` shows for this mixer; brief: its label in `cost`'s layout summary."""
         if brief:
             return "Mamba-2"
+        norm = "" if not self.gated_norm else ", norm before gate" if self.norm_before_gate else ", gated norm"
         return (f"mamba2 {self.num_heads} heads x {self.head_dim}, state {self.d_state}, {self.n_groups} groups, "
-                f"conv {self.conv_kernel}")
+                f"conv {self.conv_kernel}{norm}")
 
 
 class GroupGatedRMSNorm(nn.Module):
