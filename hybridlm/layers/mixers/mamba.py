@@ -180,7 +180,7 @@ class Mamba(nn.Module):
     # The selective scan's state update (decay exp(delta A) * h and the write delta u B^T, combined by the chunked
     # form's in-chunk scan) is elementwise per state entry: not counted. Its one matmul is the readout y = h C.
     # So these counts equal what torch's FlopCounterMode sees, prefill and decode (tests/test_mamba_mixers.py).
-    def _proj_flops(self) -> int:
+    def _token_flops(self) -> int:
         """in_proj, x_proj, dt_proj, out_proj, the depthwise conv (one multiply-add per channel and tap) and the
         readout h C (E N per token)."""
         D, E, R, N = self.in_proj.in_features, self.d_inner, self.dt_rank, self.cfg.d_state
@@ -189,11 +189,11 @@ class Mamba(nn.Module):
     def flops_per_token(self, context: int = 0, causal_skip: bool = True) -> float:
         """Prefill FLOPs per token, independent of context (the chunked scan's work is per token).
         causal_skip: no effect (no mask to skip)."""
-        return self._proj_flops()
+        return self._token_flops()
 
     def decode_flops(self, context: int = 0) -> int:
         """One decode step (the one-token step op), independent of context: the same matmuls as a prefill token."""
-        return self._proj_flops()
+        return self._token_flops()
 
     def cache_bytes(self, context: int = 0, batch: int = 1, dtype_bytes: int = 2, state_bytes: int | None = 4) -> int:
         """Conv window [Bt, E, K-1] in the model/cache dtype plus the state [Bt, E, N] (float32 in this
