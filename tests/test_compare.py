@@ -12,7 +12,8 @@ from hybridlm.analysis.compare import CompareConfig, _period, default_presets, r
 def test_default_presets_are_the_tiny_families():
     names = default_presets()
     assert {"tiny-hybrid", "tiny-attention", "tiny-gdn", "tiny-llama4", "tiny-deepseek",
-            "tiny-deepseek-v4"} <= set(names)
+            "tiny-deepseek-v4", "tiny-jamba", "tiny-mamba2-hybrid"} <= set(names)
+    assert names[:3] == ["tiny-hybrid", "tiny-attention", "tiny-gdn"]
     assert all(n.startswith("tiny-") for n in names)
 
 

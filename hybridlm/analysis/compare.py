@@ -36,9 +36,11 @@ SWEEP = {"0:1 (all attention)": "A*8", "1:1": "GA*4", "3:1": "GGGA*2", "7:1": "G
 
 
 def default_presets() -> list[str]:
-    """Every tiny family preset that exists (name starts with 'tiny-'): later families join as they land."""
-    from ..presets import preset_names
-    return [n for n in preset_names() if n.startswith("tiny-")]
+    """Every tiny family preset that exists (name starts with 'tiny-'): later families join as they land. The
+    presets of presets/tiny.py (the hybrid and its all-attention / all-linear baselines first) lead."""
+    from ..presets import preset_names, tiny
+    names = [n for n in preset_names() if n.startswith("tiny-")]
+    return sorted(names, key=lambda n: n not in tiny.PRESETS)  # stable within each group
 
 
 @dataclass
