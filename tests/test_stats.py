@@ -8,14 +8,13 @@ import pytest
 from hybridlm.analysis import stats
 
 
-# closed forms of Student's t CDF: df 1 (Cauchy), 2, 4
+# closed forms of Student's t CDF: df 1 (Cauchy) and 2
 def _cdf1(t):
     return 0.5 + math.atan(t) / math.pi
 
 
 def _cdf2(t):
     return 0.5 + t / (2 * math.sqrt(2 + t * t))
-
 
 
 @pytest.mark.parametrize("t", [-7.0, -1.3, 0.0, 0.4, 2.5, 12.7])
@@ -26,7 +25,7 @@ def test_t_cdf_closed_forms(t):
 
 
 def test_t_cdf_df4_closed_form():
-    # df = 4: F(t) = 1/2 + (3/8) u (1 - u^2 / 3) with u = t / sqrt(4 + t^2) (the series for even df)
+    # df = 4: F(t) = 1/2 + (3/4) u (1 - u^2 / 3) with u = t / sqrt(4 + t^2) (the series for even df)
     for t in (-3.0, 0.7, 3.674):
         u = t / math.sqrt(4 + t * t)
         assert stats.t_cdf(t, 4) == pytest.approx(0.5 + 0.75 * u * (1 - u * u / 3), abs=1e-12)

@@ -67,6 +67,7 @@ class CompareConfig:
     sweep_ratio: bool = False
     progress: bool = True
     quantize: str | None = None  # "experts-int8": evaluate every model with int8 routed experts (docs/quantize.md)
+    group_by: str | None = None  # "origin": the verdict also groups the families by lab origin (analysis/families.py)
 
     @classmethod
     def quick(cls, **changes) -> CompareConfig:
@@ -219,13 +220,15 @@ def _params(model) -> dict:
 
 
 def run_model(spec: str, cfg: CompareConfig, out: Path, label: str, progress=None) -> dict:
+    from . import families
     from ..interop.specs import load_model
     from ..interop.tokenizer import tokenizer_for
     run_dir = out / "runs" / label
     run_dir.mkdir(parents=True, exist_ok=True)
     done_file = run_dir / "result.json"
     settings = json.loads(json.dumps(  # as stored: tuples become lists
-        {k: v for k, v in cfg.to_dict().items() if k not in ("specs", "out", "resume", "progress", "sweep_ratio")}))
+        {k: v for k, v in cfg.to_dict().items()
+         if k not in ("specs", "out", "resume", "progress", "sweep_ratio", "group_by")}))  # report-only flags
     if cfg.resume and done_file.is_file():
         prev = json.loads(done_file.read_text())
         if prev.get("settings") == settings and prev.get("status") == "ok":
@@ -247,6 +250,7 @@ def run_model(spec: str, cfg: CompareConfig, out: Path, label: str, progress=Non
         seeds.append((model.float().eval(), tok, _data(tok, cfg)))
     res["tokenizer"] = seeds[0][1].name
     res["params"] = _params(seeds[0][0])
+    res["layout"] = families.layout(seeds[0][0].config)
     if cfg.quantize:  # before every evaluation, so all of them see the quantised model
         res["quantize"] = quantize_models(seeds, cfg.quantize)
     res.update(evaluate_model(seeds, cfg, tick))
@@ -390,6 +394,8 @@ def run_compare(cfg: CompareConfig) -> dict:
         raise ValueError(f"--out {out}: is a file, not a directory")
     if cfg.quantize not in (None, "experts-int8"):
         raise ValueError(f"--quantize {cfg.quantize!r}: must be experts-int8 (docs/quantize.md)")
+    if cfg.group_by not in (None, "origin"):
+        raise ValueError(f"--group-by {cfg.group_by!r}: must be origin")
     if cfg.sweep_ratio:
         pairs = sweep_specs(out)
     else:
@@ -427,5 +433,10 @@ def run_compare(cfg: CompareConfig) -> dict:
     summary = {"schema": "hybridlm.compare/2", "settings": cfg.to_dict(), "machine": report.machine(),
                "seconds": time.perf_counter() - t_start, "models": results,
                "failed": [m["label"] for m in results if m["status"] != "ok"]}
+    from .families import full_scale
+    try:  # analytic, on the meta device: a second or two; it must not cost the report
+        summary["full_scale"] = full_scale(labels)
+    except Exception as e:  # noqa: BLE001
+        summary["full_scale_error"] = f"{type(e).__name__}: {e}"
     report.write_all(summary, out)
     return summary

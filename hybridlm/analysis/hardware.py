@@ -68,9 +68,29 @@ HARDWARE: dict[str, Hardware] = {h.key: h for h in [
         "Huawei publishes no per-chip datasheet for the 910C (two 910B-class dies); TechPowerUp citing DigiTimes, "
         "21 Apr 2025: 780 TFLOPS BF16, eight HBM2E stacks, 3,200 GB/s; 128GB; ~800 TFLOPS FP16 per Huawei "
         "Connect 2025 roadmap coverage; no FP8 (FP8 arrives with the Ascend 950)",
-        note="secondary sources; treat as approximate",
+        note="secondary sources; treat as approximate (aiwiki.ai 'Huawei Ascend 910C', citing SemiAnalysis, Reuters, "
+             "the FT: 780-800 TFLOPS BF16, ~128GB, 3.2-3.5 TB/s)",
     ),
 ]}
+
+
+@dataclass(frozen=True)
+class Price:
+    usd_per_hour: float  # one device-hour
+    source: str
+
+
+# Rental prices per device-hour for the $/Mtok columns of `hybridlm compare`'s full-scale table; only where a figure or
+# a stated assumption exists (`hybridlm cost` takes --usd-per-hour instead).
+PRICES: dict[str, Price] = {
+    "h100": Price(2.50, "on-demand H100 SXM rental, specialty clouds, 2026: $2.49-3.99/h (pricegpu.pages.dev 'H100 vs "
+                        "A100 cloud pricing': CoreWeave, Lambda, Crusoe, RunPod) and $2.50-3.50/h (mercatus-ai.com "
+                        "'cloud GPU pricing', May 2026); the low end of both ranges"),
+    "910c": Price(2.50, "assumption: no public per-hour rental price for the 910C was found; its reported purchase price "
+                        "(~$28,600: 70,000 chips worth ~$2 billion, Tom's Hardware citing the South China Morning Post, "
+                        "2024) is close to the H100's ($25,000-30,000, awesomeagents.ai 'NVIDIA H100 SXM'), so it is "
+                        "priced as the H100 is; the $/Mtok difference is then throughput per device-hour alone"),
+}
 ALIASES = {"h100-sxm": "h100", "h200-sxm": "h200", "ascend910b": "910b", "ascend-910b": "910b",
            "ascend910c": "910c", "ascend-910c": "910c"}
 

@@ -43,6 +43,9 @@ def register(sub) -> None:
     p.add_argument("--resume", action="store_true", help="reuse finished runs and evaluations under --out")
     p.add_argument("--sweep-ratio", action="store_true",
                    help="the tiny hybrid at linear:attention ratios 0, 1:1, 3:1, 7:1, all-linear (equal budgets)")
+    p.add_argument("--group-by", choices=["origin"], default=None,
+                   help="also group the verdict by lab origin: Chinese labs (compute-constrained) against Western "
+                        "labs (compute-abundant), analysis/families.py")
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="no progress bars: one log line per finished stage (the default when output is not a terminal)")
     p.set_defaults(fn=cmd_compare)
@@ -50,7 +53,7 @@ def register(sub) -> None:
 
 def config_from_args(args) -> CompareConfig:
     changes = {"specs": list(args.models), "out": args.out, "resume": args.resume, "sweep_ratio": args.sweep_ratio,
-               "progress": args.progress, "quantize": args.quantize}
+               "progress": args.progress, "quantize": args.quantize, "group_by": args.group_by}
     for name in ("budget_tokens", "seq_len", "seeds", "speed_contexts", "needle_contexts"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)
