@@ -89,7 +89,7 @@ def test_quick_end_to_end(tmp_path, capsys):
             assert sp["cache_bytes"] == sp["cache_bytes_analytic"] > 0
         assert results["models"][list(models).index(name)]["speed_load"]["other_cores"] >= 0
         # the table shows the mean over seeds that results.json holds (not seed 0)
-        row = next(ln for ln in report.splitlines() if ln.startswith(f"| {name} |"))
+        row = next(ln for ln in report.split("## Results")[1].splitlines() if ln.startswith(f"| {name} |"))
         cells = [c.strip() for c in row.strip("|").split(" | ")]
         r = results["models"][list(models).index(name)]
         assert cells[3].split(" ± ")[0] == f"{sum(r['val_loss_seeds']) / cfg.seeds:.3f}"

@@ -47,8 +47,8 @@ def written(tmp_path):
     return summary, figures, (tmp_path / "report.md").read_text(), tmp_path
 
 
-def _table_row(text, label):
-    rows = [ln for ln in text.splitlines() if ln.startswith(f"| {label} |")]
+def _table_row(text, label, section="## Results"):
+    rows = [ln for ln in text.split(section)[1].splitlines() if ln.startswith(f"| {label} |")]
     assert rows, label
     return rows[0]
 
@@ -107,3 +107,148 @@ def test_no_model_finished_writes_a_report_without_figures(tmp_path):
     bad = {"label": "bad", "spec": "x", "kind": "preset", "status": "failed", "error": "E: x", "traceback": "t"}
     assert report.write_all(_summary([bad]), tmp_path) == []
     assert not list(tmp_path.glob("*.png")) and "No model finished." in (tmp_path / "report.md").read_text()
+
+
+# -- the verdict: its sentences follow from the numbers --------------------------------------------------------
+def _lay(att, lin, mixers, base="b", experts=8, model_type=None):
+    return {"attention": att, "linear": lin, "mixers": mixers, "model_type": model_type, "moe_layers": 8 if experts else 0,
+            "experts": experts, "top_k": 2, "base": base}
+
+
+HYB, ATT, LIN = _lay(2, 6, "G G G A G G G A"), _lay(8, 0, "A A A A A A A A"), _lay(0, 8, "G G G G G G G G")
+
+
+def _fam(label, loss, mqar, layout, cache_per_token, total=4e6, active=2e6):
+    """A finished model: validation loss per seed (unigram 3.3), MQAR per recall-twin seed (a list) or one twin
+    (a float), its layout, its cache bytes per token (exact)."""
+    m = _model(label, loss, [x / 0.7 for x in loss])
+    m.update(unigram={"loss": 3.3, "bpb": 4.7}, layout=layout, params={"total": total, "active": active})
+    if isinstance(mqar, list):
+        m["mqar_seeds"] = [{"P4@T64": a, "P16@T64": a} for a in mqar]
+    else:
+        m["mqar"]["acc"] = {"P4@T64": mqar, "P16@T64": mqar}
+    for c, sp in m["speed"].items():
+        sp["cache_bytes"] = sp["cache_bytes_analytic"] = cache_per_token * int(c)
+    return m
+
+
+def _verdict(models, **settings):
+    from hybridlm.analysis import verdict
+    s = _summary(models)
+    s["settings"].update(settings)
+    return "\n".join(verdict.verdict_lines(s))
+
+
+def _line(text, start):
+    return next(ln for ln in text.splitlines() if ln.startswith(start))
+
+
+ATTENTION = ("tiny-attention", [2.00, 2.02, 1.98], [0.95, 0.96, 0.94], ATT, 64)
+LINEAR = ("tiny-gdn", [2.60, 2.62, 2.58], [0.10, 0.12, 0.08], LIN, 1)
+
+
+def test_verdict_names_a_clear_winner_and_ties_within_noise():
+    # hybrid 2.03 ± sd 0.02 against attention 2.00 ± 0.02 (n = 3): t = 1.84, df 4, p = 0.14: a tie; both far
+    # below all-linear. MQAR: attention 0.95 beats the hybrid's 0.80 (t = 9.2) and all-linear's 0.10.
+    text = _verdict([_fam(*ATTENTION), _fam("tiny-hybrid", [2.03, 2.05, 2.01], [0.80, 0.82, 0.78], HYB, 16),
+                     _fam(*LINEAR)])
+    loss = _line(text, "- **validation loss**")
+    assert "no single winner: tiny-attention and tiny-hybrid tie for first within noise" in loss
+    assert "significantly behind: tiny-gdn" in loss and "Welch p = 0.14" in loss
+    mqar = _line(text, "- **MQAR accuracy (mean over settings)**")
+    assert "**tiny-attention** wins with 0.95 [0.93, 0.97]" in mqar and "beats all 2 others" in mqar
+    assert "the next best, tiny-hybrid (0.80 [0.75, 0.85]), is 0.15 lower" in mqar
+    # claim (a): quality kept (tie), recall kept (82% of the gap, above all-linear), cache 16/64 = 25%
+    claim = _line(text, "**Claim (a)**")
+    assert "**held at this budget**" in claim
+    hybrid = _line(text, "- tiny-hybrid (6:2 linear:attention)")
+    assert "**held**" in hybrid and "recovers 82% of the attention / all-linear gap" in hybrid and "25% of attention's" in hybrid
+
+
+def test_verdict_refutes_claim_a_when_the_hybrid_is_no_better_than_all_linear():
+    text = _verdict([_fam(*ATTENTION), _fam("tiny-hybrid", [2.59, 2.61, 2.63], [0.12, 0.10, 0.14], HYB, 16),
+                     _fam(*LINEAR)])
+    assert "**did not hold at this budget**" in _line(text, "**Claim (a)**")
+    assert "significantly below attention" in _line(text, "- tiny-hybrid")
+    assert "**tiny-attention** wins" in _line(text, "- **validation loss**")
+
+
+def test_near_chance_recall_and_one_seed_are_not_established():
+    chance = [0.03, 0.04, 0.035]  # chance is 1/32 = 0.031: every model within 0.05 of it
+    text = _verdict([_fam("tiny-attention", ATTENTION[1], chance, ATT, 64),
+                     _fam("tiny-hybrid", [2.03, 2.05, 2.01], chance, HYB, 16),
+                     _fam("tiny-gdn", LINEAR[1], chance, LIN, 1)])
+    mqar = _line(text, "- **MQAR accuracy (mean over settings)**")
+    assert "not established at this budget: the best model" in mqar and "is at chance, 0.03" in mqar
+    assert "**not established at this budget**" in _line(text, "**Claim (a)**")
+    assert "attention itself is at chance" in _line(text, "- tiny-hybrid")
+    # one recall twin per model (the current default): no interval, no winner, whatever the point estimates
+    one = _verdict([_fam("tiny-attention", ATTENTION[1], 0.9, ATT, 64), _fam("tiny-gdn", LINEAR[1], 0.1, LIN, 1)])
+    assert "not established at this budget: one seed per model, so no interval" in _line(one, "- **MQAR accuracy (mean")
+    assert "tie" not in _line(one, "- **validation loss**") and "**tiny-attention** wins" in _line(one, "- **validation loss**")
+
+
+def test_overlapping_intervals_tie_everyone():
+    text = _verdict([_fam("a", [2.0, 2.2, 2.1], 0.5, ATT, 64), _fam("b", [2.05, 2.25, 2.15], 0.5, LIN, 1)])
+    assert "not established at this budget: all 2 models tie within noise" in _line(text, "- **validation loss**")
+
+
+def test_claim_b_needs_matched_active_parameters():
+    text = _verdict([_fam(*ATTENTION), _fam(*LINEAR)])
+    b = _line(text, "**Claim (b)**")
+    assert "cannot be tested by this run" in b and "`--sweep-sparsity`" in b
+    sparse = _fam("moe-16x", [2.00, 2.01, 1.99], 0.5, HYB, 16, total=30e6, active=2e6)
+    dense = _fam("moe-1x", [2.30, 2.31, 2.29], 0.5, HYB, 16, total=2.2e6, active=2e6)
+    text = _verdict([dense, sparse])
+    assert "**held**" in _line(text, "**Claim (b)**")
+    assert "- moe-16x (total/active 15.0) against moe-1x (1.1)" in text
+    tied = _verdict([_fam("moe-1x", [2.0, 2.2, 2.1], 0.5, HYB, 16, total=2.2e6),
+                     _fam("moe-16x", [2.05, 2.25, 2.15], 0.5, HYB, 16, total=30e6)])
+    assert "not established at this budget (tie within noise)" in tied
+
+
+def test_group_by_origin():
+    china = _fam("tiny-hybrid", [2.00, 2.02, 1.98], [0.9, 0.92, 0.88], HYB, 16)
+    west = _fam("tiny-jamba", [2.40, 2.42, 2.38], [0.5, 0.52, 0.48], _lay(1, 7, "M M M M A M M M", "j"), 8)
+    base = _fam(*LINEAR)
+    assert "By lab origin" not in _verdict([china, west, base])
+    text = _verdict([china, west, base], group_by="origin")
+    assert "| Chinese labs (the compute-constrained path) | Qwen (Alibaba) | tiny-hybrid |" in text
+    assert "| Western labs (the compute-abundant path) | AI21 Labs (Jamba) | tiny-jamba |" in text
+    assert "| project baselines (no lab) | - | tiny-gdn |" in text
+    loss = _line(text, "- **validation loss**: Chinese labs' best")
+    assert "tiny-hybrid 2.000 [1.950, 2.050]" in loss and "the Chinese labs' lead, 0.400 nats/token lower" in loss
+
+
+def test_full_scale_rows_come_from_the_cost_accounting():
+    from hybridlm.analysis import families, verdict
+    from hybridlm.analysis.accounting import Assumptions, load_meta, serving_point
+    from hybridlm.analysis.hardware import PRICES, get_hardware
+    rows = families.full_scale(["tiny-jamba", "tiny-gdn", "ratio-3to1"])
+    assert [r["label"] for r in rows] == ["tiny-jamba", "tiny-gdn"] and rows[1]["full_scale"] is None
+    model = load_meta("jamba-1.5-large")
+    assert rows[0]["total"] == model.num_params(mtp=False) == 398_555_145_696
+    p = serving_point(model, 1024 ** 2, get_hardware("910c"), Assumptions(usd_per_hour=PRICES["910c"].usd_per_hour))
+    assert rows[0]["cache_bytes"][str(1024 ** 2)] == p["cache_bytes"]["total"] == model.cache_bytes(1024 ** 2)
+    assert rows[0]["usd_per_mtok"][f"910c@{1024 ** 2}"] == p["usd_per_million_output_tokens"]
+    lines = "\n".join(verdict.full_scale_lines({"full_scale": rows}))
+    assert "| tiny-jamba | jamba-1.5-large | AI21 Labs (Jamba) | 94.1B / 398.6B |" in lines
+    assert "| tiny-gdn | none" in lines and "Huawei Ascend 910C $2.50/device-hour (assumption:" in lines
+    assert "decode $/M out, Ascend 910C @1M" in lines
+
+
+def test_the_report_opens_with_the_verdict(tmp_path):
+    models = [_fam(*ATTENTION), _fam("tiny-hybrid", [2.03, 2.05, 2.01], [0.80, 0.82, 0.78], HYB, 16), _fam(*LINEAR)]
+    summary = _summary(models)
+    summary["full_scale"] = [{"label": "tiny-gdn", "full_scale": None}]
+    for m in models:
+        m["aggregate"] = report.aggregate(m)
+    summary["figures"] = []
+    text = report.markdown(summary)
+    heads = [ln for ln in text.splitlines() if ln.startswith("## ")]
+    assert heads[:5] == ["## Verdict", "## Statistics", "## Full scale", "## Settings", "## Results"]
+    assert heads[-2:] == ["## How far this can be trusted", "## Definitions"]
+    stats_row = _table_row(text, "tiny-hybrid", "## Statistics")
+    assert "2.030 [1.980, 2.080] (1)" in stats_row and "0.80 [0.75, 0.85] (2)" in stats_row
+    assert "0.80 ± 0.02" in _table_row(text, "tiny-hybrid")  # the MQAR cell carries its spread over the twins
+    assert "Welch's t-test" in text.split("## How far this can be trusted")[1]

@@ -1,5 +1,6 @@
-"""The report of `hybridlm compare`: DIR/results.json, DIR/report.md (tables, definitions, machine and settings)
-and PNG figures (loss curves, quality vs decode cost, cost vs context, recall vs key-value pairs, the sweep).
+"""The report of `hybridlm compare`: DIR/results.json, DIR/report.md (the verdict first, then statistics, the
+full-scale table, tables, definitions, machine and settings) and PNG figures (loss curves, quality vs decode cost,
+cost vs context, recall vs key-value pairs, the sweep). The verdict and statistics come from analysis/verdict.py.
 
     aggregate(m)      one model's numbers as every table and figure shows them (mean ± spread over its seeds)
     write_all(s, d)   results.json, the figures that have data, report.md listing exactly those figures
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from . import verdict
 from .evals import NEEDLE_CHANCE
 
 LOADED_CORES = 0.25  # other processes using more than this many cores on average disturb a timing (warned)
@@ -21,6 +23,8 @@ LOADED_CORES = 0.25  # other processes using more than this many cores on averag
 DEFINITIONS = f"""\
 - **seeds, ±**: every model trained here is trained once per seed; val loss, bpb, needle scores and train tok/s are
   the mean over those runs ± the spread, half the range ((max - min) / 2). Tables and figures show the same numbers.
+- **interval [lo, hi]** (Verdict, Statistics): the 95% Student t interval of the mean over the seeds; one seed has
+  none. **tie**: two models tie on a metric unless Welch's t-test on their per-seed values gives p < 0.05.
 - **val loss / bpb**: mean next-token cross-entropy (nats/token) on held-out sequences of the training corpus (every
   20th sequence, never trained on), and bits per byte = sum(CE nats) / (ln 2 x UTF-8 bytes the predicted tokens
   encode), comparable across tokenizers.
@@ -387,7 +391,7 @@ def _results(summary: dict) -> list[str]:
         n = a["needle"][L]
         lines.append(_row([_cell(m["label"]), str(a["n"]),
                            f"{m['params']['total'] / 1e6:.2f}M / {m['params']['active'] / 1e6:.2f}M",
-                           _pm(a["val_loss"]), _pm(a["val_bpb"]), _f(a["mqar_mean"], ".2f"),
+                           _pm(a["val_loss"]), _pm(a["val_bpb"]), _mqar_cell(m),
                            f"{_pm(n['exact'], '.2f')} / {_pm(n['gain'], '+.2f')}"]))
     chance = _mqar_chance(ok)
     for name, u in _unigrams(ok).items():
@@ -402,6 +406,14 @@ def _results(summary: dict) -> list[str]:
                    if worse else "Every model beat the unigram baseline on validation loss.") if ok else
               "No model finished."]
     return lines + [""]
+
+
+def _mqar_cell(m: dict) -> str:
+    """The MQAR mean over settings: ± spread over the recall twins' seeds, or 'n = 1' for one twin."""
+    values = verdict.seed_values(m, "mqar_mean")
+    if not values:
+        return "n/a"
+    return _pm(_stat(values), ".2f") + (" (n = 1)" if len(values) == 1 else "")
 
 
 def first_line(text: str, limit: int = 120) -> str:
@@ -428,6 +440,9 @@ def _speed(summary: dict) -> list[str]:
     warning = _load_warning(summary)
     if warning:
         lines += [warning, ""]
+    lines += [f"train tok/s: mean ± spread over the seeds. Prefill and decode: the best of "
+              f"{summary['settings'].get('speed_repeats', 1)} timing(s) on seed 0's weights, one measurement per "
+              f"cell (no spread); cache bytes are exact.", ""]
     head = (["model", "train tok/s"] + [f"prefill tok/s @{_ctx(c)}" for c in ctxs]
             + [f"decode ms @{_ctx(c)}" for c in ctxs]
             + [f"cache bytes @{_ctx(ctxs[-1])} (measured = analytic)", "load during timing (cores, 1-min avg)"])
@@ -451,13 +466,15 @@ def _mqar_table(summary: dict) -> list[str]:
     if not keys:
         return []
     lines = ["### MQAR accuracy per setting (P pairs @ T tokens)", "",
-             _row(["model", "twin layers"] + keys), "|" + "---|" * (len(keys) + 2)]
+             "Mean ± spread over the recall twins' seeds; a model with one recall twin (n = 1) has no spread.", "",
+             _row(["model", "twin layers", "n"] + keys), "|" + "---|" * (len(keys) + 3)]
     for m in ok:
-        acc = m["mqar"].get("acc", {})
-        lines.append(_row([_cell(m["label"]), m["mqar"].get("twin", m["mqar"].get("skipped", ""))]
-                          + [_f(acc.get(k), ".2f") for k in keys]))
+        accs = verdict._mqar_seeds(m)
+        cells = [_pm(_stat([a[k] for a in accs]), ".2f") if accs and k in accs[0] else "n/a" for k in keys]
+        lines.append(_row([_cell(m["label"]), m["mqar"].get("twin", m["mqar"].get("skipped", "")), str(len(accs))]
+                          + cells))
     chance = _mqar_chance(ok)
-    lines.append(_row([f"*chance (1/{round(1 / chance)} values)*", ""] + [f"{chance:.2f}"] * len(keys)))
+    lines.append(_row([f"*chance (1/{round(1 / chance)} values)*", "", ""] + [f"{chance:.2f}"] * len(keys)))
     return lines + [""]
 
 
@@ -466,12 +483,13 @@ def _needle_table(summary: dict) -> list[str]:
     if not ok:
         return []
     nctx = [str(c) for c in summary["settings"]["needle_contexts"]]
-    lines = ["### Needle retrieval (exact / answer loss with -> without the needle, nats/token; mean over seeds)", "",
+    lines = ["### Needle retrieval (exact / answer loss with -> without the needle, nats/token; mean ± spread over "
+             "seeds)", "",
              _row(["model"] + [_ctx(int(c)) for c in nctx]), "|" + "---|" * (len(nctx) + 1)]
     for m in ok:
         nd = m["aggregate"]["needle"]
-        lines.append(_row([_cell(m["label"])] + [f"{_pm(nd[c]['exact'], '.2f')} / {nd[c]['loss']['mean']:.2f} -> "
-                                                 f"{nd[c]['loss_without']['mean']:.2f}" for c in nctx]))
+        lines.append(_row([_cell(m["label"])] + [f"{_pm(nd[c]['exact'], '.2f')} / {_pm(nd[c]['loss'], '.2f')} -> "
+                                                 f"{_pm(nd[c]['loss_without'], '.2f')}" for c in nctx]))
     lines.append(_row(["*chance (guess one of 9000 numbers)*"] + [f"{NEEDLE_CHANCE:.4f}"] * len(nctx)))
     return lines + [""]
 
@@ -521,6 +539,7 @@ def markdown(summary: dict) -> str:
               f"Machine: {mach['cpu']} ({mach['cores']} cores, {mach['torch_threads']} torch threads), "
               f"{mach['platform']}, torch {mach['torch']}, Python {mach['python']}"
               + (f", GPU {mach['cuda']} (not used: CPU fp32)" if mach.get("cuda") else "") + ".", ""]
+    lines += verdict.verdict_lines(summary) + verdict.statistics_lines(summary) + verdict.full_scale_lines(summary)
     lines += _settings(summary) + _results(summary) + _speed(summary) + _mqar_table(summary) + _needle_table(summary)
     lines += _quantize(summary)
     figures = summary.get("figures", [])
@@ -541,6 +560,7 @@ def _trust(summary: dict) -> str:
     warning = _load_warning(summary)
     if warning:
         text.append(warning)
+    text.append(verdict.rule_text(verdict.stats.ALPHA))
     if spreads:
         text.append(f"Seed noise: over {s['seeds']} training seeds the bits per byte of one model spread by up to "
                     f"±{max(spreads):.3f} (half the range; mean ±{sum(spreads) / len(spreads):.3f}); differences "
@@ -572,6 +592,7 @@ def write_all(summary: dict, out: Path) -> list[str]:
     out = Path(out)
     for m in _ok(summary):
         m["aggregate"] = aggregate(m)
+    summary["statistics"] = verdict.statistics(summary)
     summary["figures"], summary["figure_errors"] = [], {}
     (out / "results.json").write_text(json.dumps(summary, indent=1) + "\n")  # the numbers are safe before any drawing
     for name, (plot, _) in FIGURES.items():
