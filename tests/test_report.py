@@ -111,8 +111,8 @@ def test_no_model_finished_writes_a_report_without_figures(tmp_path):
 
 # -- the verdict: its sentences follow from the numbers --------------------------------------------------------
 def _lay(att, lin, mixers, base="b", experts=8, model_type=None):
-    return {"attention": att, "linear": lin, "mixers": mixers, "model_type": model_type, "moe_layers": 8 if experts else 0,
-            "experts": experts, "top_k": 2, "base": base}
+    return {"attention": att, "linear": lin, "mixers": mixers, "model_type": model_type,
+            "moe_layers": 8 if experts else 0, "experts": experts, "top_k": 2, "base": base}
 
 
 HYB, ATT, LIN = _lay(2, 6, "G G G A G G G A"), _lay(8, 0, "A A A A A A A A"), _lay(0, 8, "G G G G G G G G")
@@ -162,7 +162,8 @@ def test_verdict_names_a_clear_winner_and_ties_within_noise():
     claim = _line(text, "**Claim (a)**")
     assert "**held at this budget**" in claim
     hybrid = _line(text, "- tiny-hybrid (6:2 linear:attention)")
-    assert "**held**" in hybrid and "recovers 82% of the attention / all-linear gap" in hybrid and "25% of attention's" in hybrid
+    assert "**held**" in hybrid and "recovers 82% of the attention / all-linear gap" in hybrid
+    assert "25% of attention's" in hybrid
 
 
 def test_verdict_refutes_claim_a_when_the_hybrid_is_no_better_than_all_linear():
@@ -185,7 +186,7 @@ def test_near_chance_recall_and_one_seed_are_not_established():
     # one recall twin per model (the current default): no interval, no winner, whatever the point estimates
     one = _verdict([_fam("tiny-attention", ATTENTION[1], 0.9, ATT, 64), _fam("tiny-gdn", LINEAR[1], 0.1, LIN, 1)])
     assert "not established at this budget: one seed per model, so no interval" in _line(one, "- **MQAR accuracy (mean")
-    assert "tie" not in _line(one, "- **validation loss**") and "**tiny-attention** wins" in _line(one, "- **validation loss**")
+    assert "**tiny-attention** wins" in _line(one, "- **validation loss**")  # its two seeds per model still test
 
 
 def test_overlapping_intervals_tie_everyone():

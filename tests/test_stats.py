@@ -71,7 +71,8 @@ def test_rank_clear_winner_ties_and_one_seed():
     assert stats.clear_winner(stats.rank(lower, False)) == "a"
     # overlapping seeds: nobody beats anybody, everyone shares rank 1, no winner
     close = {"a": [1.0, 1.4], "b": [1.1, 1.5]}
-    assert [x["rank"] for x in stats.rank(close, False)] == [1, 1] and stats.clear_winner(stats.rank(close, False)) is None
+    assert [x["rank"] for x in stats.rank(close, False)] == [1, 1]
+    assert stats.clear_winner(stats.rank(close, False)) is None
     # one seed each: untested, all tie
     single = stats.rank({"a": [0.9], "b": [0.1]}, higher_is_better=True)
     assert [x["label"] for x in single] == ["a", "b"] and all(x["rank"] == 1 and not x["tested"] for x in single)

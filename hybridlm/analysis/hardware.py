@@ -86,9 +86,9 @@ PRICES: dict[str, Price] = {
     "h100": Price(2.50, "on-demand H100 SXM rental, specialty clouds, 2026: $2.49-3.99/h (pricegpu.pages.dev 'H100 vs "
                         "A100 cloud pricing': CoreWeave, Lambda, Crusoe, RunPod) and $2.50-3.50/h (mercatus-ai.com "
                         "'cloud GPU pricing', May 2026); the low end of both ranges"),
-    "910c": Price(2.50, "assumption: no public per-hour rental price for the 910C was found; its reported purchase price "
-                        "(~$28,600: 70,000 chips worth ~$2 billion, Tom's Hardware citing the South China Morning Post, "
-                        "2024) is close to the H100's ($25,000-30,000, awesomeagents.ai 'NVIDIA H100 SXM'), so it is "
+    "910c": Price(2.50, "assumption: no public per-hour rental price for the 910C was found; its reported purchase "
+                        "price (~$28,600: 70,000 chips worth ~$2 billion, Tom's Hardware citing the South China Morning "
+                        "Post, 2024) is close to the H100's ($25,000-30,000, awesomeagents.ai 'NVIDIA H100 SXM'), so it is "
                         "priced as the H100 is; the $/Mtok difference is then throughput per device-hour alone"),
 }
 ALIASES = {"h100-sxm": "h100", "h200-sxm": "h200", "ascend910b": "910b", "ascend-910b": "910b",

@@ -38,8 +38,7 @@ METRICS = [
     Metric("mqar_mean", "MQAR accuracy (mean over settings)", "", True, ".2f", 0.05, "chance"),
     Metric("mqar_hard", "MQAR accuracy at the most key-value pairs", "", True, ".2f", 0.05, "chance"),
     Metric("needle_exact", "needle exact match (mean over contexts)", "", True, ".2f", 0.05, "chance"),
-    Metric("needle_gain", "needle gain (mean over contexts)", "nats/token", True, "+.3f", 0.02,
-           "zero gain (the needle unused)"),
+    Metric("needle_gain", "needle gain (mean over contexts)", "nats/token", True, "+.3f", 0.02, "zero gain"),
     Metric("train_tok_s", "training tokens/s", "tok/s", True, ".0f", None, ""),
 ]
 BY_KEY = {m.key: m for m in METRICS}
@@ -265,7 +264,12 @@ def _cost(summary: dict, h: dict, att: dict) -> tuple[float | None, str]:
         big = str(max(int(k) for k in fs[h["label"]]["cache_bytes"]))
         bh, ba = fs[h["label"]]["cache_bytes"][big], fs[att["label"]]["cache_bytes"][big]
         text += (f"; at full scale {fs[h['label']]['full_scale']} keeps {bh / 1e9:.1f} GB per sequence at "
-                 f"{int(big) // 1024 ** 2}M against {fs[att['label']]['full_scale']}'s {ba / 1e9:.1f} GB ({bh / ba:.0%})")
+                 f"{int(big) // 1024 ** 2}M against {fs[att['label']]['full_scale']}'s {ba / 1e9:.1f} GB "
+                 f"({bh / ba:.0%})")
+        usd = f"h100@{big}"
+        uh, ua = fs[h["label"]]["usd_per_mtok"].get(usd), fs[att["label"]]["usd_per_mtok"].get(usd)
+        if uh and ua:
+            text += f" and decodes at ${uh:.2f} against ${ua:.2f} per M output tokens on H100 ({uh / ua:.0%})"
     return ch / ca, text
 
 
@@ -273,9 +277,9 @@ def claim_a(summary: dict, st: dict, alpha: float) -> list[str]:
     ok = [m for m in summary["models"] if m.get("status") == "ok"]
     roles = _roles(ok)
     lo, hi = HYBRID_RATIO
-    missing = ["no " + what for what, key in (("hybrid with 1 attention layer per 3-10 linear layers", "hybrid"),
-                                              ("all-attention baseline", "attention"), ("all-linear baseline", "linear"))
-               if not roles[key]]
+    wanted = (("hybrid with 1 attention layer per 3-10 linear layers", "hybrid"),
+              ("all-attention baseline", "attention"), ("all-linear baseline", "linear"))
+    missing = ["no " + what for what, key in wanted if not roles[key]]
     head = (f"**Claim (a)**, hybrids with about 1 attention layer per {lo}-{hi} linear layers keep most of "
             f"attention's quality and recall at a fraction of its cost: ")
     if missing:
@@ -304,7 +308,7 @@ def claim_a(summary: dict, st: dict, alpha: float) -> list[str]:
     elif values == {"did not hold"}:
         overall = "**did not hold at this budget**"
     elif "did not hold" in values or "held" in values:
-        overall = "; ".join(f"{o} for {lbl}" for lbl, o in outcomes.items())
+        overall = "; ".join(f"**{o}** for {lbl}" for lbl, o in outcomes.items())
     else:
         overall = "**not established at this budget**"
     rule = (f"(Quality = validation loss, recall = MQAR at the most pairs; a hybrid keeps a metric when it ties "
@@ -376,7 +380,8 @@ def origin_lines(summary: dict, st: dict, alpha: float) -> list[str]:
     ok = [m for m in summary["models"] if m.get("status") == "ok"]
     groups: dict[str, list[str]] = {}
     for m in ok:
-        groups.setdefault(families.origin_group(m["label"], (_layout(m) or {}).get("model_type")), []).append(m["label"])
+        group = families.origin_group(m["label"], (_layout(m) or {}).get("model_type"))
+        groups.setdefault(group, []).append(m["label"])
     lines = ["### By lab origin", "", "| origin | labs | models |", "|---|---|---|"]
     for g, labels in groups.items():
         labs = sorted({families.lab_of(x, (_layout(next(m for m in ok if m['label'] == x)) or {}).get('model_type'))
@@ -483,7 +488,8 @@ def full_scale_lines(summary: dict) -> list[str]:
                  key=families.FULL_SCALE_HARDWARE.index)
     head = (["tiny family", "full-scale counterpart", "lab", "active / total params"]
             + [f"cache/seq @{context_label(c)}" for c in ctx]
-            + [f"decode $/M out, {get_hardware(h).name.split(' ', 1)[1]} @{context_label(c)}" for h in hws for c in ctx])
+            + [f"decode $/M out, {get_hardware(h).name.split(' ', 1)[1]} @{context_label(c)}"
+               for h in hws for c in ctx])
     lines = ["## Full scale", "",
              "Each tiny family's full-scale counterpart, from `hybridlm cost`'s accounting (analysis/accounting.py: "
              "exact parameters and cache, bf16 weights and KV cache, fp32 recurrent state; decode $/M output tokens "
