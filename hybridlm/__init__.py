@@ -14,9 +14,11 @@ from .layers.ffn.dense import DenseFFNConfig
 from .layers.ffn.moe import MoEConfig
 from .layers.mixers.attention import AttentionConfig
 from .layers.mixers.gated_deltanet import GatedDeltaNetConfig
+from .layers.mixers.mamba import MambaConfig
+from .layers.mixers.mamba2 import Mamba2Config
 from .layers.mixers.mla import MLAConfig
 from .model import HybridLM, ModelConfig, ModelOutput
 from .presets import get_config, preset_names
 
-__all__ = ["AttentionConfig", "DenseFFNConfig", "GatedDeltaNetConfig", "MLAConfig", "ModelConfig", "MoEConfig",
-           "HybridLM", "ModelOutput", "get_config", "preset_names"]
+__all__ = ["AttentionConfig", "DenseFFNConfig", "GatedDeltaNetConfig", "MLAConfig", "Mamba2Config", "MambaConfig",
+           "ModelConfig", "MoEConfig", "HybridLM", "ModelOutput", "get_config", "preset_names"]

@@ -44,7 +44,8 @@ def test_registry():
 # (tiny-llama4 is left out: its R and N mixers differ in floor_scale, which the llama4_text format cannot hold;
 # tests/families/test_llama4.py round-trips transformers' own tiny Llama 4.)
 @pytest.mark.parametrize(("preset", "model_type"), [("tiny-hybrid", "qwen3_next"), ("tiny-deepseek", "deepseek_v3"),
-                                                    ("tiny-deepseek-v4", "deepseek_v4")])
+                                                    ("tiny-deepseek-v4", "deepseek_v4"), ("tiny-jamba", "jamba"),
+                                                    ("tiny-mamba2-hybrid", "nemotron_h")])
 def test_each_format_reads_back_what_it_writes(preset, model_type, tmp_path):
     """One pipeline, one converter per format: save_hf then from_hf gives the same logits (and the same routing
     biases where the format keeps them); the numbers written are the converter's checkpoint_total."""
@@ -73,7 +74,7 @@ def test_each_format_reads_back_what_it_writes(preset, model_type, tmp_path):
 
 def test_a_config_without_hf_model_type_goes_to_the_format_of_its_mixers():
     for preset, want in (("tiny-hybrid", "qwen3_next"), ("tiny-deepseek", "deepseek_v3"),
-                         ("tiny-deepseek-v4", "deepseek_v4")):
+                         ("tiny-deepseek-v4", "deepseek_v4"), ("tiny-jamba", "jamba")):
         assert save_target(get_config(preset).replace(hf_model_type=None))[1] == want
     with pytest.raises(ValueError, match="model_type='qwen3_moe' is not supported"):
         save_target(get_config("tiny-hybrid"), "qwen3_moe")  # config only
