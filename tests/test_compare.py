@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from hybridlm.analysis import families
 from hybridlm.cli import main
 from hybridlm.analysis.compare import CompareConfig, _period, default_presets, run_compare, sweep_specs
 
@@ -72,7 +73,7 @@ def test_quick_end_to_end(tmp_path, capsys):
     for name in default_presets():
         m = models[name]
         assert m["status"] == "ok", m.get("traceback")
-        assert m["params"]["total"] > 1e6 and 0 < m["params"]["active"] < m["params"]["total"]
+        assert m["params"]["total"] > 1e6 and 0 < m["params"]["active"] <= m["params"]["total"]  # = : dense
         assert len(m["val_loss_seeds"]) == len(m["val_bpb_seeds"]) == len(m["needle_seeds"]) == cfg.seeds
         assert all(0 < v < 6 for v in m["val_loss_seeds"]) and all(0 < b < 9 for b in m["val_bpb_seeds"])
         for run in m["train"]["runs"]:  # every family trains: its next-token CE falls, on every seed
@@ -97,6 +98,9 @@ def test_quick_end_to_end(tmp_path, capsys):
     assert [m["label"] for m in results["models"]] == list(models)
     assert "*baseline: unigram (bytes) / chance*" in report and "*chance (1/32 values)*" in report
     assert "How far this can be trusted" in report and "Machine" in report
+    assert report.index("## Verdict") < report.index("## Statistics") < report.index("## Full scale") < report.index(
+        "## Results") and "**Claim (a)**" in report and set(results["statistics"]) >= {"val_loss", "mqar_mean"}
+    assert {r["label"] for r in results["full_scale"]} == set(default_presets()) & set(families.TINY)
     failed_rows = [ln for ln in report.splitlines() if ln.startswith("| broken-hf |")]
     assert len(failed_rows) == 1 and "**failed**" in failed_rows[0]
     assert models["broken-hf"]["traceback"].strip() in report.split("## Failures")[1]
