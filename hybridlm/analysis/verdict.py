@@ -228,9 +228,10 @@ def keeps(metric: Metric, st: dict, h: str, att: str, lin: str, alpha: float) ->
     sh, sa, sl = ms[h], ms[att], ms[lin]
     gap = sa["mean"] - sl["mean"]
     rec = (sh["mean"] - sl["mean"]) / gap if gap else float("nan")
-    points = (f"{h} {ci(sh, metric.fmt)}, {att} {ci(sa, metric.fmt)}, {lin} {ci(sl, metric.fmt)}; recovers "
-              f"{rec:.0%} of the attention / all-linear gap" if gap else "")
     better = 1 if metric.higher_is_better else -1
+    points = f"{h} {ci(sh, metric.fmt)}, {att} {ci(sa, metric.fmt)}, {lin} {ci(sl, metric.fmt)}"
+    if better * gap > 0:  # a recovered share means something only where attention is ahead
+        points += f"; recovers {rec:.0%} of the attention / all-linear gap"
     if stats.welch(sa["values"], sl["values"], alpha) is None or stats.welch(sh["values"], sa["values"], alpha) is None:
         return "not established", f"{metric.name}: one seed, no interval ({points})"
     if sa["at_reference"]:
@@ -436,10 +437,10 @@ def verdict_lines(summary: dict, alpha: float = stats.ALPHA) -> list[str]:
     if not st:
         return lines + ["No model finished: nothing to conclude.", ""]
     lines += [rule_text(alpha), ""]
-    for key in VERDICT_METRICS:
-        if key in st and (s := metric_sentence(BY_KEY[key], st[key], alpha)):
-            lines.append(f"- {s}")
-    lines += ["", *claim_a(summary, st, alpha), "", *claim_b(summary, st, alpha), ""]
+    sentences = [f"- {s}" for key in VERDICT_METRICS
+                 if key in st and (s := metric_sentence(BY_KEY[key], st[key], alpha))]
+    lines += (sentences or ["One model finished: nothing to rank."]) + [""]
+    lines += [*claim_a(summary, st, alpha), "", *claim_b(summary, st, alpha), ""]
     if summary["settings"].get("group_by") == "origin":
         lines += origin_lines(summary, st, alpha)
     return lines
@@ -481,6 +482,9 @@ def full_scale_lines(summary: dict) -> list[str]:
         return ["## Full scale", "", f"Not computed: {err}", ""] if err else []
     if not rows:
         return []
+    if not any(r.get("full_scale") for r in rows):
+        return ["## Full scale", "", "No full-scale counterpart for " + _names([r["label"] for r in rows])
+                + " (no full-scale model of this layout is published).", ""]
     from .accounting import context_label
     from .hardware import PRICES, get_hardware
     ctx = [int(c) for c in next((r["cache_bytes"] for r in rows if r.get("full_scale")), {})]
