@@ -253,3 +253,28 @@ def test_the_report_opens_with_the_verdict(tmp_path):
     assert "2.030 [1.980, 2.080] (1)" in stats_row and "0.80 [0.75, 0.85] (2)" in stats_row
     assert "0.80 ± 0.02" in _table_row(text, "tiny-hybrid")  # the MQAR cell carries its spread over the twins
     assert "Welch's t-test" in text.split("## How far this can be trusted")[1]
+
+
+def test_every_default_family_has_an_origin_and_a_layout_class():
+    from hybridlm.analysis import families
+    from hybridlm.analysis.compare import default_presets
+    from hybridlm.presets import get_config
+    for name in default_presets():  # a new tiny preset joins through TINY or its hf_model_type
+        cfg = get_config(name)
+        lay = families.layout(cfg)
+        assert lay["attention"] + lay["linear"] > 0, name
+        assert not families.origin_group(name, cfg.hf_model_type).startswith("origin unknown"), name
+    assert families.origin_group("tiny-gdn") == families.BASELINE
+    assert families.origin_group("x", "granitemoehybrid") == families.ORIGINS["west"]
+    assert set(families.LABS.values()) == set(families.ORIGINS)
+
+
+def test_group_by_flag_reaches_the_config(tmp_path):
+    from hybridlm.analysis.compare import run_compare
+    from hybridlm.cli import build_parser
+    from hybridlm.cli.commands.compare import config_from_args
+    args = build_parser().parse_args(["compare", "--quick", "--group-by", "origin", "--out", str(tmp_path / "o")])
+    assert config_from_args(args).group_by == "origin"
+    with pytest.raises(ValueError, match="--group-by 'lab': must be origin"):
+        run_compare(CompareConfig.quick(specs=["tiny-gdn"], out=str(tmp_path / "o"), group_by="lab"))
+    assert not (tmp_path / "o").exists()  # refused before anything ran
