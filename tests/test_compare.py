@@ -6,8 +6,8 @@ import json
 import pytest
 
 from hybridlm.analysis import families
-from hybridlm.cli import main
 from hybridlm.analysis.compare import CompareConfig, _period, default_presets, run_compare, sweep_specs
+from hybridlm.cli import main
 
 
 def test_default_presets_are_the_tiny_families():

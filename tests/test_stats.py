@@ -65,7 +65,7 @@ def test_welch_by_hand():
 def test_rank_clear_winner_ties_and_one_seed():
     lower = {"a": [1.0, 1.1, 0.9], "b": [2.0, 2.1, 1.9], "c": [2.05, 1.85, 2.2]}
     r = {x["label"]: x for x in stats.rank(lower, higher_is_better=False)}
-    assert [x["label"] for x in stats.rank(lower, False)][0] == "a"
+    assert next(x["label"] for x in stats.rank(lower, False)) == "a"
     assert r["a"]["rank"] == 1 and set(r["a"]["beats"]) == {"b", "c"}
     assert r["b"]["rank"] == r["c"]["rank"] == 2 and "c" not in r["b"]["beats"]  # b and c tie within noise
     assert stats.clear_winner(stats.rank(lower, False)) == "a"

@@ -220,9 +220,9 @@ def _params(model) -> dict:
 
 
 def run_model(spec: str, cfg: CompareConfig, out: Path, label: str, progress=None) -> dict:
-    from . import families
     from ..interop.specs import load_model
     from ..interop.tokenizer import tokenizer_for
+    from . import families
     run_dir = out / "runs" / label
     run_dir.mkdir(parents=True, exist_ok=True)
     done_file = run_dir / "result.json"

@@ -382,7 +382,8 @@ def _results(summary: dict) -> list[str]:
     L = str(max(s["needle_contexts"]))
     lines = ["## Results", "",
              "Mean ± spread over each model's training seeds (spread = half the range; n in the seeds column). The "
-             "figures plot these same numbers. MQAR: one recall twin per model, mean over its settings.", ""]
+             "figures plot these same numbers. MQAR: mean over its settings, ± spread over the recall twins' seeds "
+             "(n = 1: one twin, no spread).", ""]
     head = ["model", "seeds", "params (total / active)", "val loss (nats/token)", "val bpb", "MQAR mean",
             f"needle exact / gain @{_ctx(int(L))}"]
     lines += [_row(head), "|" + "---|" * len(head)]
@@ -440,9 +441,9 @@ def _speed(summary: dict) -> list[str]:
     warning = _load_warning(summary)
     if warning:
         lines += [warning, ""]
-    lines += [f"train tok/s: mean ± spread over the seeds. Prefill and decode: the best of "
-              f"{summary['settings'].get('speed_repeats', 1)} timing(s) on seed 0's weights, one measurement per "
-              f"cell (no spread); cache bytes are exact.", ""]
+    lines += [(f"train tok/s: mean ± spread over the seeds. Prefill and decode: the best of "
+               f"{summary['settings'].get('speed_repeats', 1)} timing(s) on seed 0's weights, one measurement per "
+               "cell (no spread); cache bytes are exact."), ""]
     head = (["model", "train tok/s"] + [f"prefill tok/s @{_ctx(c)}" for c in ctxs]
             + [f"decode ms @{_ctx(c)}" for c in ctxs]
             + [f"cache bytes @{_ctx(ctxs[-1])} (measured = analytic)", "load during timing (cores, 1-min avg)"])
@@ -483,8 +484,8 @@ def _needle_table(summary: dict) -> list[str]:
     if not ok:
         return []
     nctx = [str(c) for c in summary["settings"]["needle_contexts"]]
-    lines = ["### Needle retrieval (exact / answer loss with -> without the needle, nats/token; mean ± spread over "
-             "seeds)", "",
+    lines = [("### Needle retrieval (exact / answer loss with -> without the needle, nats/token; mean ± spread over "
+              "seeds)"), "",
              _row(["model"] + [_ctx(int(c)) for c in nctx]), "|" + "---|" * (len(nctx) + 1)]
     for m in ok:
         nd = m["aggregate"]["needle"]

@@ -312,9 +312,9 @@ def claim_a(summary: dict, st: dict, alpha: float) -> list[str]:
         overall = "; ".join(f"**{o}** for {lbl}" for lbl, o in outcomes.items())
     else:
         overall = "**not established at this budget**"
-    rule = (f"(Quality = validation loss, recall = MQAR at the most pairs; a hybrid keeps a metric when it ties "
-            f"attention within noise, or beats all-linear significantly and recovers at least half of the "
-            f"attention / all-linear gap; it needs attention to beat all-linear there first.)")
+    rule = ("(Quality = validation loss, recall = MQAR at the most pairs; a hybrid keeps a metric when it ties "
+            "attention within noise, or beats all-linear significantly and recovers at least half of the "
+            "attention / all-linear gap; it needs attention to beat all-linear there first.)")
     others = (f" Hybrids outside the {lo}-{hi} range, not used for the claim: "
               f"{', '.join(m['label'] for m in roles['other_hybrid'])}." if roles["other_hybrid"] else "")
     return [head + overall + ". " + rule + others, ""] + lines
@@ -453,9 +453,9 @@ def statistics_lines(summary: dict, alpha: float = stats.ALPHA) -> list[str]:
     keys = [m.key for m in METRICS if m.key in st]
     labels = [m["label"] for m in summary["models"] if m.get("status") == "ok"]
     lines = ["## Statistics", "",
-             f"Per metric: mean [{_pct(1 - alpha)} interval] over the seeds, then (rank; models no one beats share "
-             f"rank 1; a metric at its reference level is marked *). One seed: no interval, and that model ties with "
-             f"every other.", "",
+             (f"Per metric: mean [{_pct(1 - alpha)} interval] over the seeds, then (rank; models no one beats share "
+              "rank 1; a metric at its reference level is marked *). One seed: no interval, and that model ties with "
+              "every other."), "",
              "| model | " + " | ".join(BY_KEY[k].name for k in keys) + " |", "|---" * (len(keys) + 1) + "|"]
     for label in labels:
         cells = []
