@@ -133,10 +133,10 @@ def _fam(label, loss, mqar, layout, cache_per_token, total=4e6, active=2e6):
 
 
 def _verdict(models, **settings):
-    from hybridlm.analysis import verdict
+    from hybridlm.analysis import claims, verdict
     s = _summary(models)
     s["settings"].update(settings)
-    return "\n".join(verdict.verdict_lines(s))
+    return "\n".join(verdict.verdict_lines(s) + claims.claim_lines(s))
 
 
 def _line(text, start):

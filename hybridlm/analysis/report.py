@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from . import verdict
+from . import claims, verdict
 from .evals import NEEDLE_CHANCE
 
 LOADED_CORES = 0.25  # other processes using more than this many cores on average disturb a timing (warned)
@@ -470,7 +470,7 @@ def _mqar_table(summary: dict) -> list[str]:
              "Mean ± spread over the recall twins' seeds; a model with one recall twin (n = 1) has no spread.", "",
              _row(["model", "twin layers", "n"] + keys), "|" + "---|" * (len(keys) + 3)]
     for m in ok:
-        accs = verdict._mqar_seeds(m)
+        accs = verdict.mqar_seeds(m)
         cells = [_pm(_stat([a[k] for a in accs]), ".2f") if accs and k in accs[0] else "n/a" for k in keys]
         lines.append(_row([_cell(m["label"]), m["mqar"].get("twin", m["mqar"].get("skipped", "")), str(len(accs))]
                           + cells))
@@ -540,7 +540,8 @@ def markdown(summary: dict) -> str:
               f"Machine: {mach['cpu']} ({mach['cores']} cores, {mach['torch_threads']} torch threads), "
               f"{mach['platform']}, torch {mach['torch']}, Python {mach['python']}"
               + (f", GPU {mach['cuda']} (not used: CPU fp32)" if mach.get("cuda") else "") + ".", ""]
-    lines += verdict.verdict_lines(summary) + verdict.statistics_lines(summary) + verdict.full_scale_lines(summary)
+    lines += verdict.verdict_lines(summary) + claims.claim_lines(summary)
+    lines += verdict.statistics_lines(summary) + verdict.full_scale_lines(summary)
     lines += _settings(summary) + _results(summary) + _speed(summary) + _mqar_table(summary) + _needle_table(summary)
     lines += _quantize(summary)
     figures = summary.get("figures", [])
