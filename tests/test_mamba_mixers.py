@@ -176,11 +176,7 @@ def _counted(fn) -> int:
     return fc.get_total_flops()
 
 
-_INPLACE = pytest.mark.xfail(reason="ops/ssd.py's no-grad baddbmm_ are in place: the counter cannot see them")
-
-
-@pytest.mark.parametrize("kind", ["mamba", "jamba", pytest.param("mamba2", marks=_INPLACE),
-                                  pytest.param("ungated", marks=_INPLACE)])
+@pytest.mark.parametrize("kind", ["mamba", "jamba", "mamba2", "ungated"])
 def test_params_and_flops_match_the_counter(kind):
     """num_params equals the parameters' element count; a T-token forward (T = 37: Mamba-2's last chunk padded)
     and one decode step count exactly what flops_per_token and decode_flops say."""
