@@ -100,12 +100,23 @@ def test_strong_decay_stays_exact():
     assert torch.isfinite(o).all()
     x, dt, B, C, A, D, h0 = mamba2_inputs(1, 70, 4, 3, 2, 5, seed=4)
     A = A * torch.tensor([1.0, 60.0, 1.0, 200.0])
-    assert (dt[0, :32] * A).sum(0).min() < -ssd_mod._EXP_LIMIT[torch.float32]  # the direct mask is really used
+    assert (dt[0, :32] * A).sum(0).min() < -2 * ssd_mod._EXP_LIMIT[torch.float32]  # the direct path is used
     o, _ = assert_forms_match(m2(ssd_recurrent), m2(ssd_chunked, chunk_size=32), (x, dt, B, C, A, D), h0,
                               atol=1e-5, rtol=1e-5)
     assert torch.isfinite(o).all()
     assert_gradients_match(m2(ssd_recurrent), m2(ssd_chunked), (x, dt, B, C, A, D), h0,
                            M2_NAMES, atol=1e-5, rtol=1e-5, chunk_size=32)
+
+
+def test_ssd_float32_across_the_fast_paths_range():
+    # chunk decays between e^-40 and e^-120 use the fast path's largest factors (up to e^60) in float32
+    x, dt, B, C, A, D, h0 = mamba2_inputs(2, 128, 8, 3, 2, 5, seed=500)
+    c_last = (dt * A).sum(1)
+    assert ((c_last < -80) & (c_last > -120)).any() and (c_last > -40).any()
+    y, s = ssd_chunked(x, dt, A, B, C, D, h0, chunk_size=128)
+    y64, s64 = ssd_recurrent(*(t.double() for t in (x, dt, A, B, C, D, h0)))
+    torch.testing.assert_close(y.double(), y64, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(s.double(), s64, atol=1e-5, rtol=1e-5)
 
 
 def test_ssd_direct_mask_path_float64(monkeypatch):

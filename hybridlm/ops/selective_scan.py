@@ -109,10 +109,13 @@ def _scan_inplace(a: Tensor, b: Tensor) -> None:
         s //= 2
 
 
-def _chunk_ab(delta_c: Tensor, w_c: Tensor, A: Tensor, B_c: Tensor) -> tuple[Tensor, Tensor]:
-    """One chunk's decays a = exp(delta A) and writes b = (delta u) B, both [L,Bt,E,N] (time outermost)."""
-    a = torch.mul(delta_c.unsqueeze(-1), A).exp_()
-    b = torch.mul(w_c.unsqueeze(-1), B_c.unsqueeze(-2))
+def _chunk_ab(delta_c: Tensor, w_c: Tensor, A: Tensor, B_c: Tensor, bufs=None) -> tuple[Tensor, Tensor]:
+    """One chunk's decays a = exp(delta A) and writes b = (delta u) B, both [L,Bt,E,N] (time outermost),
+    written into the preallocated `bufs` [C,Bt,E,N] pair when given (no page-faulting fresh memory per chunk)."""
+    L = delta_c.shape[0]
+    a, b = (None, None) if bufs is None else (bufs[0][:L], bufs[1][:L])
+    a = torch.mul(delta_c.unsqueeze(-1), A, out=a).exp_()
+    b = torch.mul(w_c.unsqueeze(-1), B_c.unsqueeze(-2), out=b)
     return a, b
 
 
@@ -126,9 +129,11 @@ def _scan_forward(u, delta, A, B, C, h, chunk_size, keep_starts=False):
     y = u.new_empty(T, Bt, E)
     starts = []
     w = delta * u  # [T,Bt,E]
+    L = min(chunk_size, T)
+    bufs = (u.new_empty(L, Bt, E, N), u.new_empty(L, Bt, E, N))
     for t0 in range(0, T, chunk_size):
         sl = slice(t0, t0 + chunk_size)
-        a, b = _chunk_ab(delta[sl], w[sl], A, B[sl])  # [L,Bt,E,N]
+        a, b = _chunk_ab(delta[sl], w[sl], A, B[sl], bufs)  # [L,Bt,E,N]
         L = a.shape[0]
         if keep_starts:
             starts.append(h)

@@ -92,104 +92,177 @@ def ssd_step(x, dt, A, B, C, D, state) -> tuple[Tensor, Tensor]:
     return y.to(x.dtype), h.view(Bt, H, P, N)
 
 
-# exp(-c) is formed only for c >= -limit: e^60 leaves float32 ample headroom for the sums it enters
-_EXP_LIMIT = {torch.float32: 60.0, torch.float64: 600.0}
+# Decays are floored at e^-flush, far below float32 resolution.  Smaller ones cost speed, not accuracy:
+# exp of an argument below about -88 (float32) runs 50-170x slower than exp of a moderate one, and products
+# of tiny decays with the data are subnormal, which makes a matmul over them some 20x slower
+# (torch.set_flush_denormal reaches only the calling thread, not the intra-op workers).
+_FLUSH = {torch.float32: 40.0, torch.float64: 600.0}
+# The fast path takes the (chunk, head) pairs whose decay stays above e^-(2 limit): all its factors are then
+# within e^(+-limit), far from float32's range ends (e^+-88) for the products they enter
+_EXP_LIMIT = {torch.float32: 60.0, torch.float64: 300.0}
 
 
-def _mul_to(a: Tensor, b: Tensor, shape: tuple[int, ...], dtype: torch.dtype, grad: bool) -> Tensor:
-    """a * b as a contiguous tensor of `shape` (the broadcast shape): one pass, whatever the inputs' strides
-    (an elementwise op on a permuted input would otherwise keep the input's memory order)."""
-    if grad:
-        return torch.mul(a, b).contiguous()
-    return torch.mul(a, b, out=torch.empty(shape, dtype=dtype, device=a.device))
+def _decay(z: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+    """exp(z) for log decays z <= 0, floored at e^-flush of `dtype` (default z's), also the result's dtype."""
+    dtype = z.dtype if dtype is None else dtype
+    return torch.exp(z.clamp_min(-_FLUSH[dtype])).to(dtype)
 
 
-def _ssd_block(x, dt, A, B, C, D, S, chunk_size, out=None):
-    """SSD over one block of tokens.  x [Bt,L,H,P]; dt [Bt,L,H]; B, C [Bt,L,G,N]; S [Bt*G,N,R*P] the start
-    state, transposed per group (compute dtype).  Returns y [Bt,L,H,P] (written into `out` when given,
-    outside autograd) and the end state."""
-    Bt, L, H, P = x.shape
+def _segsum(a: Tensor) -> Tensor:
+    """[..., C] log decays -> [..., C, C] with entry (i, j) = sum_{j < t <= i} a_t for j <= i, floored at
+    -flush (see _decay); the entries j > i are 0 and callers apply a causal mask after the exp.
+
+    Summed directly rather than as a difference of cumulative sums, whose rounding grows with the chunk's
+    total decay, and whose gradient is the small difference of two large terms."""
+    C = a.shape[-1]
+    later = torch.ones(C, C, dtype=torch.bool, device=a.device).triu_(1)  # [j, t]: t > j
+    seg = a.unsqueeze(-2).expand(*a.shape[:-1], C, C).masked_fill(~later, 0.0).cumsum(-1).mT  # [..., i, j]
+    return seg.clamp_min(-_FLUSH[seg.dtype])
+
+
+def _chunk_layout(x, dt, A, B, C, cs, cd, hp):
+    """Per chunk and group views and decays.  xg [K,Bt,G,C,R,P] (a view of x); dtg [K,Bt,G,C,R] (dt, compute
+    dtype); a, c, sfx [K,Bt,G,C,R] in dtype hp (log decays dt A, their inclusive prefix sums c and their
+    exclusive suffix sums sum_{t > j} a_t); Bg, Cg [K*Bt*G,C,N] (compute dtype)."""
+    Bt, T, H, P = x.shape
     G, N = B.shape[-2:]
-    R = H // G
-    cs, cd = chunk_size, S.dtype
-    grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, dt, A, B, C, D, S))
-    pad = -L % cs
-    if pad:  # padded tokens have dt = 0 (no decay) and x = B = 0 (no write): the end state is unchanged
-        x, B, C = (F.pad(t, (0, 0, 0, 0, 0, pad)) for t in (x, B, C))
-        dt = F.pad(dt, (0, 0, 0, pad))
-    K = (L + pad) // cs
+    R, K = H // G, T // cs
+    xg = x.view(Bt, K, cs, G, R, P).permute(1, 0, 3, 2, 4, 5)
+    dtg = dt.view(Bt, K, cs, G, R).permute(1, 0, 3, 2, 4).to(cd)
+    a = dtg.to(hp) * A.to(hp).view(G, 1, R)
+    c = a.cumsum(3)
+    sfx = F.pad(a.flip(3).cumsum(3).flip(3)[:, :, :, 1:], (0, 0, 0, 1))  # sum_{t > j}
+    Bg = B.view(Bt, K, cs, G, N).permute(1, 0, 3, 2, 4).to(cd).reshape(K * Bt * G, cs, N)
+    Cg = C.view(Bt, K, cs, G, N).permute(1, 0, 3, 2, 4).to(cd).reshape(K * Bt * G, cs, N)
+    return xg, dtg, a, c, sfx, Bg, Cg
+
+
+def _block_autograd(x, dt, A, B, C, D, S, cs):
+    """One block, functional (for training).  The intra-chunk part uses a per-head causal decay mask from
+    _segsum, so that no gradient is a difference of large terms; see _block_fast for the shapes."""
+    Bt, T, H, P = x.shape
+    G, N = B.shape[-2:]
+    R, K, cd = H // G, T // cs, S.dtype
+    BG, RP = Bt * G, R * P
+    xg, dtg, a, c, sfx, Bg, Cg = _chunk_layout(x, dt, A, B, C, cs, cd, cd)
+    CB = torch.bmm(Cg, Bg.transpose(-1, -2)).tril().view(K, Bt, G, 1, cs, cs)
+    M = torch.exp(_segsum(a.permute(0, 1, 2, 4, 3))) * CB  # [K,Bt,G,R,C,C]
+    xdt = xg.to(cd) * dtg.unsqueeze(-1)  # [K,Bt,G,C,R,P]
+    Y = torch.matmul(M, xdt.permute(0, 1, 2, 4, 3, 5))  # [K,Bt,G,R,C,P]
+    Xs = (xdt * _decay(sfx).unsqueeze(-1)).reshape(K, BG, cs, RP)  # x weighted for the state write
+    BgT = Bg.view(K, BG, cs, N).transpose(-1, -2)  # [K,BG,N,C]
+    decay = _decay(c[:, :, :, -1:]).view(K, BG, 1, R, 1)
+    starts = []
+    for k in range(K):
+        starts.append(S)
+        S = torch.baddbmm((S.view(BG, N, R, P) * decay[k]).view(BG, N, RP), BgT[k], Xs[k])
+    Sh = torch.stack(starts)  # [K,BG,N,RP]
+    Ys = torch.bmm(Cg, Sh.view(K * BG, N, RP)).view(K, Bt, G, cs, R, P) * _decay(c).unsqueeze(-1)
+    y = Ys + Y.permute(0, 1, 2, 4, 3, 5)
+    if D is not None:
+        y = y + xg * D.to(cd).view(G, 1, R, 1)
+    return y.permute(1, 0, 3, 2, 4, 5).reshape(Bt, T, H, P), S
+
+
+def _workspace(ws: dict, K: int, BG: int, cs: int, N: int, RP: int, dtype, device) -> tuple[Tensor, ...]:
+    """Buffers for _block_fast, allocated once per call and reused by every block (fresh memory costs a page
+    fault per 4 KiB on first touch, about as much as the arithmetic here)."""
+    if "U" not in ws or ws["U"].shape[0] < K:
+        ws["Q"] = torch.empty(K * BG, cs, N + cs, dtype=dtype, device=device)
+        ws["U"] = torch.empty(K, BG, N + cs, RP, dtype=dtype, device=device)
+        ws["Sh"] = torch.empty(K + 1, BG, N, RP, dtype=dtype, device=device)
+        ws["Z"] = torch.empty(K * BG, cs, RP, dtype=dtype, device=device)
+        ws["T"] = torch.empty(BG, N, RP, dtype=dtype, device=device)
+    return ws["Q"][: K * BG], ws["U"][:K], ws["Sh"][: K + 1], ws["Z"][: K * BG], ws["T"]
+
+
+def _block_fast(x, dt, A, B, C, D, S, cs, out, ws, k0):
+    """One block outside autograd, written into out [Bt,T,H,P].  x [Bt,T,H,P]; dt [Bt,T,H]; B, C [Bt,T,G,N]
+    (T a multiple of the chunk size cs); S [Bt*G,N,R*P] the start state, transposed per group; ws the
+    workspace dict; k0 the index of the block's first chunk.  -> end state.
+
+    With a reference m per chunk and head, exp(c_i - c_j) = exp(c_i - m) exp(m - c_j): the right factor
+    weights x (X' = exp(m - c_j) dt_j x_j), the left one scales output rows, and the causal mask tril(C B^T)
+    between them is shared by the R heads of a group (no per-head [C, C] tensor).  The state read folds in:
+    exp(c_i) C_i S = exp(c_i - m) C_i (exp(m) S).  So per chunk and group there is one matmul, contraction N+C,
+        Z = [C | tril(C B^T)] @ [exp(m) S ; X'],   y_i = exp(c_i - m) Z_i  (+ D x_i),
+    and the state update reuses its right operand: S_next = exp(c_last - m) (exp(m) S + B^T X').
+    m = c_last / 2 keeps every factor within e^(+-limit) while the chunk's decay c_last >= -2 limit; a
+    (chunk, head) pair past that takes m = c_last (the update stays exact, all factors <= 1), gets a zero
+    output scale here and its output from _direct_pairs, for all blocks at once.  The decay bookkeeping
+    (sums and exponents of the small [K,Bt,G,C,R] tensors) runs in float64, so the factors' rounding does not
+    grow with the chunk's decay.
+    """
+    Bt, T, H, P = x.shape
+    G, N = B.shape[-2:]
+    R, K, cd = H // G, T // cs, S.dtype
     BG, RP = Bt * G, R * P
     lim = _EXP_LIMIT[cd]
-
-    # Grouped layout [K,Bt,G,C,R,P]: per chunk and group, a [C, R*P] matrix that B and C act on in one matmul
-    xg = x.view(Bt, K, cs, G, R, P).permute(1, 0, 3, 2, 4, 5)
-    dtg = dt.view(Bt, K, cs, G, R).permute(1, 0, 3, 2, 4).to(cd)  # [K,Bt,G,C,R]
-    c = (dtg * A.to(cd).view(G, 1, R)).cumsum(3)  # [K,Bt,G,C,R]: cumulative log decay inside each chunk
+    xg, dtg, _, c, _, Bg, Cg = _chunk_layout(x, dt, A, B, C, cs, cd, torch.float64)
     last = c[:, :, :, -1:]  # [K,Bt,G,1,R]
-    Bg = B.view(Bt, K, cs, G, N).permute(1, 0, 3, 2, 4).to(cd).reshape(K * BG, cs, N)
-    Cg = C.view(Bt, K, cs, G, N).permute(1, 0, 3, 2, 4).to(cd).reshape(K * BG, cs, N)
-
-    # Intra-chunk part, factorised: exp(c_i - c_j) = exp(c_i) exp(-c_j) moves the decay onto x and y, so the
-    # causal mask tril(C B^T) is shared by the R heads of a group (no per-head [C, C] tensor).  That is exact
-    # while exp(-c_j) stays finite: for a (chunk, head) whose decay passes e^-lim the factor is zeroed here
-    # and its intra part is computed with the direct mask below.
-    bad = last < -lim  # [K,Bt,G,1,R]
+    bad = last < -2 * lim
     any_bad = bool(bad.any())
-    e_in = dtg * torch.exp(-c.clamp_min(-lim))  # [K,Bt,G,C,R]
-    if any_bad:
-        e_in = e_in.masked_fill(bad, 0.0)
-    Xt = _mul_to(xg, e_in.unsqueeze(-1), (K, Bt, G, cs, R, P), cd, grad).view(K * BG, cs, RP)
-    CB = torch.matmul(Cg, Bg.transpose(-1, -2))  # [K*BG,C,C]
-    CB = CB.tril() if grad else CB.tril_()
+    m = torch.where(bad, last, last / 2)
+    scale = torch.exp((c - m).clamp_max_(lim)).masked_fill_(bad, 0.0).to(cd)  # [K,Bt,G,C,R]
+    pre = torch.exp(torch.where(bad, m.clamp_min(-_FLUSH[cd]), m)).to(cd).view(K, BG, 1, R, 1)  # exp(m)
+    post = torch.exp(last - m).to(cd).view(K, BG, 1, R, 1)  # exp(c_last - m), at least e^-limit
 
-    # Chunk states: S_{k+1} = exp(c_last) S_k + sum_j exp(c_last - c_j) dt_j B_j x_j^T, kept transposed
-    # per group, [N, R*P], so that the write B^T Xw and the read C S are one matmul per group
-    Xw = _mul_to(xg, (dtg * (last - c).exp()).unsqueeze(-1), (K, Bt, G, cs, R, P), cd, grad).view(K, BG, cs, RP)
+    # Q = [C | tril(C B^T)], U = [exp(m) S ; X'] per chunk and group, Sh the chunk start states, Tk scratch
+    Q, U, Sh, Z, Tk = _workspace(ws, K, BG, cs, N, RP, cd, x.device)
+    Q[..., :N] = Cg
+    torch.bmm(Cg, Bg.transpose(-1, -2), out=Q[..., N:]).tril_()
+    Xw = U[:, :, N:]  # [K,BG,C,RP] view
+    wx = torch.exp(torch.where(bad, (m - c).clamp_min(-_FLUSH[cd]), (m - c).clamp_max(lim))).to(cd)  # exp(m - c_j)
+    torch.mul(xg, (dtg * wx).unsqueeze(-1), out=Xw.view(K, Bt, G, cs, R, P))
     BgT = Bg.view(K, BG, cs, N).transpose(-1, -2)  # [K,BG,N,C]
-    decay = last.exp().view(K, BG, 1, R, 1)
-    if grad:  # functional loop for autograd
-        starts = []
-        for k in range(K):
-            starts.append(S)
-            S = torch.baddbmm((S.view(BG, N, R, P) * decay[k]).view(BG, N, RP), BgT[k], Xw[k])
-        Sh = torch.stack(starts)  # [K,BG,N,RP]
-    else:  # same loop, in place in a preallocated buffer
-        Sh = torch.empty(K + 1, BG, N, RP, dtype=cd, device=x.device)
-        Sh[0] = S
-        for k in range(K):
-            torch.mul(Sh[k].view(BG, N, R, P), decay[k], out=Sh[k + 1].view(BG, N, R, P))
-            Sh[k + 1].baddbmm_(BgT[k], Xw[k])
-        S, Sh = Sh[K], Sh[:K]
-
-    # y_i = exp(c_i) (C_i S_k + (tril(C B^T) Xt)_i): the state read and the intra part in one matmul per group
-    Z = torch.bmm(Cg, Sh.view(K * BG, N, RP))
-    Z = (torch.baddbmm(Z, CB, Xt) if grad else Z.baddbmm_(CB, Xt)).view(K, Bt, G, cs, R, P)
-    ec = c.exp().unsqueeze(-1)  # [K,Bt,G,C,R,1]
-    direct = out is not None and not pad and not grad
-    if direct:  # write straight into the caller's [Bt,L,H,P] buffer, seen in the grouped layout
-        y = torch.mul(Z, ec, out=out.view(Bt, K, cs, G, R, P).permute(1, 0, 3, 2, 4, 5))
-    else:
-        y = Z * ec
-    if any_bad:  # direct mask for the (chunk, head) pairs left out above
-        kk, bb, gg, _, rr = bad.nonzero(as_tuple=True)
-        cb = c.permute(0, 1, 2, 4, 3)[kk, bb, gg, rr]  # [nb,C]
-        seg = (cb.unsqueeze(-1) - cb.unsqueeze(-2)).clamp_max(0)  # clamped so the masked entries stay finite
-        M = seg.exp().tril() * CB.view(K, Bt, G, cs, cs)[kk, bb, gg]  # [nb,C,C]
-        xb = xg.permute(0, 1, 2, 4, 3, 5)[kk, bb, gg, rr] * dtg.permute(0, 1, 2, 4, 3)[kk, bb, gg, rr].unsqueeze(-1)
-        yp = y.permute(0, 1, 2, 4, 3, 5)  # [K,Bt,G,R,C,P] view
-        idx, yb = (kk, bb, gg, rr), torch.matmul(M, xb.to(cd))  # [nb,C,P]
-        y = yp.index_put_(idx, yb, accumulate=True) if direct else yp.index_put(idx, yb, accumulate=True)
-        y = y.permute(0, 1, 2, 4, 3, 5)
+    Sh[0] = S
+    for k in range(K):  # the sequential part
+        Pk = U[k, :, :N]
+        torch.mul(Sh[k].view(BG, N, R, P), pre[k], out=Pk.view(BG, N, R, P))
+        torch.baddbmm(Pk, BgT[k], Xw[k], out=Tk)
+        torch.mul(Tk.view(BG, N, R, P), post[k], out=Sh[k + 1].view(BG, N, R, P))
+    Z = torch.bmm(Q, U.view(K * BG, N + cs, RP), out=Z).view(K, Bt, G, cs, R, P)
+    y = torch.mul(Z, scale.unsqueeze(-1), out=out.view(Bt, K, cs, G, R, P).permute(1, 0, 3, 2, 4, 5))
     if D is not None:  # the skip term, while the block is still in cache
-        Dx = (xg, D.to(cd).view(G, 1, R, 1))
-        y = y.addcmul_(*Dx) if direct else y.addcmul(*Dx)
-    if direct:
-        return out, S
-    y = y.permute(1, 0, 3, 2, 4, 5).reshape(Bt, K * cs, H, P)
-    y = y[:, :L] if pad else y
-    if out is not None:
-        out.copy_(y)
-    return y, S
+        y.addcmul_(xg, D.to(cd).view(G, 1, R, 1))
+    if any_bad:  # keep the left-out pairs' start states for _direct_pairs
+        kk, bb, gg, _, rr = bad.nonzero(as_tuple=True)
+        Sb = Sh.view(K + 1, Bt, G, N, R, P)[kk, bb, gg, :, rr]
+        ws.setdefault("pairs", []).append((k0 + kk, bb, gg * R + rr, Sb))
+    return Sh[K].clone()
+
+
+def _gather(t: Tensor, b: Tensor, tt: Tensor, h: Tensor) -> Tensor:
+    """t[b, tt, h] for t [Bt,T,X,...] and broadcastable index tensors: one index_select on a flat view when
+    t is contiguous (several times faster than advanced indexing), else advanced indexing."""
+    if not t.is_contiguous():
+        return t[b, tt, h]
+    Bt, T, X = t.shape[:3]
+    flat = ((b * T + tt) * X + h).reshape(-1)
+    return t.view(Bt * T * X, *t.shape[3:]).index_select(0, flat).view(*tt.shape, *t.shape[3:])
+
+
+def _direct_pairs(x, dt, A, B, C, D, out, pairs, cs):
+    """Writes into out [Bt,T',H,P] (contiguous, T' >= T padded to whole chunks) the outputs of the (chunk, head)
+    pairs that _block_fast left out: state read, intra-chunk part with a per-pair _segsum mask, and D x.
+    `pairs` holds (chunk index, batch index, head index, start state [n,N,P]) tuples."""
+    kk, bb, hh, Sb = (torch.cat(t) for t in zip(*pairs))
+    T, G, cd = x.shape[1], B.shape[2], out.dtype
+    n, R, P = len(kk), x.shape[2] // G, x.shape[3]
+    t_idx = kk.unsqueeze(1) * cs + torch.arange(cs, device=x.device)  # [n,C]
+    valid = t_idx < T  # tokens of the padding: dt = x = B = C = 0
+    ti, bi, hi, gi = t_idx.clamp_max(T - 1), bb.unsqueeze(1), hh.unsqueeze(1), (hh // R).unsqueeze(1)
+    dtb = _gather(dt.unsqueeze(-1), bi, ti, hi).view(n, cs).to(cd) * valid  # [n,C]
+    xb = _gather(x, bi, ti, hi).to(cd)  # [n,C,P]
+    Bb, Cb = _gather(B, bi, ti, gi).to(cd), _gather(C, bi, ti, gi).to(cd)  # [n,C,N]
+    a = dtb * A.to(cd)[hh].unsqueeze(1)
+    yb = torch.bmm(Cb, Sb).mul_(_decay(a.cumsum(-1)).unsqueeze(-1))  # exp(c_i) C_i S
+    M = torch.exp(_segsum(a)).mul_(torch.bmm(Cb, Bb.transpose(-1, -2)).tril_())  # [n,C,C]
+    yb.baddbmm_(M, xb * dtb.unsqueeze(-1))
+    if D is not None:
+        yb.addcmul_(xb, D.to(cd)[hh].view(-1, 1, 1))
+    flat = ((bi * out.shape[1] + t_idx) * out.shape[2] + hi).reshape(-1)
+    out.view(-1, P).index_copy_(0, flat, yb.view(-1, P))
 
 
 def ssd_chunked(x, dt, A, B, C, D=None, initial_state=None, chunk_size=64, block_chunks=None) -> tuple[Tensor, Tensor]:
@@ -199,10 +272,12 @@ def ssd_chunked(x, dt, A, B, C, D=None, initial_state=None, chunk_size=64, block
     for j <= i (else 0):
         y_i    = exp(c_i) C_i S  +  sum_j (C_i . B_j) L_ij dt_j x_j  +  D x_i     (state, intra-chunk, skip)
         S_next = exp(c_last) S  +  sum_j exp(c_last - c_j) dt_j x_j B_j^T
-    The intra-chunk part is a masked quadratic form, batched over all chunks of a block, with the decay
-    factored out of the mask so that one mask serves a group's heads; only the state recurrence loops,
-    once per chunk, and the state read shares the intra part's matmul.  The
-    sequence is processed in blocks of `block_chunks` chunks so that intermediates stay cache-sized.
+    The intra-chunk part is a masked quadratic form batched over all chunks of a block; only the state
+    recurrence loops, once per chunk.  Outside autograd the decay is factored out of the mask, so one mask
+    serves a group's heads and the state read shares the intra part's matmul (_block_fast); under autograd
+    each head gets its own exact mask (_block_autograd).  The sequence runs in blocks of `block_chunks`
+    chunks (padded at the end with dt = 0, x = B = 0, which leaves the state unchanged), so intermediates
+    stay cache-sized and memory O(block) outside autograd.
     """
     _check(x, dt, A, B, C, D, initial_state)
     if chunk_size < 1:
@@ -219,17 +294,25 @@ def ssd_chunked(x, dt, A, B, C, D=None, initial_state=None, chunk_size=64, block
         block_chunks = max(1, (4 << 20) // (chunk_size * Bt * H * P * 4))
     block = chunk_size * block_chunks
     grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, dt, A, B, C, D, S))
-    out = None if grad else torch.empty(Bt, T, H, P, dtype=cd, device=x.device)
-    ys = []
+    ys, ws = [], {}
+    out = None if grad else torch.empty(Bt, T + -T % chunk_size, H, P, dtype=cd, device=x.device)
     for t0 in range(0, T, block):
         sl = slice(t0, t0 + block)
-        yb, S = _ssd_block(x[:, sl], dt[:, sl], A, B[:, sl], C[:, sl], D, S, chunk_size,
-                           None if grad else out[:, sl])
-        ys.append(yb)
-    if grad:
-        y = torch.cat(ys, 1) if len(ys) != 1 else ys[0]
-    else:
-        y = out
+        xb, dtb, Bb, Cb = x[:, sl], dt[:, sl], B[:, sl], C[:, sl]
+        pad = -xb.shape[1] % chunk_size
+        if pad:  # dt = 0 (no decay) and x = B = 0 (no write) leave the state unchanged
+            xb, Bb, Cb = (F.pad(t, (0, 0, 0, 0, 0, pad)) for t in (xb, Bb, Cb))
+            dtb = F.pad(dtb, (0, 0, 0, pad))
+        if grad:
+            yb, S = _block_autograd(xb, dtb, A, Bb, Cb, D, S, chunk_size)
+            ys.append(yb[:, : yb.shape[1] - pad])
+        else:
+            S = _block_fast(xb, dtb, A, Bb, Cb, D, S, chunk_size, out[:, t0 : t0 + xb.shape[1]], ws, t0 // chunk_size)
+            if sum(len(p[0]) for p in ws.get("pairs", ())) * N * P > (32 << 20):  # bound the saved states
+                _direct_pairs(x, dt, A, B, C, D, out, ws.pop("pairs"), chunk_size)
+    if ws.get("pairs"):
+        _direct_pairs(x, dt, A, B, C, D, out, ws.pop("pairs"), chunk_size)
+    y = (torch.cat(ys, 1) if len(ys) != 1 else ys[0]) if grad else out[:, :T]
     state = S.view(Bt, G, N, R, P).permute(0, 1, 3, 4, 2).reshape(Bt, H, P, N)
     if state is initial_state:
         state = state.clone()
