@@ -119,27 +119,29 @@ def _chunk_ab(delta_c: Tensor, w_c: Tensor, A: Tensor, B_c: Tensor, bufs=None) -
     return a, b
 
 
-def _scan_forward(u, delta, A, B, C, h, chunk_size, keep_starts=False):
+def _scan_forward(u, delta, A, B, C, h, chunk_size, D=None, keep_starts=False):
     """Chunked scan on time-major u, delta [T,Bt,E]; B, C [T,Bt,N]; h [Bt,E,N] (all in the compute dtype).
 
-    Returns y [T,Bt,E] without the D term, the end state and (if asked) the start state of every chunk.
+    Returns y [T,Bt,E] (with the D term if D is given), the end state and (if asked) the start state of
+    every chunk.  Nothing of size T is allocated but y: the writes delta u and the skip term go chunk by chunk.
     """
     T, Bt, E = u.shape
     N = A.shape[1]
     y = u.new_empty(T, Bt, E)
     starts = []
-    w = delta * u  # [T,Bt,E]
     L = min(chunk_size, T)
     bufs = (u.new_empty(L, Bt, E, N), u.new_empty(L, Bt, E, N))
     for t0 in range(0, T, chunk_size):
         sl = slice(t0, t0 + chunk_size)
-        a, b = _chunk_ab(delta[sl], w[sl], A, B[sl], bufs)  # [L,Bt,E,N]
+        a, b = _chunk_ab(delta[sl], delta[sl] * u[sl], A, B[sl], bufs)  # [L,Bt,E,N]
         L = a.shape[0]
         if keep_starts:
             starts.append(h)
         b[0].addcmul_(a[0], h)  # the incoming state enters with the first token's decay
         _scan_inplace(a, b)  # b[t] = h_t
         torch.matmul(b.view(L * Bt, E, N), C[sl].reshape(L * Bt, N, 1), out=y[sl].view(L * Bt, E, 1))
+        if D is not None:
+            y[sl].addcmul_(u[sl], D)
         h = b[-1].clone()
     return y, h, starts
 
@@ -216,13 +218,13 @@ def selective_scan_chunked(u, delta, A, B, C, D=None, initial_state=None, chunk_
     # time-major copies, so that each token's [Bt,E,N] slab in a chunk is contiguous
     tm = [x.to(cd).transpose(0, 1).contiguous() for x in (u, delta, B, C)]
     args = (tm[0], tm[1], A.to(cd), tm[2], tm[3], h0)
-    if torch.is_grad_enabled() and any(x.requires_grad for x in args):
+    if torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in (*args, D)):
         y, h = _SelectiveScan.apply(*args, chunk_size)
+        if D is not None:
+            y = y + tm[0] * D.to(cd)
     else:
-        y, h, _ = _scan_forward(*args, chunk_size)
+        y, h, _ = _scan_forward(*args, chunk_size, None if D is None else D.to(cd))
     y = y.transpose(0, 1)  # [Bt,T,E]
-    if D is not None:
-        y = y + tm[0].transpose(0, 1) * D.to(cd)
     if h is initial_state:
         h = h.clone()  # never hand back the caller's initial_state tensor itself
     return y.to(u.dtype).contiguous(), h
