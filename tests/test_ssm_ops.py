@@ -109,10 +109,11 @@ def test_strong_decay_stays_exact():
 
 
 def test_ssd_float32_across_the_fast_paths_range():
-    # chunk decays between e^-40 and e^-120 use the fast path's largest factors (up to e^60) in float32
-    x, dt, B, C, A, D, h0 = mamba2_inputs(2, 128, 8, 3, 2, 5, seed=500)
-    c_last = (dt * A).sum(1)
-    assert ((c_last < -80) & (c_last > -120)).any() and (c_last > -40).any()
+    # chunk decays between e^-40 and e^-120 use the fast path's largest factors (up to e^60) in float32, and
+    # two such chunks in a row pass the state on in two steps (one factor e^-(40+40) would underflow)
+    x, dt, B, C, A, D, h0 = mamba2_inputs(2, 256, 8, 3, 2, 5, seed=2)
+    c_last = (dt * A).view(2, 2, 128, 8).sum(2)  # [Bt, chunk, H]
+    assert ((c_last < -80) & (c_last > -120)).all(1).any() and (c_last > -40).any()
     y, s = ssd_chunked(x, dt, A, B, C, D, h0, chunk_size=128)
     y64, s64 = ssd_recurrent(*(t.double() for t in (x, dt, A, B, C, D, h0)))
     torch.testing.assert_close(y.double(), y64, atol=1e-5, rtol=1e-5)

@@ -203,10 +203,16 @@ def _block_fast(x, dt, A, B, C, D, S, cs, out, ws, k0):
     any_bad = bool(bad.any())
     m = torch.where(bad, last, last / 2)
     scale = torch.exp((c - m).clamp_max_(lim)).masked_fill_(bad, 0.0).to(cd)  # [K,Bt,G,C,R]
-    pre = torch.exp(torch.where(bad, m.clamp_min(-_FLUSH[cd]), m)).to(cd).view(K, BG, 1, R, 1)  # exp(m)
-    post = torch.exp(last - m).to(cd).view(K, BG, 1, R, 1)  # exp(c_last - m), at least e^-limit
+    pre = torch.exp(torch.where(bad, m.clamp_min(-_FLUSH[cd]), m))  # exp(m) [K,Bt,G,1,R]
+    post = torch.exp(last - m)  # exp(c_last - m), at least e^-limit
+    # Sh[k] holds chunk k's start state S_k up to a factor f_k (exp(c_last - m) of chunk k-1), so a single
+    # multiply by f_k exp(m_k) makes exp(m_k) S_k; where that product of two factors would underflow, S_k
+    # is made first (f_k = 1 from then on) and exp(m_k) applied after.
+    f = torch.cat([torch.ones_like(post[:1]), post[:-1]])  # [K,Bt,G,1,R]
+    split = ((f * pre) < torch.finfo(cd).tiny ** 0.9).flatten(1).any(1).tolist()  # leave the data headroom
+    carry, f, pre, post = (t.to(cd).view(K, BG, 1, R, 1) for t in (f * pre, f, pre, post))
 
-    # Q = [C | tril(C B^T)], U = [exp(m) S ; X'] per chunk and group, Sh the chunk start states
+    # Q = [C | tril(C B^T)], U = [exp(m) S ; X'] per chunk and group, Sh the chunk start states (see above)
     Q, U, Sh, Z = _workspace(ws, K, BG, cs, N, RP, cd, x.device)
     Q[..., :N] = Cg
     torch.bmm(Cg, Bg.transpose(-1, -2), out=Q[..., N:]).tril_()
@@ -216,18 +222,22 @@ def _block_fast(x, dt, A, B, C, D, S, cs, out, ws, k0):
     BgT = Bg.view(K, BG, cs, N).transpose(-1, -2)  # [K,BG,N,C]
     Sh[0] = S
     for k in range(K):  # the sequential part
-        Pk = U[k, :, :N]
-        torch.mul(Sh[k].view(BG, N, R, P), pre[k], out=Pk.view(BG, N, R, P))
-        torch.baddbmm(Pk, BgT[k], Xw[k], out=Sh[k + 1]).view(BG, N, R, P).mul_(post[k])
+        Pk, Sk = U[k, :, :N].view(BG, N, R, P), Sh[k].view(BG, N, R, P)
+        if split[k]:
+            torch.mul(Sk.mul_(f[k]), pre[k], out=Pk)
+            f[k] = 1.0
+        else:
+            torch.mul(Sk, carry[k], out=Pk)
+        torch.baddbmm(U[k, :, :N], BgT[k], Xw[k], out=Sh[k + 1])
     Z = torch.bmm(Q, U.view(K * BG, N + cs, RP), out=Z).view(K, Bt, G, cs, R, P)
     y = torch.mul(Z, scale.unsqueeze(-1), out=out.view(Bt, K, cs, G, R, P).permute(1, 0, 3, 2, 4, 5))
     if D is not None:  # the skip term, while the block is still in cache
         y.addcmul_(xg, D.to(cd).view(G, 1, R, 1))
     if any_bad:  # keep the left-out pairs' start states for _direct_pairs
         kk, bb, gg, _, rr = bad.nonzero(as_tuple=True)
-        Sb = Sh.view(K + 1, Bt, G, N, R, P)[kk, bb, gg, :, rr]
+        Sb = Sh.view(K + 1, Bt, G, N, R, P)[kk, bb, gg, :, rr] * f.view(K, Bt, G, R)[kk, bb, gg, rr].view(-1, 1, 1)
         ws.setdefault("pairs", []).append((k0 + kk, bb, gg * R + rr, Sb))
-    return Sh[K].clone()
+    return (Sh[K].view(BG, N, R, P) * post[K - 1]).view(BG, N, RP)
 
 
 def _gather(t: Tensor, b: Tensor, tt: Tensor, h: Tensor) -> Tensor:
