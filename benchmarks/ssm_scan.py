@@ -116,7 +116,8 @@ def bench_ssd(res, reps, budget, heads, chunks, hf_chunk):
     T, P, G, N = 2048, 64, 8, 128
     x, dt, A, B, C, D = ssd_inputs(T, heads, P, G, N)
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    fns = {"mm": lambda: a @ b}
+    src, dst = torch.randn(1 << 25), torch.empty(1 << 25)  # 128 MiB: the memory bandwidth, also alternated
+    fns = {"mm": lambda: a @ b, "copy": lambda: dst.copy_(src)}
     for cs in chunks:
         fns[f"ours_C{cs}"] = lambda cs=cs: ssd_chunked(x, dt, A, B, C, D, chunk_size=cs)
     if mamba2_chunk_scan is not None:
@@ -126,10 +127,11 @@ def bench_ssd(res, reps, budget, heads, chunks, hf_chunk):
     steal = None if steal0 is None else (steal_seconds() - steal0) / (time.perf_counter() - wall0)
     mm_rate = 2 * 2048**3 / best["mm"]
     eff = 4 * T * heads * P * N
+    copy_gbs = 2 * src.numel() * 4 / best["copy"] / 1e9  # read + write
     out = {"shape": {"B": 1, "T": T, "H": heads, "P": P, "G": G, "N": N}, "mm_gflops": mm_rate / 1e9,
-           "transformers_chunk": hf_chunk, "steal_cores": steal}
+           "copy_gbs": copy_gbs, "transformers_chunk": hf_chunk, "steal_cores": steal}
     print(f"(a) SSD forward B=1 T={T} H={heads} P={P} G={G} N={N} fp32   mm 2048^3: {mm_rate / 1e9:.1f} GFLOP/s"
-          + ("" if steal is None else f"   (cores stolen by the hypervisor meanwhile: {steal:.2f})"))
+          f"   copy: {copy_gbs:.1f} GB/s" + ("" if steal is None else f"   hypervisor steal: {steal:.2f} cores"))
     for cs in chunks:
         t = best[f"ours_C{cs}"]
         alg = ssd_flops(T, heads, P, G, N, cs)
