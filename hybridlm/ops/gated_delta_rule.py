@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .precision import compute_dtype
+
 try:  # optional GPU kernels; the module must import without them
     from fla.ops.gated_delta_rule import chunk_gated_delta_rule as _fla_chunk_gated_delta_rule
 except Exception:  # ImportError, or a broken triton install
@@ -37,11 +39,6 @@ __all__ = [
 ]
 
 
-def _compute_dtype(x: Tensor) -> torch.dtype:
-    # float64 stays float64 so that tests can compare forms at ~1e-12; everything else runs in float32
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
-
-
 def _check_heads(q: Tensor, v: Tensor) -> int:
     hk, hv = q.shape[-2], v.shape[-2]
     if hv % hk != 0:
@@ -52,7 +49,7 @@ def _check_heads(q: Tensor, v: Tensor) -> int:
 def gated_delta_rule_recurrent(q, k, v, g, beta, initial_state=None, scale=None) -> tuple[Tensor, Tensor]:
     """Reference: loop over time.  q,k [B,T,Hk,K]; v [B,T,Hv,V]; g,beta [B,T,Hv]; state [B,Hv,K,V]."""
     groups = _check_heads(q, v)
-    dt = _compute_dtype(v)
+    dt = compute_dtype(v)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     B, T, Hv, V = v.shape
     K = q.shape[-1]
@@ -226,7 +223,7 @@ def gated_delta_rule_chunked(
     B, T, Hk, K = q.shape
     Hv, V = v.shape[-2:]
     _check_heads(q, v)
-    dt = _compute_dtype(v)
+    dt = compute_dtype(v)
     scale = K**-0.5 if scale is None else scale
     if initial_state is None:
         S = torch.zeros(B * Hv, K, V, dtype=dt, device=v.device)

@@ -22,16 +22,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .precision import compute_dtype
+
 __all__ = [
     "selective_scan",
     "selective_scan_chunked",
     "selective_scan_recurrent",
     "selective_scan_step",
 ]
-
-
-def _compute_dtype(x: Tensor) -> torch.dtype:
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
 def _check(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None, state: Tensor | None):
@@ -53,7 +51,7 @@ def _check(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor 
 def selective_scan_recurrent(u, delta, A, B, C, D=None, initial_state=None) -> tuple[Tensor, Tensor]:
     """Reference: loop over time.  u, delta [Bt,T,E]; A [E,N]; B, C [Bt,T,N]; D [E]; state [Bt,E,N]."""
     _check(u, delta, A, B, C, D, initial_state)
-    dt = _compute_dtype(u)
+    dt = compute_dtype(u)
     Bt, T, E = u.shape
     N = A.shape[1]
     uc, dc, Ac, Bc, Cc = (x.to(dt) for x in (u, delta, A, B, C))
@@ -211,7 +209,7 @@ def selective_scan_chunked(u, delta, A, B, C, D=None, initial_state=None, chunk_
     _check(u, delta, A, B, C, D, initial_state)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    cd = _compute_dtype(u)
+    cd = compute_dtype(u)
     Bt, _, E = u.shape
     N = A.shape[1]
     h0 = u.new_zeros(Bt, E, N, dtype=cd) if initial_state is None else initial_state.to(cd)

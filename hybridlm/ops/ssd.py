@@ -25,11 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .precision import compute_dtype
+
 __all__ = ["ssd", "ssd_chunked", "ssd_recurrent", "ssd_step"]
-
-
-def _compute_dtype(x: Tensor) -> torch.dtype:
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
 def _check(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None, state: Tensor | None) -> int:
@@ -55,7 +53,7 @@ def _check(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | N
 def ssd_recurrent(x, dt, A, B, C, D=None, initial_state=None) -> tuple[Tensor, Tensor]:
     """Reference: loop over time.  x [Bt,T,H,P]; dt [Bt,T,H]; A [H]; B, C [Bt,T,G,N]; D [H]; state [Bt,H,P,N]."""
     R = _check(x, dt, A, B, C, D, initial_state)
-    cd = _compute_dtype(x)
+    cd = compute_dtype(x)
     Bt, T, H, P = x.shape
     N = B.shape[-1]
     xc, dtc, Ac = x.to(cd), dt.to(cd), A.to(cd)
@@ -290,7 +288,7 @@ def ssd_chunked(x, dt, A, B, C, D=None, initial_state=None, chunk_size=64, block
     _check(x, dt, A, B, C, D, initial_state)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    cd = _compute_dtype(x)
+    cd = compute_dtype(x)
     Bt, T, H, P = x.shape
     G, N = B.shape[-2:]
     R = H // G
