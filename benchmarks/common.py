@@ -1,4 +1,5 @@
-"""Shared by the whole-model benchmarks (model_vs_transformers.py, deepseek_v4_vs_transformers.py): the command line,
+"""Shared by the benchmarks (model_vs_transformers.py, deepseek_v4_vs_transformers.py; best_of also gdn_chunked.py,
+ssm_scan.py): the command line,
 best-of-N timing that alternates hybridlm and the reference in one process (this machine's timings vary up to 5x,
 so neither side gets a quieter moment), and the report lines."""
 
@@ -24,12 +25,16 @@ def setup(doc: str) -> tuple[argparse.Namespace, int]:
     return args, args.reps or (2 if args.quick else 4)
 
 
-def best_of(fn, reps: int) -> float:
-    best = float("inf")
+def best_of(fn, reps: int, budget_s: float = float("inf")) -> float:
+    """Best wall time of up to `reps` calls, stopping early once `budget_s` seconds have been spent."""
+    best, spent = float("inf"), 0.0
     for _ in range(reps):
         t0 = time.perf_counter()
         fn()
-        best = min(best, time.perf_counter() - t0)
+        dt = time.perf_counter() - t0
+        best, spent = min(best, dt), spent + dt
+        if spent > budget_s:
+            break
     return best
 
 

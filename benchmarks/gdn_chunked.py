@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from hybridlm.ops.gated_delta_rule import gated_delta_rule_chunked, gated_delta_rule_step  # noqa: E402
+from common import best_of  # noqa: E402 (benchmarks/common.py, beside this script)
 
 try:
     from transformers.models.qwen3_next.modeling_qwen3_next import torch_chunk_gated_delta_rule
@@ -83,19 +84,6 @@ def make_inputs(B, T, Hk, Hv, K, V, seed=0):
     g = F.logsigmoid(torch.randn(B, T, Hv, generator=gen))
     beta = torch.sigmoid(torch.randn(B, T, Hv, generator=gen))
     return q, k, v, g, beta
-
-
-def best_of(fn, reps, budget_s=float("inf")):
-    """Best wall time of up to `reps` calls, stopping early once `budget_s` seconds have been spent."""
-    best, spent = float("inf"), 0.0
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        dt = time.perf_counter() - t0
-        best, spent = min(best, dt), spent + dt
-        if spent > budget_s:
-            break
-    return best
 
 
 def matmul_rates(reps):

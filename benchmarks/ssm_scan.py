@@ -40,24 +40,13 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from hybridlm.ops.selective_scan import selective_scan_chunked, selective_scan_step
 from hybridlm.ops.ssd import ssd_chunked, ssd_step
+from common import best_of  # noqa: E402 (benchmarks/common.py, beside this script)
 
 try:
     from transformers.models.mamba.modeling_mamba import mamba_selective_scan
     from transformers.models.mamba2.modeling_mamba2 import mamba2_chunk_scan
 except ImportError:  # transformers missing: hybridlm alone
     mamba_selective_scan = mamba2_chunk_scan = None
-
-
-def best_of(fn, reps: int, budget_s: float = float("inf")) -> float:
-    best, spent = float("inf"), 0.0
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        dt = time.perf_counter() - t0
-        best, spent = min(best, dt), spent + dt
-        if spent > budget_s:
-            break
-    return best
 
 
 def alternate(fns: dict, reps: int, budget_s: float, slow: tuple = (), slow_reps: int = 3) -> dict:
