@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from hybridlm.layers.mixers.mamba import Mamba, MambaConfig, SSMState
+from hybridlm.layers.cache import RecurrentState
+from hybridlm.layers.mixers.mamba import Mamba, MambaConfig
 from hybridlm.layers.mixers.mamba2 import GroupGatedRMSNorm, Mamba2, Mamba2Config
 from hybridlm.model.config import ModelConfig
 
@@ -147,7 +148,7 @@ def test_cached_decode_equals_full_forward_with_constant_cache(kind):
     ours = _randomise(_ours(kind))
     x = torch.randn(2, 29, D)
     cache = ours.new_cache()
-    assert isinstance(cache, SSMState) and cache.kind == ours.cache_kind == "recurrent"
+    assert isinstance(cache, RecurrentState) and cache.kind == ours.cache_kind == "recurrent"
     pieces, sizes = [], set()
     with torch.no_grad():
         full = ours(x)

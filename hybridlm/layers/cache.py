@@ -1,9 +1,10 @@
 """The hybrid cache: one object holding every layer's decode state.
 
-Each mixer kind defines its own cache class beside it (layers/mixers/<kind>.py) with a class attribute `kind`
-("kv", "latent", "recurrent", "compressed", ...) and `memory_bytes()`; this container only sums them. A layer
-without a mixer (kind "none") holds None. `pos` is the
-number of tokens already consumed, i.e. the absolute position of the next token.
+Each mixer kind's cache class has a class attribute `kind` ("kv", "latent", "recurrent", "compressed", ...) and
+`memory_bytes()`; this container only sums them. Attention-like kinds define theirs beside the mixer
+(layers/mixers/<kind>.py); the linear and state-space mixers (Gated DeltaNet, Mamba, Mamba-2) share
+`RecurrentState` here. A layer without a mixer (kind "none") holds None. `pos` is the number of tokens already
+consumed, i.e. the absolute position of the next token.
 """
 
 from __future__ import annotations
@@ -16,6 +17,20 @@ import torch
 def nbytes(*tensors: torch.Tensor | None) -> int:
     """Bytes held by the given tensors (None counts 0)."""
     return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+
+
+@dataclass
+class RecurrentState:
+    """Constant-size state of a linear / state-space mixer (Gated DeltaNet, Mamba, Mamba-2): the conv window, the
+    last K-1 pre-conv inputs [B, C, K-1] in the model dtype, and the recurrent state in float32 ([B, H, dk, dv] for
+    the delta rule, [B, E, N] for Mamba-1, [B, H, P, N] for Mamba-2)."""
+
+    conv: torch.Tensor | None = None
+    state: torch.Tensor | None = None
+    kind = "recurrent"  # not a field: the label memory_by_kind groups by
+
+    def memory_bytes(self) -> int:
+        return nbytes(self.conv, self.state)
 
 
 @dataclass

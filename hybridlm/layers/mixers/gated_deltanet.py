@@ -8,7 +8,7 @@
   y     = out_proj(RMSNorm_head(o) * silu(z))
 
 Shapes: B batch, T tokens, C conv channels (2*Hk*dk + Hv*dv), K conv kernel, Hk qk heads, Hv value heads.
-The kind's config (`GatedDeltaNetConfig`), module (`GatedDeltaNet`) and cache (`RecurrentState`).
+The kind's config (`GatedDeltaNetConfig`) and module (`GatedDeltaNet`); its cache is layers/cache.py's `RecurrentState`.
 The op itself (recurrent reference, chunked, one-step) lives in hybridlm/ops/gated_delta_rule.py.
 Reference: transformers `Qwen3NextGatedDeltaNet`; parity tested through the whole model in tests/families/test_qwen.py.
 """
@@ -27,7 +27,7 @@ from ...core.config import at_least_one, fail
 from ...core.norms import GatedRMSNorm
 from ...ops.gated_delta_rule import gated_delta_rule, gated_delta_rule_step
 from ...registry import register_mixer
-from ..cache import nbytes
+from ..cache import RecurrentState
 from ..context import ForwardContext
 
 
@@ -55,18 +55,6 @@ class GatedDeltaNetConfig:
             return "Gated DeltaNet"
         return (f"gated deltanet {self.num_qk_heads}qk/{self.num_v_heads}v x {self.head_k_dim}/{self.head_v_dim}, "
                 f"conv {self.conv_kernel}")
-
-
-@dataclass
-class RecurrentState:
-    """Constant-size state of a linear mixer: conv window [B, C, K-1] and recurrent state [B, H, dk, dv]."""
-
-    conv: torch.Tensor | None = None
-    state: torch.Tensor | None = None
-    kind = "recurrent"  # not a field: the label memory_by_kind groups by
-
-    def memory_bytes(self) -> int:
-        return nbytes(self.conv, self.state)
 
 
 def l2norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Mamba-1 token mixer (selective SSM), as in Mamba and Jamba; and `SSMState`, the cache both Mamba mixers use.
+"""Mamba-1 token mixer (selective SSM), as in Mamba and Jamba; and `causal_conv`, the conv both Mamba mixers use.
 
   [x | z] = in_proj(x)                           rows x | z, each E = expand * D
   u       = silu(causal depthwise conv_K(x) + conv_bias)
@@ -9,8 +9,8 @@
   out     = out_proj(y * silu(z))
 
 Shapes: Bt batch, T tokens, D d_model, E d_inner, R dt_rank, N d_state, K conv kernel, C conv channels.
-The kind's config (`MambaConfig`), module (`Mamba`) and the shared cache (`SSMState`: the last K-1 pre-conv inputs
-and the fp32 state). The op (recurrent reference, chunked, one-step) lives in hybridlm/ops/selective_scan.py.
+The kind's config (`MambaConfig`) and module (`Mamba`); its cache is layers/cache.py's `RecurrentState` (the last K-1
+pre-conv inputs and the fp32 state). The op (recurrent reference, chunked, one-step) lives in hybridlm/ops/selective_scan.py.
 Reference: transformers `MambaMixer` and `JambaMambaMixer`, and mambapy's `MambaBlock`; parity in
 tests/test_mamba_mixers.py.
 """
@@ -29,7 +29,7 @@ from ...core.config import at_least_one, fail
 from ...core.norms import RMSNorm
 from ...ops.selective_scan import selective_scan
 from ...registry import register_mixer
-from ..cache import nbytes
+from ..cache import RecurrentState
 from ..context import ForwardContext
 
 
@@ -75,21 +75,8 @@ def check_dt_range(cfg, where: str, lo: str, hi: str, floor: str) -> None:
         fail(f"{where}.{floor}", getattr(cfg, floor), "must be >= 0")
 
 
-@dataclass
-class SSMState:
-    """Constant-size state of a Mamba mixer: the last K-1 pre-conv inputs [Bt, C, K-1] (model dtype) and the
-    SSM state (fp32): [Bt, E, N] for Mamba-1, [Bt, H, P, N] for Mamba-2."""
-
-    conv: torch.Tensor | None = None
-    state: torch.Tensor | None = None
-    kind = "recurrent"  # not a field: the label memory_by_kind groups by
-
-    def memory_bytes(self) -> int:
-        return nbytes(self.conv, self.state)
-
-
 def causal_conv(x_BCT: torch.Tensor, weight_CK: torch.Tensor, bias_C: torch.Tensor | None,
-                cache: SSMState | None) -> torch.Tensor:
+                cache: RecurrentState | None) -> torch.Tensor:
     """silu(causal depthwise conv + bias) over time. The window is left-padded with the cached K-1 pre-conv inputs
     (zeros at the start), so one conv call yields exactly T outputs, prefill and decode alike; the cache then holds
     the last K-1 inputs."""
@@ -120,7 +107,7 @@ def inverse_softplus_dt(n: int, dt_min: float, dt_max: float, floor: float) -> t
 
 @register_mixer("mamba", MambaConfig)
 class Mamba(nn.Module):
-    cache_kind = SSMState.kind
+    cache_kind = RecurrentState.kind
 
     def __init__(self, cfg: MambaConfig, d_model: int, norm_eps: float = 1e-6, zero_centered: bool = True):
         super().__init__()
@@ -162,8 +149,8 @@ class Mamba(nn.Module):
             if norm is not None:
                 norm.init_weights()
 
-    def new_cache(self) -> SSMState:
-        return SSMState()
+    def new_cache(self) -> RecurrentState:
+        return RecurrentState()
 
     def describe(self) -> str:
         return self.cfg.describe()
@@ -203,7 +190,7 @@ class Mamba(nn.Module):
         conv = batch * self.d_inner * (c.d_conv - 1) * dtype_bytes
         return conv + batch * self.d_inner * c.d_state * state_bytes
 
-    def forward(self, x_BTD: torch.Tensor, pos0: int = 0, cache: SSMState | None = None,
+    def forward(self, x_BTD: torch.Tensor, pos0: int = 0, cache: RecurrentState | None = None,
                 ctx: ForwardContext | None = None) -> torch.Tensor:
         c = self.cfg
         R, N = self.dt_rank, c.d_state

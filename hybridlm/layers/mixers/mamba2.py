@@ -10,7 +10,7 @@
 
 Shapes: Bt batch, T tokens, D d_model, H heads, P head_dim, E = H P, G n_groups, N d_state, K conv kernel,
 C conv channels (E + 2 G N). The kind's config (`Mamba2Config`) and module (`Mamba2`); the cache is mamba.py's
-`SSMState` (conv [Bt, C, K-1] pre-conv inputs, state [Bt, H, P, N] fp32). The op lives in hybridlm/ops/ssd.py.
+`RecurrentState` (conv [Bt, C, K-1] pre-conv inputs, state [Bt, H, P, N] fp32). The op lives in hybridlm/ops/ssd.py.
 Reference: transformers `Mamba2Mixer` (MambaRMSNormGated with group size E / G); parity in tests/test_mamba_mixers.py.
 """
 
@@ -28,8 +28,9 @@ from ...core.config import at_least_one, fail
 from ...core.norms import rms_normalize
 from ...ops.ssd import ssd
 from ...registry import register_mixer
+from ..cache import RecurrentState
 from ..context import ForwardContext
-from .mamba import SSMState, causal_conv, check_dt_range, init_conv, inverse_softplus_dt
+from .mamba import causal_conv, check_dt_range, init_conv, inverse_softplus_dt
 
 
 @dataclass
@@ -104,7 +105,7 @@ class GroupGatedRMSNorm(nn.Module):
 
 @register_mixer("mamba2", Mamba2Config)
 class Mamba2(nn.Module):
-    cache_kind = SSMState.kind
+    cache_kind = RecurrentState.kind
 
     def __init__(self, cfg: Mamba2Config, d_model: int, norm_eps: float = 1e-6, zero_centered: bool = True):
         super().__init__()
@@ -141,8 +142,8 @@ class Mamba2(nn.Module):
         if self.norm is not None:
             self.norm.init_weights()
 
-    def new_cache(self) -> SSMState:
-        return SSMState()
+    def new_cache(self) -> RecurrentState:
+        return RecurrentState()
 
     def describe(self) -> str:
         return self.cfg.describe()
@@ -188,7 +189,7 @@ class Mamba2(nn.Module):
         conv = batch * self.conv_dim * (c.conv_kernel - 1) * dtype_bytes
         return conv + batch * c.num_heads * c.head_dim * c.d_state * state_bytes
 
-    def forward(self, x_BTD: torch.Tensor, pos0: int = 0, cache: SSMState | None = None,
+    def forward(self, x_BTD: torch.Tensor, pos0: int = 0, cache: RecurrentState | None = None,
                 ctx: ForwardContext | None = None) -> torch.Tensor:
         c = self.cfg
         Bt, T, _ = x_BTD.shape
