@@ -9,6 +9,7 @@ from . import falcon_h1, granite, mamba2, nemotron_h  # noqa: F401
 from .base import (  # noqa: F401
     Converter,
     Reader,
+    RenamedReader,
     check_tensors,
     checked_config,
     checkpoint_files,

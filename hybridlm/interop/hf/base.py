@@ -149,6 +149,22 @@ class Reader:
         return read_tensor(self.file[name], self.where[name], name)
 
 
+class RenamedReader:
+    """A Reader seen through other names: `rename(name in the file) -> the name from_hf_state asks for`, so one
+    converter reads every spelling a format has had (a converter's `view`)."""
+
+    def __init__(self, reader: Reader, rename):
+        self.reader = reader
+        self.names = {rename(k): k for k in reader.specs}  # our name -> the file's
+        self.specs = {n: reader.specs[k] for n, k in self.names.items()}
+
+    def has(self, name: str) -> bool:
+        return name in self.names
+
+    def __call__(self, name: str) -> torch.Tensor:
+        return self.reader(self.names.get(name, name))
+
+
 def checkpoint_files(path: Path) -> list[Path]:
     """The safetensors files of a checkpoint directory: the shards its index names, else every *.safetensors."""
     index = path / "model.safetensors.index.json"

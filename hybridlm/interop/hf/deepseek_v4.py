@@ -30,7 +30,7 @@ from ...layers.ffn.moe import MoEConfig
 from ...layers.mixers.compressed_attention import CompressedAttentionConfig
 from ...model.config import ModelConfig
 from ...registry import register_converter
-from .base import Converter, Reader, runs
+from .base import Converter, Reader, RenamedReader, runs
 
 MODEL_TYPES = ("deepseek_v4",)
 CSA, HCA, SWA = "compressed_sparse_attention", "heavily_compressed_attention", "sliding_attention"
@@ -301,21 +301,6 @@ def _name_map(model) -> dict[str, str]:
     return out
 
 
-class _Canonical:
-    """A Reader seen through DeepSeek's names, whichever spelling the checkpoint uses."""
-
-    def __init__(self, reader: Reader):
-        self.reader = reader
-        self.names = {_canonical(k): k for k in reader.where}
-        self.specs = {k: reader.specs[orig] for k, orig in self.names.items()}
-
-    def has(self, name: str) -> bool:
-        return name in self.names
-
-    def __call__(self, name: str) -> torch.Tensor:
-        return self.reader(self.names[name])
-
-
 class DeepSeekV4Converter(Converter):
     """deepseek_v4, in DeepSeek's own tensor names (transformers' spellings read too). The checkpoint keeps the
     routing bias (gate.bias, float32) and the hash-routed layers' tid2eid tables."""
@@ -332,10 +317,11 @@ class DeepSeekV4Converter(Converter):
     def default_model_type(self, cfg: ModelConfig) -> str | None:
         return "deepseek_v4" if any(m.kind == "compressed_attention" for m in cfg.mixers.values()) else None
 
-    def view(self, reader: Reader) -> _Canonical:
-        return _Canonical(reader)
+    def view(self, reader: Reader) -> RenamedReader:
+        """The reader through DeepSeek's names, whichever spelling the checkpoint uses."""
+        return RenamedReader(reader, _canonical)
 
-    def prepare(self, path, cfg: ModelConfig, get: _Canonical) -> ModelConfig:
+    def prepare(self, path, cfg: ModelConfig, get: RenamedReader) -> ModelConfig:
         quantised = [k for k in get.names if k.endswith(".scale") and not k.endswith("_scale")]
         if quantised:
             raise ValueError(f"{path}: quantised weights ({len(quantised)} '.scale' tensors, e.g. {quantised[0]}): "

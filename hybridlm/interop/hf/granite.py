@@ -31,7 +31,7 @@ from ...layers.mixers.attention import AttentionConfig
 from ...layers.mixers.mamba2 import Mamba2Config
 from ...model.config import ModelConfig
 from ...registry import register_converter
-from .base import Converter, runs
+from .base import Converter, RenamedReader, runs
 from .mamba2 import from_hf, limit_from_hf, mamba2_problems, mixer_tensors, to_hf, uniform
 
 GRANITE_TYPES = ("granitemoehybrid",)
@@ -206,20 +206,9 @@ _RENAMES = (("block_sparse_moe.experts.gate_up_proj", "block_sparse_moe.input_li
             ("block_sparse_moe.router.weight", "block_sparse_moe.router.layer.weight"))
 
 
-class _Published:
-    """The reader under the published tensor names, whichever spelling the file uses."""
-
-    def __init__(self, reader):
-        self.reader, self.specs, self.alias = reader, {}, {}
-        for k, s in reader.specs.items():
-            new = next((k.replace(a, b) for a, b in _RENAMES if k.endswith(a)), k)
-            self.alias[new], self.specs[new] = k, s
-
-    def has(self, name: str) -> bool:
-        return name in self.specs
-
-    def __call__(self, name: str) -> torch.Tensor:
-        return self.reader(self.alias.get(name, name))
+def _published(name: str) -> str:
+    """A tensor's published name, whichever spelling the file uses."""
+    return next((name.replace(a, b) for a, b in _RENAMES if name.endswith(a)), name)
 
 
 class GraniteConverter(Converter):
@@ -233,7 +222,7 @@ class GraniteConverter(Converter):
         return config_to_granite(cfg)
 
     def view(self, reader):
-        return _Published(reader)
+        return RenamedReader(reader, _published)
 
     def to_hf_state(self, model, model_type: str, get=None) -> dict[str, torch.Tensor]:
         cfg, w = model.config, model.state_dict()

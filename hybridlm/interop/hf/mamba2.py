@@ -27,7 +27,7 @@ import torch
 from ...layers.mixers.mamba2 import Mamba2Config
 from ...model.config import ModelConfig
 from ...registry import register_converter
-from .base import Converter
+from .base import Converter, RenamedReader
 
 MAMBA2_TYPES = ("mamba2",)
 NO_LIMIT = (0.0, math.inf)
@@ -171,23 +171,12 @@ def _pairs(cfg: ModelConfig) -> list[tuple[str, str, bool]]:
     return out
 
 
-class _Renamed:
-    """A reader that also answers to the old `backbone.embedding.` spelling (Mamba2Model's load hook)."""
-
-    def __init__(self, reader):
-        self.reader, self.specs = reader, dict(reader.specs)
-        self.alias = {}
-        for k in reader.specs:
-            if "embedding." in k and k.replace("embedding.", "embeddings.") not in reader.specs:
-                new = k.replace("embedding.", "embeddings.")
-                self.alias[new] = k
-                self.specs[new] = self.specs.pop(k)
-
-    def has(self, name: str) -> bool:
-        return name in self.specs
-
-    def __call__(self, name: str) -> torch.Tensor:
-        return self.reader(self.alias.get(name, name))
+def _old_spelling(specs: dict):
+    """Names that also answer to the old `backbone.embedding.` spelling (Mamba2Model's load hook)."""
+    def rename(k: str) -> str:
+        new = k.replace("embedding.", "embeddings.")
+        return new if "embedding." in k and new not in specs else k
+    return rename
 
 
 class Mamba2Converter(Converter):
@@ -200,7 +189,7 @@ class Mamba2Converter(Converter):
         return config_to_mamba2(cfg)
 
     def view(self, reader):
-        return _Renamed(reader)
+        return RenamedReader(reader, _old_spelling(reader.specs))
 
     def to_hf_state(self, model, model_type: str, get=None) -> dict[str, torch.Tensor]:
         return to_hf(_pairs(model.config), model)
