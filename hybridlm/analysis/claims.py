@@ -162,6 +162,22 @@ def _sparsity(m: dict) -> float:
     return m["params"]["total"] / m["params"]["active"]
 
 
+def sparsity_outcome(s: dict, d: dict, alpha: float) -> tuple[str, stats.Welch | None]:
+    """Claim (b)'s rule on validation loss, sparse model s against dense model d (their statistics entries): held |
+    did not hold | not established at this budget (why), and the Welch test it rests on. --sweep-sparsity's
+    sentence uses the same rule."""
+    w = stats.welch(s["values"], d["values"], alpha)
+    if w is None:
+        return "not established at this budget (one seed: no interval)", w
+    if s["at_reference"] and d["at_reference"]:
+        return "not established at this budget (both at the unigram baseline)", w
+    if stats.beats(s["values"], d["values"], False, alpha):
+        return "held", w
+    if stats.beats(d["values"], s["values"], False, alpha):
+        return "did not hold", w
+    return "not established at this budget (tie within noise)", w
+
+
 def claim_b(summary: dict, st: dict, alpha: float) -> list[str]:
     ok = [m for m in summary["models"] if m.get("status") == "ok" and m.get("params") and layout_of(m)]
     head = "**Claim (b)**, extreme MoE sparsity buys quality per active parameter: "
@@ -182,8 +198,8 @@ def claim_b(summary: dict, st: dict, alpha: float) -> list[str]:
         return [head + "cannot be tested by this run: no two models share a token-mixer plan and active parameters "
                 f"(within {MATCHED_ACTIVE:.0%}) while differing in total parameters (by {SPARSITY_STEP}x or more), "
                 "so sparsity is confounded with the mixers. " + (f"MoE models here: {'; '.join(moe)}. " if moe else "")
-                + "`--sweep-sparsity` (a later step) holds active parameters and top-k fixed and grows the total "
-                "1x / 4x / 16x by adding experts."]
+                + "Run `hybridlm compare` with `--sweep-sparsity` to test it: that sweep holds active parameters "
+                "and top-k fixed and grows the total 1x / 4x / 16x by adding experts (docs/sweeps.md)."]
     lines, outcomes = [], []
     metric = BY_KEY["val_loss"]
     ms = st.get("val_loss", {}).get("models", {})
@@ -191,17 +207,7 @@ def claim_b(summary: dict, st: dict, alpha: float) -> list[str]:
         d, s = ms.get(dense["label"]), ms.get(sparse["label"])
         if d is None or s is None:
             continue
-        w = stats.welch(s["values"], d["values"], alpha)
-        if w is None:
-            out = "not established at this budget (one seed: no interval)"
-        elif s["at_reference"] and d["at_reference"]:
-            out = "not established at this budget (both at the unigram baseline)"
-        elif stats.beats(s["values"], d["values"], False, alpha):
-            out = "held"
-        elif stats.beats(d["values"], s["values"], False, alpha):
-            out = "did not hold"
-        else:
-            out = "not established at this budget (tie within noise)"
+        out, w = sparsity_outcome(s, d, alpha)
         outcomes.append(out.split(" (")[0])
         lines.append(f"- {sparse['label']} (total/active {_sparsity(sparse):.1f}) against {dense['label']} "
                      f"({_sparsity(dense):.1f}), active {sparse['params']['active'] / 1e6:.2f}M vs "
