@@ -1,6 +1,8 @@
 """The sweeps of `hybridlm compare` (analysis/sweeps.py): the configs each trains, the full-scale cache beside them,
 and the report's sections and figures, from hand-made summaries (no training), so every outcome is known in advance."""
 
+import json
+
 import pytest
 from test_report import _fam, _summary
 
@@ -45,6 +47,10 @@ def test_full_scale_cache_at_1m_falls_from_all_attention_to_all_linear():
     row = families.full_scale(["tiny-hybrid"])[0]
     assert full_scale_cache(3)["cache_bytes"] == row["cache_bytes"][str(1 << 20)]
     assert (full_scale_cache(7)["linear"], full_scale_cache(7)["attention"]) == (53, 7)
+    json.dumps(sweeps.facts(CompareConfig(sweep_ratio=True)))  # results.json can hold it
+    assert sweeps.facts(CompareConfig(sweep_ratio=True))["points"]["ratio-1to0"]["cache_bytes"] == caches[-1]
+    assert sweeps.facts(CompareConfig(sweep_sparsity=True))["points"]["sparsity-16x"] == {"experts": 32, "top_k": 2}
+    assert sweeps.facts(CompareConfig()) is None
 
 
 def test_sparsity_sweep_holds_active_and_top_k_and_grows_the_routed_total(tmp_path):

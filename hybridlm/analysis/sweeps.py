@@ -5,6 +5,7 @@ and --sweep-sparsity (claim (b): active parameters and top-k fixed, the total gr
     full_scale_cache(r)         the full-scale counterpart's cache per sequence at 1M tokens with that ratio
     EXPERTS / sparsity_config   the sparsity points: tiny-hybrid with 2, 8, 32 routed experts, top-2
     sweep_pairs(cfg, out)       -> [(label, config file)] the models a sweep trains (written to DIR/configs/)
+    facts(cfg)                  what each point varies, for results.json
     knee(summary)               where the ratio sweep's quality or recall first falls below all-attention
     sweep_lines(summary)        the report's "Ratio sweep" / "Sparsity sweep" section (empty when not a sweep)
     FIGURES / draws             the sweep figures and whether this run draws each
@@ -96,6 +97,18 @@ def sweep_pairs(cfg, out: Path) -> list[tuple[str, str]]:
         model_cfg.to_json(path)
         specs.append((name, str(path)))
     return specs
+
+
+def facts(cfg) -> dict | None:
+    """For results.json ("sweep"): which sweep ran and, per label, what the sweep varies: for --sweep-ratio the ratio
+    and the full-scale cache at 1M (full_scale_cache), for --sweep-sparsity the routed experts and top-k. None when
+    the run is not a sweep. The report recomputes these (analytic, exact), so older results.json files need none."""
+    if cfg.sweep_ratio:
+        return {"sweep": "ratio", "context": CONTEXT,
+                "points": {n: {"ratio": ratio_text(r), **full_scale_cache(r)} for n, r in RATIOS.items()}}
+    if cfg.sweep_sparsity:
+        return {"sweep": "sparsity", "points": {n: {"experts": e, "top_k": TOP_K} for n, e in EXPERTS.items()}}
+    return None
 
 
 # -- the numbers ---------------------------------------------------------------------------------------------------
