@@ -6,7 +6,7 @@ import json
 import pytest
 from test_report import _fam, _summary
 
-from hybridlm.analysis import claims, families, report, sweeps
+from hybridlm.analysis import claims, families, report, sweeps, verdict
 from hybridlm.analysis.compare import CompareConfig
 from hybridlm.analysis.sweeps import EXPERTS, RATIOS, full_scale_cache, sweep_pairs
 from hybridlm.cli import build_parser, main
@@ -90,14 +90,17 @@ def test_sweep_sparsity_flag_reaches_the_config():
 HOLD = [2.00, 2.02, 1.98], [0.90, 0.92, 0.88]  # all-attention; a point with these numbers ties it
 
 
-def _ratio_summary(points: dict, seeds_ok=True):
-    """points: label -> (val loss per seed, MQAR per recall-twin seed); the layout is the real config's."""
+def _ratio_summary(points: dict, seeds_ok=True, recall_seeds=True):
+    """points: label -> (val loss per seed, MQAR per recall-twin seed); the layout is the real config's. seeds_ok
+    False: one seed of everything; recall_seeds False: one MQAR twin per model (its first value)."""
     models = []
     for label, (loss, mqar) in points.items():
         lay = families.layout(sweeps.ratio_config(RATIOS[label], label))
-        models.append(_fam(label, loss if seeds_ok else loss[:1], mqar if seeds_ok else mqar[0], lay, 1))
+        models.append(_fam(label, loss if seeds_ok else loss[:1], mqar if seeds_ok and recall_seeds else mqar[0],
+                           lay, 1))
     s = _summary(models)
     s["settings"]["sweep_ratio"] = True
+    s["statistics"] = verdict.statistics(s)  # as write_all stores it
     return s
 
 
@@ -133,6 +136,11 @@ def test_knee_edge_cases_first_step_tie_and_one_seed():
     assert sweeps.knee(_ratio_summary(tied))["kind"] == "tied"
     assert "did not separate at this budget" in sweeps.knee_sentence(_ratio_summary(tied))
     assert sweeps.knee(_ratio_summary(KNEE_AT_7, seeds_ok=False))["kind"] == "untested"
+    # one MQAR twin per model: recall cannot lose, the knee rests on loss (all-linear's 2.6) and says so
+    one_twin = _ratio_summary(KNEE_AT_7, recall_seeds=False)
+    assert (sweeps.knee(one_twin)["label"], sweeps.knee(one_twin)["loser"]) == ("ratio-15to1", "ratio-1to0")
+    assert "rests on validation loss alone" in sweeps.knee_sentence(one_twin)
+    assert "rests on validation loss alone" not in sweeps.knee_sentence(_ratio_summary(KNEE_AT_7))
     no_ref = {k: v for k, v in KNEE_AT_7.items() if k != "ratio-0to1"}
     assert sweeps.knee(_ratio_summary(no_ref))["kind"] == "no_reference"
 
@@ -146,6 +154,7 @@ def _sparsity_summary(losses: dict):
                            total=model.num_params(mtp=False), active=model.active_params()))
     s = _summary(models)
     s["settings"]["sweep_sparsity"] = True
+    s["statistics"] = verdict.statistics(s)
     return s
 
 

@@ -168,7 +168,21 @@ def _gb(x: float) -> str:
     return f"{x / 1e9:.2f}"
 
 
+def _untested(summary: dict, metric) -> bool:
+    """No ratio point can be tested against all-attention on this metric (one value per model)."""
+    st, labels = _st(summary), [m["label"] for m in _points(summary, RATIOS)]
+    return all(_worse(st, metric, "ratio-0to1", x)[1] is None for x in labels if x != "ratio-0to1")
+
+
 def knee_sentence(summary: dict) -> str:
+    text = _knee_words(summary)
+    if knee(summary)["kind"] in ("knee", "first_step", "tied") and _untested(summary, RECALL):
+        text += (" Recall has one value per model here (one MQAR twin each), so it could not be tested: this rests "
+                 "on validation loss alone.")
+    return text
+
+
+def _knee_words(summary: dict) -> str:
     k = knee(summary)
     if k["kind"] == "no_reference":
         return "No knee: the all-attention point (ratio-0to1) did not finish, and the rule measures against it."
