@@ -6,7 +6,7 @@ import json
 import pytest
 
 from hybridlm.analysis import families
-from hybridlm.analysis.compare import CompareConfig, _period, default_presets, run_compare, sweep_specs
+from hybridlm.analysis.compare import CompareConfig, default_presets, run_compare
 from hybridlm.cli import main
 
 
@@ -18,22 +18,12 @@ def test_default_presets_are_the_tiny_families():
     assert all(n.startswith("tiny-") for n in names)
 
 
-def test_period_of_layer_plans():
-    assert _period(list("GGGAGGGA")) == list("GGGA")
-    assert _period(list("AAAA")) == list("AA")
-    assert _period(list("GGGGGGGA")) == list("GGGGGGGA")
-
-
-def test_sweep_covers_all_attention_to_all_linear(tmp_path):
-    from hybridlm.model.config import ModelConfig
-    plans = [ModelConfig.from_json(p).layer_mixers for _, p in sweep_specs(tmp_path)]
-    linear = [plan.count("G") for plan in plans]
-    assert linear == [0, 4, 6, 7, 8] and all(len(p) == 8 for p in plans)
-
-
 @pytest.mark.parametrize("argv, match", [
     (["compare", "no-such-preset", "--quick"], "unknown preset 'no-such-preset'"),
     (["compare", "tiny-gdn", "--sweep-ratio"], "--sweep-ratio trains its own models"),
+    (["compare", "tiny-gdn", "--sweep-sparsity"], "--sweep-sparsity trains its own models"),
+    (["compare", "--quick", "--budget", "large"], "--quick is --budget quick"),
+    (["compare", "--quick", "--recall-steps", "0"], "recall steps=0"),
     (["compare", "--quick", "--seeds", "0"], "--seeds 0"),
 ])
 def test_user_errors_exit_2(argv, match, capsys, tmp_path):
@@ -50,12 +40,15 @@ def _png_ok(path):
 
 
 def _light(**changes) -> CompareConfig:
-    """--quick with fewer speed / needle contexts and a shorter MQAR run: every output and every default preset
+    """--quick with fewer speed / needle contexts and a shorter recall run: every output and every default preset
     still goes through the whole pipeline, in half the time (the suite's budget)."""
-    from hybridlm.analysis.evals import MQARSettings
+    from hybridlm.analysis.recall import RecallSettings
     return CompareConfig.quick(speed_contexts=[128, 512], needle_contexts=[128, 256],
-                               mqar=MQARSettings(steps=20, batch_size=8, train_pairs=(2, 4), eval_pairs=(2, 4), lr=3e-3,
-                                                 eval_seq_lens=(64, 128), eval_examples=16, vocab=64), **changes)
+                               recall=RecallSettings(steps=6, seeds=1, batch_size=8, mqar_pairs=(2, 4),
+                                                     eval_mqar_pairs=(2, 4), eval_seq_lens=(64, 128),
+                                                     eval_needle_lens=(128,), eval_copy_lengths=(8,), eval_examples=8,
+                                                     states=(0.5,)),
+                               **changes)
 
 
 def test_quick_end_to_end(tmp_path, capsys):
@@ -83,7 +76,10 @@ def test_quick_end_to_end(tmp_path, capsys):
         assert set(m["needle_seeds"][0]) == {str(c) for c in cfg.needle_contexts}
         assert all(0 <= v <= 1 for v in m["mqar"]["acc"].values()) and len(m["mqar"]["acc"]) >= 4
         assert m["mqar"]["chance"] == 1 / 32  # vocabulary 64: values are one of 32 tokens
-        assert any(int(k.split("@T")[1]) > cfg.mqar.train_seq_len for k in m["mqar"]["acc"])  # beyond trained
+        assert any(int(k.split("@T")[1]) > cfg.recall.seq_len for k in m["mqar"]["acc"])  # beyond trained
+        twin = m["recall"]["twins"]["s0.5"]
+        assert twin["params"] > 0 and twin["state_bytes"] > 0 and len(twin["plan"].split()) <= cfg.recall.max_layers
+        assert set(m["recall"]["seeds"][0]["s0.5"]) >= {"mqar", "needle", "copy", "final_loss"}
         for ctx in cfg.speed_contexts:
             sp = m["speed"][str(ctx)]
             assert sp["prefill_tok_s"] > 0 and sp["decode_ms_per_token"] > 0
@@ -97,6 +93,7 @@ def test_quick_end_to_end(tmp_path, capsys):
         assert cells[4].split(" ± ")[0] == f"{sum(r['val_bpb_seeds']) / cfg.seeds:.3f}"
     assert [m["label"] for m in results["models"]] == list(models)
     assert "*baseline: unigram (bytes) / chance*" in report and "*chance (1/32 values)*" in report
+    assert "### Recall suite" in report
     assert "How far this can be trusted" in report and "Machine" in report
     assert report.index("## Verdict") < report.index("## Statistics") < report.index("## Full scale") < report.index(
         "## Results") and "**Claim (a)**" in report and set(results["statistics"]) >= {"val_loss", "mqar_mean"}
@@ -109,7 +106,8 @@ def test_quick_end_to_end(tmp_path, capsys):
     assert all(f"]({f})" in report for f in figures) and "sweep.png" not in report
     for fig in figures:
         _png_ok(out / fig)
-    # without a terminal: one flushed line per finished stage (seeds x train + 4 evaluations per preset), with the
+    # without a terminal: one flushed line per finished stage (seeds x train + 3 evaluations + 1 recall twin per
+    # preset), with the
     # time so far and an estimate of the rest; one line per model
     stages = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("[")]
     n_stages = len(default_presets()) * (cfg.seeds + 4) + 4

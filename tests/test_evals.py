@@ -1,4 +1,4 @@
-"""The measurements of `hybridlm compare`: MQAR data and the recall sanity from the literature, cache bytes
+"""The measurements of `hybridlm compare` on a model's own weights (the recall suite: test_recall.py): cache bytes
 measured = analytic, the needle layout, and the lm-evaluation-harness adapter against direct computations."""
 
 import numpy as np
@@ -7,37 +7,11 @@ import torch
 import torch.nn.functional as F
 
 from hybridlm import HybridLM, get_config
-from hybridlm.layers.mixers.attention import AttentionConfig
-from hybridlm.layers.ffn.dense import DenseFFNConfig
-from hybridlm.layers.mixers.gated_deltanet import GatedDeltaNetConfig
-from hybridlm.model.config import ModelConfig
-from hybridlm.analysis.evals import MQARSettings, _needle_case, eval_mqar, mqar_batch, mqar_config, speed, train_mqar
+from hybridlm.analysis.evals import _needle_case, speed
 from hybridlm.interop.tokenizer import ByteTokenizer
 
 TINY_FAMILIES = [n for n in ("tiny-hybrid", "tiny-attention", "tiny-gdn", "tiny-llama4", "tiny-deepseek",
                                   "tiny-deepseek-v4")]
-
-
-def test_mqar_batch_layout():
-    x, y = mqar_batch(16, 64, 8, vocab=64, rng=np.random.default_rng(1))
-    assert x.shape == y.shape == (16, 64)
-    for b in range(16):
-        keys, vals = x[b, 0:16:2], x[b, 1:16:2]
-        assert ((keys >= 1) & (keys < 32)).all() and ((vals >= 32) & (vals < 64)).all()
-        assert len(set(keys.tolist())) == 8
-        pos = (y[b] != -100).nonzero().flatten()
-        assert len(pos) == 8 and (pos >= 16).all()
-        pairs = dict(zip(keys.tolist(), vals.tolist()))
-        for t in pos.tolist():  # the answer follows its key: the model sees the key at t and predicts the value
-            assert pairs[int(x[b, t])] == int(y[b, t])
-    with pytest.raises(ValueError, match="do not fit"):
-        mqar_batch(2, 16, 8)
-
-
-def test_mqar_twin_keeps_the_mixers():
-    cfg = mqar_config(get_config("tiny-hybrid"), list("GGGA"), vocab=64)
-    assert cfg.layer_mixers == list("GGGA") and cfg.vocab_size == 64 and cfg.mtp_depth == 0
-    assert cfg.mixers["G"] == get_config("tiny-hybrid").mixers["G"] and set(cfg.ffns) == {"D"}
 
 
 @pytest.mark.parametrize("name", TINY_FAMILIES)
@@ -59,36 +33,6 @@ def test_needle_layout():
     assert "The magic number is 4821.\n" in text[:150] and bytes(ids[a0:a0 + n]) == b"4821"
     ids2, _, _ = _needle_case(tok, filler, 200, 0.5, "4821", with_needle=False)
     assert len(ids2) == 200 and bytes(ids2).decode().count("4821") == 1
-
-
-def _recall_model(pattern: str) -> HybridLM:
-    """Zoology-sized: d 64, 2 layers; the linear layer's state (one 16 x 16 head) is smaller than 16 pairs need."""
-    cfg = ModelConfig(vocab_size=64, d_model=64, num_layers=2, mixer_pattern=pattern, ffn_pattern="D*2",
-                      mixers={"A": AttentionConfig(num_heads=2, num_kv_heads=2, head_dim=32, qk_norm=False),
-                              "G": GatedDeltaNetConfig(num_qk_heads=1, num_v_heads=1, head_k_dim=16, head_v_dim=16,
-                                                       chunk_size=32)},
-                      ffns={"D": DenseFFNConfig(128)})
-    torch.manual_seed(0)
-    return HybridLM(cfg)
-
-
-@pytest.mark.slow
-def test_mqar_sanity_attention_beats_linear_and_hybrid_recovers():
-    torch.set_num_threads(1)
-    s = MQARSettings(vocab=64, train_seq_len=64, train_pairs=(2, 4, 8, 16), steps=MQAR_STEPS, batch_size=32, lr=1e-3,
-                     eval_pairs=(16,), eval_seq_lens=(64,), eval_examples=128, seed=0)
-    acc = {}
-    for pattern in ("AA", "GG", "GA"):
-        model = _recall_model(pattern)
-        train_mqar(model, s)
-        acc[pattern] = eval_mqar(model, s)["P16@T64"]
-    print("MQAR accuracy at 16 pairs:", acc)
-    gap = acc["AA"] - acc["GG"]
-    assert gap > 0.3, acc
-    assert acc["GA"] - acc["GG"] > 0.6 * gap, acc  # measured: AA 0.99, GG 0.03, GA 0.85
-
-
-MQAR_STEPS = 800
 
 
 # -- the lm-evaluation-harness adapter -----------------------------------------------------------------------------

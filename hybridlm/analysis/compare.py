@@ -2,7 +2,6 @@
 
     CompareConfig          the settings of one comparison (profiles: default ~10 min, --quick ~2 min on 2 cores)
     run_compare(cfg)       train (via `hybridlm train`) -> evaluate -> DIR/report.md, results.json, figures
-    sweep_specs()          --sweep-ratio: the tiny hybrid from all-attention to all-linear
     add_compare_parser     registers `hybridlm compare`
 
 Each model spec is a preset (trained here), a hybridlm checkpoint or a Hugging Face directory (evaluated as is).
@@ -29,10 +28,31 @@ from pathlib import Path
 
 import torch
 
-from .evals import MQARSettings
+from .recall import RecallSettings
 
-# Linear:attention ratios of the sweep, from all-attention to all-linear (8 layers: G = Gated DeltaNet).
-SWEEP = {"0:1 (all attention)": "A*8", "1:1": "GA*4", "3:1": "GGGA*2", "7:1": "GGGGGGGA", "1:0 (all linear)": "G*8"}
+# The default profile's line-up, sized for about 15 minutes on 2 cores: the hybrid and its all-attention and
+# all-linear baselines (claim (a)), one model of each path beside it (Llama 4: Western attention + MoE; Nemotron-H:
+# a Western Mamba-2 hybrid), and the hybrid at 1x and 16x total / active experts (claim (b); tiny-hybrid itself is
+# the 4x point, sweeps.sparsity_config). --quick and --budget large run every tiny family instead.
+DEFAULT_LINEUP = ("tiny-attention", "tiny-gdn", "tiny-hybrid", "tiny-llama4", "tiny-mamba2-hybrid")
+DEFAULT_SPARSITY = ("sparsity-1x", "sparsity-16x")
+
+
+def default_pairs(cfg: CompareConfig, out: Path) -> list[tuple[str, str]]:
+    """-> [(label, spec)] when no models are named: the default profile's DEFAULT_LINEUP and its sparsity points
+    (configs written to DIR/configs/), or every tiny family (default_presets) for --quick and --budget large, the
+    latter with the sparsity points too."""
+    from . import sweeps
+    presets = list(DEFAULT_LINEUP) if cfg.profile == "default" else default_presets()
+    pairs = [(p, p) for p in presets]
+    if cfg.profile != "quick":
+        cdir = out / "configs"
+        cdir.mkdir(parents=True, exist_ok=True)
+        for name in DEFAULT_SPARSITY:
+            path = cdir / f"{name}.json"
+            sweeps.sparsity_config(sweeps.EXPERTS[name], name).to_json(path)
+            pairs.append((name, str(path)))
+    return pairs
 
 
 def default_presets() -> list[str]:
@@ -45,9 +65,9 @@ def default_presets() -> list[str]:
 
 @dataclass
 class CompareConfig:
-    specs: list[str] = field(default_factory=list)  # empty: default_presets()
+    specs: list[str] = field(default_factory=list)  # empty: default_pairs (the profile's line-up)
     out: str = "runs/compare"
-    profile: str = "default"  # "default" or "quick": the budgets below, stated in the report
+    profile: str = "default"  # "default", "quick" or "large": the budgets below, stated in the report
     budget_tokens: int = 40_960  # training tokens per model and seed
     seq_len: int = 128
     batch_size: int = 8
@@ -61,10 +81,11 @@ class CompareConfig:
     needle_contexts: list[int] = field(default_factory=lambda: [128, 512, 1024])
     needle_depths: tuple[float, ...] = (0.1, 0.5, 0.9)
     needle_trials: int = 2
-    mqar: MQARSettings = field(default_factory=MQARSettings)
-    max_mqar_params: int = 20_000_000  # larger models (real checkpoints) skip the MQAR twin
+    recall: RecallSettings = field(default_factory=RecallSettings)  # the recall suite (analysis/recall.py)
+    max_recall_params: int = 20_000_000  # a larger recall twin (of a real checkpoint at a large width) is skipped
     resume: bool = False
     sweep_ratio: bool = False
+    sweep_sparsity: bool = False
     progress: bool = True
     quantize: str | None = None  # "experts-int8": evaluate every model with int8 routed experts (docs/quantize.md)
     group_by: str | None = None  # "origin": the verdict also groups the families by lab origin (analysis/families.py)
@@ -74,9 +95,27 @@ class CompareConfig:
         base = dict(profile="quick", budget_tokens=8 * 64 * 16, seq_len=64, seeds=2, val_sequences=16,
                     speed_contexts=[256, 1024, 2048], decode_steps=4, speed_repeats=2, needle_contexts=[128, 256, 512],
                     needle_depths=(0.25, 0.75), needle_trials=1,
-                    mqar=MQARSettings(steps=60, batch_size=16, train_pairs=(2, 4, 8), eval_pairs=(2, 4, 8), lr=3e-3,
-                                      eval_seq_lens=(64, 128), eval_examples=32, vocab=64))
+                    recall=RecallSettings(steps=24, seeds=1, states=(0.5,), batch_size=16, mqar_pairs=(2, 4, 8),
+                                          eval_mqar_pairs=(2, 4, 8), eval_seq_lens=(64,), eval_needle_lens=(128,),
+                                          eval_copy_lengths=(8,), eval_examples=16))
         return cls(**{**base, **changes})
+
+    @classmethod
+    def large(cls, **changes) -> CompareConfig:
+        """--budget large: for a GPU or a long night (hours on 2 CPU cores): 25x the default's training tokens,
+        3 seeds, the recall suite with 4-layer twins, 4x the steps and 3 state sizes, longer contexts."""
+        base = dict(profile="large", budget_tokens=1_024_000, seq_len=256, seeds=3, val_sequences=128,
+                    speed_contexts=[1024, 8192, 32768], needle_contexts=[256, 1024, 4096], needle_trials=4,
+                    recall=RecallSettings(max_layers=4, states=(0.25, 0.5, 1.0), seeds=3, steps=2400,
+                                          eval_examples=256))
+        return cls(**{**base, **changes})
+
+    @classmethod
+    def for_profile(cls, profile: str, **changes) -> CompareConfig:
+        makers = {"default": cls, "quick": cls.quick, "large": cls.large}
+        if profile not in makers:
+            raise ValueError(f"--budget {profile!r}: must be one of {', '.join(makers)}")
+        return makers[profile](**changes)
 
     @property
     def steps(self) -> int:
@@ -96,16 +135,6 @@ def _kind(spec: str) -> str:
 def label_of(spec: str) -> str:
     p = Path(spec)
     return p.stem if p.suffix == ".json" else (p.name if p.exists() else spec)
-
-
-def _period(letters: list[str]) -> list[str]:
-    """The shortest repeating unit of a layer plan, at least 2 layers (recall needs two mixing steps)."""
-    n = len(letters)
-    for p in range(1, n + 1):
-        if n % p == 0 and letters == letters[:p] * (n // p):
-            unit = letters[:p]
-            return unit * 2 if p == 1 else unit
-    return letters
 
 
 def _train_runs(spec: str, cfg: CompareConfig, run_dir: Path, tick) -> list[dict]:
@@ -139,9 +168,9 @@ def _train_runs(spec: str, cfg: CompareConfig, run_dir: Path, tick) -> list[dict
 def evaluate_model(seeds: list[tuple], cfg: CompareConfig, progress=None) -> dict:
     """Every measurement except training, on one model's loaded weights per training seed [(model, tokenizer,
     data)] (fp32, CPU): validation and needle on every seed (the report gives their mean and spread), speed on the
-    first (with the load other processes put on the machine meanwhile), recall on a twin of its mixers."""
+    first (with the load other processes put on the machine meanwhile), the recall suite on twins of its mixers
+    (one per recall seed and state size, trained here)."""
     from . import evals
-    from ..model import HybridLM
     tick = progress or (lambda what: None)
     model, _, data = seeds[0]
     vals = [_val(m, d, cfg) for m, _, d in seeds]
@@ -155,20 +184,29 @@ def evaluate_model(seeds: list[tuple], cfg: CompareConfig, progress=None) -> dic
         res["speed"] = evals.speed(model, cfg.speed_contexts, cfg.decode_steps, repeats=cfg.speed_repeats)
     res["speed_load"] = load
     tick("speed")
-    twin_cfg = evals.mqar_config(model.config, _period(model.config.layer_mixers), cfg.mqar.vocab)
-    n_twin = HybridLM(twin_cfg, device="meta").num_params()
-    if n_twin > cfg.max_mqar_params:
-        res["mqar"] = {"skipped": f"twin has {n_twin:,} parameters > {cfg.max_mqar_params:,} (too large to train here)"}
-    else:
-        torch.manual_seed(cfg.mqar.seed)
-        twin = HybridLM(twin_cfg)
-        t0 = time.perf_counter()
-        losses = evals.train_mqar(twin, cfg.mqar)
-        res["mqar"] = {"twin": " ".join(twin_cfg.layer_mixers), "twin_params": n_twin, "acc": evals.eval_mqar(twin, cfg.mqar),
-                       "final_loss": sum(losses[-10:]) / len(losses[-10:]), "seconds": time.perf_counter() - t0}
-    res["mqar"]["chance"] = evals.mqar_chance(cfg.mqar.vocab)
-    tick("mqar")
+    res.update(recall_record(model.config, cfg, tick))
     return res
+
+
+def recall_record(model_cfg, cfg: CompareConfig, tick=None) -> dict:
+    """The recall suite on one model's twin (analysis/recall.py): {"recall": run_recall's record, "mqar_seeds":
+    one MQAR accuracy dict per seed at the smallest state (where the mixers separate; the verdict's MQAR metrics),
+    "mqar": that twin, its per-setting seed means and chance (the tables and figures)}."""
+    from . import recall
+    ffn = "own" if cfg.sweep_sparsity else "dense"  # the sparsity sweep's variable is the FFN: its twins keep it
+    rec = recall.run_recall(model_cfg, cfg.recall, ffn=ffn, max_params=cfg.max_recall_params, progress=tick)
+    out = {"recall": rec, "mqar": {"chance": recall.chance("mqar", cfg.recall.vocab)}}
+    trained = [w for w in rec["twins"] if w not in rec["skipped"]]
+    if not trained:
+        out["mqar"]["skipped"] = "; ".join(rec["skipped"].values()) or "no twin"
+        return out
+    w = min(trained, key=lambda k: float(k[1:]))
+    accs = [sd[w]["mqar"] for sd in rec["seeds"] if "mqar" in sd.get(w, {})]
+    out["mqar_seeds"] = accs
+    if accs:
+        out["mqar"].update(twin=rec["twins"][w]["plan"], twin_state=w, twin_params=rec["twins"][w]["params"],
+                           acc={k: sum(a[k] for a in accs) / len(accs) for k in accs[0]})
+    return out
 
 
 QUANT_SEQUENCES = 8  # validation sequences the fp32 and quantised logits are compared on
@@ -228,7 +266,7 @@ def run_model(spec: str, cfg: CompareConfig, out: Path, label: str, progress=Non
     done_file = run_dir / "result.json"
     settings = json.loads(json.dumps(  # as stored: tuples become lists
         {k: v for k, v in cfg.to_dict().items()
-         if k not in ("specs", "out", "resume", "progress", "sweep_ratio", "group_by")}))  # report-only flags
+         if k not in ("specs", "out", "resume", "progress", "sweep_ratio", "sweep_sparsity", "group_by")}))  # report-only flags
     if cfg.resume and done_file.is_file():
         prev = json.loads(done_file.read_text())
         if prev.get("settings") == settings and prev.get("status") == "ok":
@@ -288,29 +326,14 @@ def _unigram(data, cfg: CompareConfig) -> dict:
     return {"loss": loss, "bpb": loss * tokens / (math.log(2) * float(data.val_bytes[:n].sum()))}
 
 
-# -- the sweep ----------------------------------------------------------------------------------------------------
-def sweep_specs(out: Path) -> list[tuple[str, str]]:
-    """-> [(label, config file)]: the tiny hybrid with each linear:attention ratio of SWEEP, written to
-    DIR/configs/ so `hybridlm train` reads them like any config file."""
-    from ..presets import get_config
-    base = get_config("tiny-hybrid")
-    cdir = out / "configs"
-    cdir.mkdir(parents=True, exist_ok=True)
-    specs = []
-    for ratio, pattern in SWEEP.items():
-        name = "ratio-" + ratio.split()[0].replace(":", "to")
-        path = cdir / f"{name}.json"
-        base.replace(name=name, mixer_pattern=pattern).to_json(path)
-        specs.append((name, str(path)))
-    return specs
-
-
 # -- the pipeline -------------------------------------------------------------------------------------------------
-EVAL_STAGES = ("validation", "needle", "speed", "mqar")  # after one "train seed N" stage per seed (trained specs)
+EVAL_STAGES = ("validation", "needle", "speed")  # after one "train seed N" stage per seed (trained specs); then
+# one "recall sX seed N" stage per recall state size and seed
 
 
 def _stages(spec: str, cfg: CompareConfig) -> int:
-    return (cfg.seeds if _kind(spec) in ("preset", "config") else 0) + len(EVAL_STAGES)
+    return ((cfg.seeds if _kind(spec) in ("preset", "config") else 0) + len(EVAL_STAGES)
+            + len(cfg.recall.states) * cfg.recall.seeds)
 
 
 def _clock(seconds: float) -> str:
@@ -396,11 +419,13 @@ def run_compare(cfg: CompareConfig) -> dict:
         raise ValueError(f"--quantize {cfg.quantize!r}: must be experts-int8 (docs/quantize.md)")
     if cfg.group_by not in (None, "origin"):
         raise ValueError(f"--group-by {cfg.group_by!r}: must be origin")
-    if cfg.sweep_ratio:
-        pairs = sweep_specs(out)
+    if cfg.sweep_ratio or cfg.sweep_sparsity:
+        from .sweeps import sweep_pairs
+        pairs = sweep_pairs(cfg, out)
+    elif cfg.specs:
+        pairs = [(label_of(s), s) for s in cfg.specs]
     else:
-        specs = cfg.specs or default_presets()
-        pairs = [(label_of(s), s) for s in specs]
+        pairs = default_pairs(cfg, out)
     labels = [lbl for lbl, _ in pairs]
     if len(set(labels)) != len(labels):
         raise ValueError(f"two models share a label: {labels}")
@@ -433,6 +458,9 @@ def run_compare(cfg: CompareConfig) -> dict:
     summary = {"schema": "hybridlm.compare/2", "settings": cfg.to_dict(), "machine": report.machine(),
                "seconds": time.perf_counter() - t_start, "models": results,
                "failed": [m["label"] for m in results if m["status"] != "ok"]}
+    from .sweeps import facts
+    if (sweep := facts(cfg)) is not None:
+        summary["sweep"] = sweep
     from .families import full_scale
     try:  # analytic, on the meta device: a second or two; it must not cost the report
         summary["full_scale"] = full_scale(labels)

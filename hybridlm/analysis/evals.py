@@ -1,13 +1,13 @@
-"""Measurements for `hybridlm compare`: associative recall (MQAR), needle retrieval, speed and cache memory.
+"""Measurements for `hybridlm compare` on a model's own weights: needle retrieval, validation, speed and cache
+memory (the recall suite, trained on twins, is analysis/recall.py).
 
-    mqar_batch / train_mqar / eval_mqar   Zoology-style multi-query associative recall, trained per model
     needle_eval                           single-needle retrieval at growing context (RULER S-NIAH style)
     validation                            loss and bits per byte on the held-out split of the training data
     speed                                 prefill tokens/s and decode latency per token at several contexts
     cache_memory                          measured HybridCache bytes after a prefill beside the analytic figure
     measure_load                          how many cores other processes kept busy while a measurement ran
 
-Shape legend: B batch, T sequence length, V vocabulary, P key-value pairs.
+Shape legend: B batch, T sequence length, V vocabulary.
 """
 
 from __future__ import annotations
@@ -16,136 +16,12 @@ import contextlib
 import math
 import os
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..core.runtime import LoadSampler
-from ..layers.ffn.dense import DenseFFNConfig
-from ..model.config import ModelConfig
-
-# -- MQAR ------------------------------------------------------------------------------------------------------
-# Zoology (Arora et al. 2023, "Zoology: measuring and improving recall in efficient language models",
-# zoology/data/associative_recall.py): keys come from the first half of the vocabulary and values from the
-# second, the P key-value pairs are listed first (k1 v1 k2 v2 ...), then every key is queried once at a
-# position drawn with a power law over the remaining gap (short gaps likelier), filler 0 elsewhere. Loss and
-# accuracy count only the positions whose next token is a queried value.
-MQAR_VOCAB = 256
-
-
-def mqar_batch(batch: int, seq_len: int, pairs: int, vocab: int = MQAR_VOCAB, power_a: float = 0.01,
-               rng: np.random.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """-> (inputs [B, T], targets [B, T]); targets[b, t] is the token to predict after inputs[b, :t+1], or -100."""
-    rng = rng if rng is not None else np.random.default_rng(0)
-    ctx = 2 * pairs
-    space = (seq_len - ctx) // 2
-    half = vocab // 2
-    if pairs < 1 or space < pairs or pairs > half - 1:
-        raise ValueError(f"MQAR: {pairs} pairs do not fit seq_len={seq_len} / vocab={vocab} (need seq_len >= "
-                         f"{4 * pairs} and pairs < {half})")
-    keys_BP = np.argsort(rng.random((batch, half - 1)), axis=1)[:, :pairs] + 1  # 1 .. half-1, distinct per row
-    vals_BP = np.argsort(rng.random((batch, half)), axis=1)[:, :pairs] + half  # half .. vocab-1
-    kvs_BC = np.stack([keys_BP, vals_BP], axis=2).reshape(batch, ctx)
-    p = power_a * np.arange(1, space + 1) ** (power_a - 1)
-    p = p / p.sum()
-    gaps_BP = np.stack([rng.choice(space, pairs, replace=False, p=p) for _ in range(batch)])
-    queries = np.zeros((batch, seq_len - ctx + 1), dtype=np.int64)
-    np.put_along_axis(queries, gaps_BP * 2, keys_BP, axis=1)
-    seq = np.concatenate([kvs_BC, queries], axis=1)  # [B, T + 1]
-    labels = np.full((batch, seq_len + 1), -100, dtype=np.int64)
-    np.put_along_axis(labels, gaps_BP * 2 + ctx + 1, vals_BP, axis=1)
-    return torch.from_numpy(seq[:, :-1].copy()), torch.from_numpy(labels[:, 1:].copy())
-
-
-def mqar_chance(vocab: int = MQAR_VOCAB) -> float:
-    """Accuracy of guessing: one of the vocab - vocab // 2 value tokens (mqar_batch draws values from that half)."""
-    return 1.0 / (vocab - vocab // 2)
-
-
-def mqar_config(cfg: ModelConfig, mixers: list[str] | None = None, vocab: int = MQAR_VOCAB) -> ModelConfig:
-    """The recall twin of a model: its own token mixers in its own layer pattern, with a small dense SwiGLU FFN
-    (2 x d_model) instead of its FFNs, a 256-token vocabulary and no MTP. Recall is a property of the token
-    mixers; dense FFNs keep the per-model MQAR training cheap and the same for every family. num_layers keeps
-    the first layers of the plan (None: all)."""
-    mixers = mixers or cfg.layer_mixers
-    return cfg.replace(name=f"{cfg.name}-mqar", vocab_size=vocab, num_layers=len(mixers),
-                       mixer_pattern=" ".join(mixers), ffn_pattern=f"D*{len(mixers)}",
-                       ffns={"D": DenseFFNConfig(intermediate_size=2 * cfg.d_model)},
-                       mixers={k: v for k, v in cfg.mixers.items() if k in mixers},
-                       mtp_depth=0, mtp_mixer=None, mtp_ffn=None, tie_embeddings=False)
-
-
-@dataclass
-class MQARSettings:
-    """One synthetic budget, the same for every model (Zoology trains on a mix of pair counts)."""
-
-    vocab: int = 64  # 32 keys, 32 values: small enough to learn within a CPU budget
-    train_seq_len: int = 64
-    train_pairs: tuple[int, ...] = (2, 4, 8, 16)  # the small counts act as a curriculum
-    steps: int = 250
-    batch_size: int = 32
-    lr: float = 1e-3  # 3e-3 left 2-layer attention stuck at 1/P (copying any value) for 800 steps
-    eval_pairs: tuple[int, ...] = (4, 8, 16)
-    eval_seq_lens: tuple[int, ...] = (64, 128)  # beyond train_seq_len: length generalisation
-    eval_examples: int = 64
-    seed: int = 0
-
-
-def _mqar_loss(model, x_BT: torch.Tensor, y_BT: torch.Tensor) -> torch.Tensor:
-    logits = model(x_BT).logits
-    loss = F.cross_entropy(logits.flatten(0, 1).float(), y_BT.flatten(), ignore_index=-100)
-    aux = model.aux_loss()
-    return loss if aux is None else loss + aux
-
-
-def train_mqar(model, s: MQARSettings, progress=None) -> list[float]:
-    """A dedicated loop (not `hybridlm train`): the data is generated per step and the loss is taken on the
-    answer positions only, which the text trainer's packed next-token loss cannot express. AdamW, warmup then
-    cosine, grad clip 1. Returns the loss per step. `progress(step)` is called after each step."""
-    rng = np.random.default_rng(s.seed)
-    torch.manual_seed(s.seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=0.1, betas=(0.9, 0.98))
-    warm = max(1, s.steps // 10)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda i: min(1.0, (i + 1) / warm) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(i, s.steps) / s.steps))))
-    model.train()
-    losses = []
-    for step in range(s.steps):
-        pairs = s.train_pairs[step % len(s.train_pairs)]
-        x, y = mqar_batch(s.batch_size, s.train_seq_len, pairs, s.vocab, rng=rng)
-        loss = _mqar_loss(model, x, y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        sched.step()
-        for m in model.moe_layers():
-            m.update_bias()
-        losses.append(float(loss.detach()))
-        if progress is not None:
-            progress(step + 1)
-    model.eval()
-    return losses
-
-
-@torch.no_grad()
-def eval_mqar(model, s: MQARSettings) -> dict[str, float]:
-    """Accuracy (share of queried values predicted exactly, greedy) per 'P<pairs>@T<seq_len>', on fresh data."""
-    model.eval()
-    rng = np.random.default_rng(s.seed + 10_007)
-    out = {}
-    for T in s.eval_seq_lens:
-        for P in s.eval_pairs:
-            if 4 * P > T:
-                continue
-            x, y = mqar_batch(s.eval_examples, T, P, s.vocab, rng=rng)
-            pred = model(x).logits.argmax(-1)
-            m = y != -100
-            out[f"P{P}@T{T}"] = float((pred[m] == y[m]).float().mean())
-    return out
-
 
 # -- needle retrieval ------------------------------------------------------------------------------------------
 # RULER's S-NIAH (Hsieh et al. 2024) hides one "magic number" in filler text and asks for it at the end. Here the

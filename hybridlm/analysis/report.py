@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from . import claims, verdict
+from . import claims, sweeps, verdict
 from .evals import NEEDLE_CHANCE
 
 LOADED_CORES = 0.25  # other processes using more than this many cores on average disturb a timing (warned)
@@ -298,43 +298,12 @@ def plot_recall(summary: dict, path: Path) -> bool:
     return _save(fig, path)
 
 
-def plot_sweep(summary: dict, path: Path) -> bool:
-    models = _ok(summary)
-    if not models:
-        return False
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    x = list(range(len(models)))
-    bpb = [m["aggregate"]["val_bpb"] for m in models]
-    ax.errorbar(x, [b["mean"] for b in bpb], yerr=[b["spread"] for b in bpb], fmt="o-", color="C0", capsize=3,
-                label="validation bits per byte (mean ± half range)")
-    for u in _unigrams(models).values():
-        ax.axhline(u["bpb"], color="C0", ls=":", lw=1, label="unigram baseline (bpb)")
-    ax.set_ylabel("validation bits per byte", color="C0")
-    ax2 = ax.twinx()
-    recall = [m["aggregate"]["mqar_mean"] for m in models]
-    ax2.plot([i for i, r in zip(x, recall) if r is not None], [r for r in recall if r is not None], "s--",
-             color="C1", label="MQAR accuracy (mean)")
-    chance = _mqar_chance(models)
-    if chance is not None:
-        ax2.axhline(chance, color="C1", ls=":", lw=1, label="MQAR chance")
-    ax2.set_ylabel("MQAR accuracy (mean)", color="C1")
-    ax2.set_ylim(-0.05, 1.05)
-    ax.set_xticks(x, [m["label"].removeprefix("ratio-").replace("to", ":") for m in models])
-    ax.set_xlabel("linear : attention layers")
-    ax.set_title("hybrid ratio sweep (equal budgets)")
-    h1, l1 = ax.get_legend_handles_labels()
-    h2, l2 = ax2.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
-    return _save(fig, path)
-
-
 FIGURES = {  # file -> (drawing function, caption)
     "loss_curves.png": (plot_loss_curves, "training and validation cross-entropy"),
     "pareto.png": (plot_pareto, "quality and recall vs decode cost"),
     "context_cost.png": (plot_context_cost, "decode latency and cache memory vs context"),
     "recall.png": (plot_recall, "recall vs key-value pairs"),
-    "sweep.png": (plot_sweep, "hybrid ratio sweep"),
+    **sweeps.FIGURES,  # drawn only for the sweep they belong to (sweeps.draws)
 }
 
 
@@ -357,16 +326,21 @@ def _fence(text: str) -> str:
 def _settings(summary: dict) -> list[str]:
     s = summary["settings"]
     steps = max(1, s["budget_tokens"] // (s["batch_size"] * s["seq_len"]))
-    mq = s["mqar"]
+    rc = s["recall"]
     return ["## Settings", "",
             f"- Training: the built-in corpus (this Python's standard library, bytes), {steps} steps x "
             f"{s['batch_size']} sequences x {s['seq_len']} tokens = {steps * s['batch_size'] * s['seq_len']:,} "
             f"tokens per model and seed, AdamW lr {s['lr']}, {s['seeds']} seed(s). Validation on "
             f"{s['val_sequences']} held-out sequences.",
-            f"- MQAR: vocabulary {mq['vocab']}, {mq['steps']} steps x {mq['batch_size']} sequences of "
-            f"{mq['train_seq_len']} tokens, pairs {_ints(mq['train_pairs'])} in turn, lr {mq['lr']}; tested on "
-            f"{mq['eval_examples']} fresh sequences per setting at pairs {_ints(mq['eval_pairs'])} and lengths "
-            f"{_ints(mq['eval_seq_lens'])}.",
+            f"- Recall suite: one twin per model (its mixer plan, at most {rc['max_layers']} layers, width "
+            f"{rc['width']}, state scale(s) {_ints(rc['states'])}, dense FFNs, vocabulary {rc['vocab']}) per seed "
+            f"({rc['seeds']} seed(s)), "
+            f"{rc['steps']} steps of {rc['batch_size']} x {rc['seq_len']} tokens, lr {rc['lr']}, cycling MQAR at "
+            f"pairs {_ints(rc['mqar_pairs'])}, the needle ({rc['needles']} needles in {rc['needle_seq_len']} tokens) "
+            f"and copying ({rc['copy_lengths'][0]}-{rc['copy_lengths'][1]} tokens) over tasks {', '.join(rc['tasks'])}; "
+            f"tested on {rc['eval_examples']} fresh sequences per setting: MQAR pairs {_ints(rc['eval_mqar_pairs'])} "
+            f"at lengths {_ints(rc['eval_seq_lens'])}, the needle at {_ints(rc['eval_needle_lens'])} tokens, "
+            f"copying {_ints(rc['eval_copy_lengths'])} tokens.",
             f"- Needle: contexts {_ctxs(s['needle_contexts'])}, depths {_ints(s['needle_depths'])}, "
             f"{s['needle_trials']} trial(s) each, on every seed's weights.",
             f"- Speed and memory: contexts {_ctxs(s['speed_contexts'])} (scaled to fit this machine's budget: the cost "
@@ -479,6 +453,50 @@ def _mqar_table(summary: dict) -> list[str]:
     return lines + [""]
 
 
+def _recall_table(summary: dict) -> list[str]:
+    """The recall suite per model and state size: the twin, its state bytes, MQAR at the most pairs, the needle past
+    the window and copying (mean ± spread over the recall seeds)."""
+    ok = [m for m in _ok(summary) if (m.get("recall") or {}).get("twins")]
+    if not ok:
+        return []
+    tasks = {}
+    for m in ok:
+        for sd in m["recall"]["seeds"]:
+            for r in sd.values():
+                for t in ("needle", "copy"):
+                    tasks.setdefault(t, set()).update(r.get(t, {}))
+    needle = sorted(tasks.get("needle", ()), key=lambda k: int(k[1:]))
+    copy = sorted(tasks.get("copy", ()), key=lambda k: int(k[1:]))
+    head = (["model", "twin (layers, state scale)", "twin params", "state bytes", "n", "MQAR, most pairs"]
+            + [f"needle {k}" for k in needle] + [f"copy {k}" for k in copy])
+    lines = ["### Recall suite (twins trained on MQAR, the needle past the window and copying)", "",
+             "Each model's recall twin (analysis/recall.py) trained from scratch per seed on the same synthetic budget; "
+             "mean ± spread over the seeds. State bytes: the twin's cache for one sequence of "
+             f"{summary['settings']['recall']['seq_len']} tokens (attention's grows with the context, a recurrent "
+             "state does not).", "", _row(head), "|" + "---|" * len(head)]
+    for m in ok:
+        rec = m["recall"]
+        for w, twin in sorted(rec["twins"].items(), key=lambda kv: float(kv[0][1:])):
+            runs = [sd[w] for sd in rec["seeds"] if w in sd]
+            if not runs:
+                lines.append(_row([_cell(m["label"]), f"{twin['plan']}, x{w[1:]}", f"{twin['params']:,}",
+                                   f"{twin['state_bytes']:,}", "0", _cell(rec["skipped"].get(w, "not trained"))]
+                                  + [""] * (len(head) - 6)))
+                continue
+            hard = verdict._hard([r["mqar"] for r in runs]) if "mqar" in runs[0] else None
+            cells = [_pm(_stat(hard), ".2f") if hard else "n/a"]
+            cells += [_pm(_stat([r["needle"][k] for r in runs]), ".2f") if k in runs[0].get("needle", {}) else "n/a"
+                      for k in needle]
+            cells += [_pm(_stat([r["copy"][k] for r in runs]), ".2f") if k in runs[0].get("copy", {}) else "n/a"
+                      for k in copy]
+            lines.append(_row([_cell(m["label"]), f"{twin['plan']}, x{w[1:]}", f"{twin['params']:,}",
+                               f"{twin['state_bytes']:,}", str(len(runs))] + cells))
+    ch = ok[0]["recall"]["chance"]
+    lines.append(_row(["*chance*", "", "", "", "", _f(ch.get("mqar"), ".2f")] + [_f(ch.get("needle"), ".2f")] * len(needle)
+                      + [_f(ch.get("copy"), ".2f")] * len(copy)))
+    return lines + [""]
+
+
 def _needle_table(summary: dict) -> list[str]:
     ok = _ok(summary)
     if not ok:
@@ -540,9 +558,10 @@ def markdown(summary: dict) -> str:
               f"Machine: {mach['cpu']} ({mach['cores']} cores, {mach['torch_threads']} torch threads), "
               f"{mach['platform']}, torch {mach['torch']}, Python {mach['python']}"
               + (f", GPU {mach['cuda']} (not used: CPU fp32)" if mach.get("cuda") else "") + ".", ""]
-    lines += verdict.verdict_lines(summary) + claims.claim_lines(summary)
+    lines += verdict.verdict_lines(summary) + claims.claim_lines(summary) + sweeps.sweep_lines(summary)
     lines += verdict.statistics_lines(summary) + verdict.full_scale_lines(summary)
-    lines += _settings(summary) + _results(summary) + _speed(summary) + _mqar_table(summary) + _needle_table(summary)
+    lines += _settings(summary) + _results(summary) + _speed(summary) + _mqar_table(summary) + _recall_table(summary)
+    lines += _needle_table(summary)
     lines += _quantize(summary)
     figures = summary.get("figures", [])
     lines += ["## Figures", ""]
@@ -600,7 +619,7 @@ def write_all(summary: dict, out: Path) -> list[str]:
     for name, (plot, _) in FIGURES.items():
         path = out / name
         path.unlink(missing_ok=True)
-        if name == "sweep.png" and not summary["settings"].get("sweep_ratio"):
+        if name in sweeps.FIGURES and not sweeps.draws(name, summary):
             continue
         try:
             if plot(summary, path):

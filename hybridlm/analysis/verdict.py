@@ -39,12 +39,17 @@ METRICS = [
     Metric("val_bpb", "bits per byte", "bits/byte", False, ".3f", 0.05 / math.log(2), "the unigram baseline"),
     Metric("mqar_mean", "MQAR accuracy (mean over settings)", "", True, ".2f", 0.05, "chance"),
     Metric("mqar_hard", "MQAR accuracy at the most key-value pairs", "", True, ".2f", 0.05, "chance"),
+    Metric("mqar_hard_large", "MQAR accuracy at the most pairs, largest state", "", True, ".2f", 0.05, "chance"),
+    Metric("recall_needle", "needle past the window (recall twin, mean over lengths)", "", True, ".2f", 0.05,
+           "chance"),
+    Metric("copy", "in-context copying at the longest length (recall twin)", "", True, ".2f", 0.05, "chance"),
     Metric("needle_exact", "needle exact match (mean over contexts)", "", True, ".2f", 0.05, "chance"),
     Metric("needle_gain", "needle gain (mean over contexts)", "nats/token", True, "+.3f", 0.02, "zero gain"),
     Metric("train_tok_s", "training tokens/s", "tok/s", True, ".0f", None, ""),
 ]
 BY_KEY = {m.key: m for m in METRICS}
-VERDICT_METRICS = ("val_loss", "mqar_mean", "mqar_hard", "needle_exact", "needle_gain")
+VERDICT_METRICS = ("val_loss", "mqar_mean", "mqar_hard", "mqar_hard_large", "recall_needle", "copy", "needle_exact",
+                   "needle_gain")
 
 
 # -- per-seed values --------------------------------------------------------------------------------------------
@@ -60,18 +65,41 @@ def _pairs(key: str) -> int:
     return int(key[1:].split("@")[0])
 
 
+def _hard(accs: list[dict]) -> list[float]:
+    """Per seed: the mean accuracy over the settings with the most key-value pairs."""
+    hard = max(_pairs(k) for k in accs[0])
+    return [sum(v for k, v in a.items() if _pairs(k) == hard) / sum(_pairs(k) == hard for k in a) for a in accs]
+
+
+def recall_seeds(m: dict, largest: bool = False) -> list[dict]:
+    """Per recall seed the suite's scores at the smallest state (largest: at the largest, when there are two or
+    more)."""
+    rec = m.get("recall") or {}
+    states = sorted((w for w in rec.get("twins", {}) if w not in rec.get("skipped", {})), key=lambda k: float(k[1:]))
+    if not states or (largest and len(states) < 2):
+        return []
+    w = states[-1] if largest else states[0]
+    return [sd[w] for sd in rec["seeds"] if w in sd]
+
+
 def seed_values(m: dict, key: str) -> list[float] | None:
     """The model's per-seed values of one metric (None: not measured)."""
     if key in ("val_loss", "val_bpb"):
         return list(m.get(f"{key}_seeds") or []) or None
+    if key == "mqar_hard_large":
+        accs = [r["mqar"] for r in recall_seeds(m, largest=True) if "mqar" in r]
+        return _hard(accs) if accs else None
+    if key == "recall_needle":
+        return [sum(r["needle"].values()) / len(r["needle"]) for r in recall_seeds(m) if "needle" in r] or None
+    if key == "copy":
+        return [r["copy"][max(r["copy"], key=lambda k: int(k[1:]))] for r in recall_seeds(m) if "copy" in r] or None
     if key.startswith("mqar"):
         accs = mqar_seeds(m)
         if not accs:
             return None
         if key == "mqar_mean":
             return [sum(a.values()) / len(a) for a in accs]
-        hard = max(_pairs(k) for k in accs[0])
-        return [sum(v for k, v in a.items() if _pairs(k) == hard) / sum(_pairs(k) == hard for k in a) for a in accs]
+        return _hard(accs)
     if key.startswith("needle"):
         seeds = m.get("needle_seeds") or []
         if not seeds:
@@ -89,6 +117,8 @@ def reference(m: dict, key: str) -> float | None:
         return (m.get("unigram") or {}).get("loss" if key == "val_loss" else "bpb")
     if key.startswith("mqar"):
         return (m.get("mqar") or {}).get("chance")
+    if key in ("recall_needle", "copy"):
+        return (m.get("recall") or {}).get("chance", {}).get("needle" if key == "recall_needle" else "copy")
     return {"needle_exact": NEEDLE_CHANCE, "needle_gain": 0.0}.get(key)
 
 
