@@ -43,7 +43,7 @@ def _light(**changes) -> CompareConfig:
     """--quick with fewer speed / needle contexts and a shorter recall run: every output and every default preset
     still goes through the whole pipeline, in half the time (the suite's budget)."""
     from hybridlm.analysis.recall import RecallSettings
-    return CompareConfig.quick(speed_contexts=[128, 512], needle_contexts=[128, 256],
+    return CompareConfig.quick(seeds=2, speed_contexts=[128, 512], needle_contexts=[128, 256],
                                recall=RecallSettings(steps=6, seeds=1, batch_size=8, mqar_pairs=(2, 4),
                                                      eval_mqar_pairs=(2, 4), eval_seq_lens=(64, 128),
                                                      eval_needle_lens=(128,), eval_copy_lengths=(8,), eval_examples=8,

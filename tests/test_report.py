@@ -174,6 +174,21 @@ def test_verdict_refutes_claim_a_when_the_hybrid_is_no_better_than_all_linear():
     assert "**tiny-attention** wins" in _line(text, "- **validation loss**")
 
 
+def test_claim_a_when_all_linear_beats_attention_on_quality():
+    # what a default run measured: all-linear 2.45 beats attention 2.69 on loss; a hybrid tying attention (or beating
+    # it) keeps at least attention's quality; one tying everything establishes nothing
+    att = ("tiny-attention", [2.70, 2.68, 2.72], [0.95, 0.96, 0.94], ATT, 64)
+    lin = ("tiny-gdn", [2.45, 2.47, 2.43], [0.10, 0.12, 0.08], LIN, 1)
+    text = _verdict([_fam(*att), _fam("tiny-hybrid", [2.44, 2.46, 2.42], [0.94, 0.95, 0.93], HYB, 16), _fam(*lin)])
+    hybrid = _line(text, "- tiny-hybrid (6:2 linear:attention)")
+    assert "**held**" in hybrid and "Quality, validation loss: beats attention" in hybrid
+    tie = _verdict([_fam(*att), _fam("tiny-hybrid", [2.69, 2.71, 2.67], [0.94, 0.95, 0.93], HYB, 16), _fam(*lin)])
+    assert "all-linear is better than attention here" in _line(tie, "- tiny-hybrid (6:2")
+    flat = ("tiny-gdn", [2.70, 2.68, 2.72], [0.10, 0.12, 0.08], LIN, 1)
+    none = _verdict([_fam(*att), _fam("tiny-hybrid", [2.69, 2.71, 2.67], [0.94, 0.95, 0.93], HYB, 16), _fam(*flat)])
+    assert "attention and all-linear tie within noise" in _line(none, "- tiny-hybrid (6:2")
+
+
 def test_near_chance_recall_and_one_seed_are_not_established():
     chance = [0.03, 0.04, 0.035]  # chance is 1/32 = 0.031: every model within 0.05 of it
     text = _verdict([_fam("tiny-attention", ATTENTION[1], chance, ATT, 64),

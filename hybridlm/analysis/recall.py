@@ -129,10 +129,10 @@ class RecallSettings:
 
     vocab: int = 64
     width: int = 64  # twin d_model (heads scale with it)
-    states: tuple[float, ...] = (0.5, 1.0)  # state scales: the twins' per-head state dimensions x each (see twin_config)
+    states: tuple[float, ...] = (0.5,)  # state scales: the twins' per-head state dimensions x each (see twin_config)
     max_layers: int = 2  # the twin keeps one layer of each mixer; 4 keeps a 3:1 hybrid's ratio (--budget large)
     seeds: int = 2
-    steps: int = 600
+    steps: int = 1000
     batch_size: int = 32  # sequences of seq_len tokens; the needle's longer sequences come in batches of equal tokens
     lr: float = 1e-3  # 3e-3 left attention stuck at copying any value for hundreds of steps (measured)
     seq_len: int = 64

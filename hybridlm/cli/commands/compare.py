@@ -26,6 +26,14 @@ def _contexts(text: str) -> list[int]:
     return contexts
 
 
+def _scales(text: str) -> tuple[float, ...]:
+    """argparse type of --recall-states: '0.5,1' -> (0.5, 1.0)."""
+    try:
+        return tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of state scales like 0.5,1") from None
+
+
 def register(sub) -> None:
     p = sub.add_parser("compare", help="train and evaluate architecture families side by side (report + figures)",
                        description=_compare.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -44,7 +52,9 @@ def register(sub) -> None:
     p.add_argument("--speed-contexts", type=_contexts, default=None, help="e.g. 1K,8K,32K")
     p.add_argument("--needle-contexts", type=_contexts, default=None, help="e.g. 128,512,1K")
     p.add_argument("--recall-steps", type=int, default=None, help="recall-suite training steps per twin and seed")
-    p.add_argument("--recall-seeds", type=int, default=None, help="recall twins (seeds) per model and width")
+    p.add_argument("--recall-seeds", type=int, default=None, help="recall twins (seeds) per model and state size")
+    p.add_argument("--recall-states", type=_scales, default=None,
+                   help="state scales of the recall twins, e.g. 0.5,1 (each multiplies the per-head state dimensions)")
     add_quantize(p, "on every evaluated model after training / loading, with its logit error against fp32")
     p.add_argument("--resume", action="store_true", help="reuse finished runs and evaluations under --out")
     p.add_argument("--sweep-ratio", action="store_true",
@@ -71,7 +81,8 @@ def config_from_args(args) -> CompareConfig:
     if args.quick and args.budget not in (None, "quick"):
         raise ValueError(f"--quick is --budget quick: it cannot go with --budget {args.budget}")
     cfg = CompareConfig.for_profile("quick" if args.quick else args.budget or "default", **changes)
-    recall = {k: v for k, v in (("steps", args.recall_steps), ("seeds", args.recall_seeds)) if v is not None}
+    recall = {k: v for k, v in (("steps", args.recall_steps), ("seeds", args.recall_seeds),
+                                ("states", args.recall_states)) if v is not None}
     if recall:
         cfg.recall = dataclasses.replace(cfg.recall, **recall)  # RecallSettings checks them
     if args.sweep_ratio and args.sweep_sparsity:
