@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 
 from . import claims, sweeps, verdict
+from .plotting import pyplot as _plt
+from .plotting import save as _save
 from .evals import NEEDLE_CHANCE
 
 LOADED_CORES = 0.25  # other processes using more than this many cores on average disturb a timing (warned)
@@ -156,20 +158,6 @@ def loaded(summary: dict) -> list[tuple[str, str, float]]:
 
 
 # -- figures -----------------------------------------------------------------------------------------------------
-def _plt():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def _save(fig, path: Path) -> bool:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")  # "tight": legends placed outside the axes are kept
-    _plt().close(fig)
-    return True
-
-
 def _context_axis(ax, contexts: list[int]) -> None:
     """A log axis ticked at exactly these values, labelled plainly (256, 1K, 2K), no minor tick labels."""
     from matplotlib.ticker import FixedLocator, NullLocator

@@ -18,6 +18,7 @@ import functools
 from pathlib import Path
 
 from . import claims, families, stats, verdict
+from .plotting import pyplot, save
 
 # label -> linear layers per attention layer: 0 = all attention, None = all linear (G = Gated DeltaNet, A = gated
 # attention). 15:1 needs 16 layers, so every ratio point is tiny-hybrid at RATIO_LAYERS layers.
@@ -297,11 +298,10 @@ def _errorbar(ax, xs: list[float], sts: list[dict | None], **kw) -> None:
 
 def plot_sweep(summary: dict, path: Path) -> bool:
     """Recall and loss against the full-scale cache at 1M (log x), intervals as error bars, the knee marked."""
-    from . import report
     points = _points(summary, RATIOS)
     if not points:
         return False
-    st, plt = _st(summary), report._plt()
+    st, plt = _st(summary), pyplot()
     xs = [full_scale_cache(RATIOS[m["label"]])["cache_bytes"] / 1e9 for m in points]
     k = knee(summary)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
@@ -324,7 +324,7 @@ def plot_sweep(summary: dict, path: Path) -> bool:
     axes[1].set(title="quality vs full-scale cache")
     fig.suptitle(f"hybrid ratio sweep (tiny-hybrid, {RATIO_LAYERS} layers, equal budgets; bars: "
                  f"{1 - stats.ALPHA:.0%} intervals over seeds)", fontsize=9)
-    return report._save(fig, path)
+    return save(fig, path)
 
 
 def _points_axis(ax, xs: list[float]) -> None:
@@ -340,11 +340,10 @@ def _points_axis(ax, xs: list[float]) -> None:
 
 def plot_sparsity(summary: dict, path: Path) -> bool:
     """Quality and recall against total parameters (left) and active parameters (right), log x."""
-    from . import report
     points = _points(summary, EXPERTS)
     if not points:
         return False
-    st, plt = _st(summary), report._plt()
+    st, plt = _st(summary), pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     for ax, key in zip(axes, ("total", "active")):
         xs = [m["params"][key] for m in points]
@@ -368,7 +367,7 @@ def plot_sparsity(summary: dict, path: Path) -> bool:
         ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2)
     fig.suptitle(f"sparsity sweep (top-{TOP_K}, experts {'/'.join(str(e) for e in EXPERTS.values())}; bars: "
                  f"{1 - stats.ALPHA:.0%} intervals over seeds)", fontsize=9)
-    return report._save(fig, path)
+    return save(fig, path)
 
 
 FIGURES = {  # file -> (drawing function, caption)
