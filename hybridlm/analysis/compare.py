@@ -47,12 +47,7 @@ def default_pairs(cfg: CompareConfig, out: Path) -> list[tuple[str, str]]:
     presets = list(DEFAULT_LINEUP) if cfg.profile == "default" else default_presets()
     pairs = [(p, p) for p in presets]
     if cfg.profile != "quick":
-        cdir = out / "configs"
-        cdir.mkdir(parents=True, exist_ok=True)
-        for name in DEFAULT_SPARSITY:
-            path = cdir / f"{name}.json"
-            sweeps.sparsity_config(sweeps.EXPERTS[name], name).to_json(path)
-            pairs.append((name, str(path)))
+        pairs += sweeps.write_configs({n: sweeps.sparsity_config(sweeps.EXPERTS[n], n) for n in DEFAULT_SPARSITY}, out)
     return pairs
 
 
@@ -197,11 +192,11 @@ def recall_record(model_cfg, cfg: CompareConfig, tick=None) -> dict:
     ffn = "own" if cfg.sweep_sparsity else "dense"  # the sparsity sweep's variable is the FFN: its twins keep it
     rec = recall.run_recall(model_cfg, cfg.recall, ffn=ffn, max_params=cfg.max_recall_params, progress=tick)
     out = {"recall": rec, "mqar": {"chance": recall.chance("mqar", cfg.recall.vocab)}}
-    trained = [w for w in rec["twins"] if w not in rec["skipped"]]
+    trained = recall.trained_states(rec)
     if not trained:
         out["mqar"]["skipped"] = "; ".join(rec["skipped"].values()) or "no twin"
         return out
-    w = min(trained, key=lambda k: float(k[1:]))
+    w = trained[0]
     accs = [sd[w]["mqar"] for sd in rec["seeds"] if "mqar" in sd.get(w, {})]
     out["mqar_seeds"] = accs
     if accs:

@@ -233,15 +233,16 @@ def twin_config(cfg: ModelConfig, width: int, max_layers: int = 2, vocab: int = 
 
 
 # -- training and scoring --------------------------------------------------------------------------------------------
-def _batch(task: str, arg: int, s: RecallSettings, rng, eval_len: int | None = None, batch: int | None = None):
-    B = batch or s.batch_size
+def _train_batch(task: str, pairs: int, s: RecallSettings, rng):
+    """One training batch of a task of the cycle (RecallSettings.schedule); the needle's longer sequences come in
+    a batch of as many tokens as the others'."""
     if task == "mqar":
-        return mqar_batch(B, eval_len or s.seq_len, arg, s.vocab, rng=rng)
+        return mqar_batch(s.batch_size, s.seq_len, pairs, s.vocab, rng=rng)
     if task == "needle":
-        T = eval_len or s.needle_seq_len
-        return needle_batch(batch or max(1, B * s.seq_len // T), T, s.needles, s.vocab, rng=rng)
-    n = arg or int(rng.integers(s.copy_lengths[0], s.copy_lengths[1] + 1))
-    return copy_batch(B, max(eval_len or s.seq_len, 2 * n + 1), n, s.vocab, rng=rng)
+        T = s.needle_seq_len
+        return needle_batch(max(1, s.batch_size * s.seq_len // T), T, s.needles, s.vocab, rng=rng)
+    n = int(rng.integers(s.copy_lengths[0], s.copy_lengths[1] + 1))
+    return copy_batch(s.batch_size, max(s.seq_len, 2 * n + 1), n, s.vocab, rng=rng)
 
 
 def _loss(model, x_BT: torch.Tensor, y_BT: torch.Tensor) -> torch.Tensor:
@@ -266,7 +267,7 @@ def train_recall(model, s: RecallSettings, seed: int = 0, progress=None) -> list
     model.train()
     losses = []
     for step in range(s.steps):
-        x, y = _batch(*cycle[step % len(cycle)], s, rng)
+        x, y = _train_batch(*cycle[step % len(cycle)], s, rng)
         loss = _loss(model, x, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -313,7 +314,18 @@ _TRAINED: dict[tuple[str, str, int], dict] = {}  # (twin config, settings, seed)
 
 
 def state_key(state: float) -> str:
+    """A state scale's key in run_recall's record: 0.5 -> "s0.5"."""
     return f"s{state:g}"
+
+
+def state_scale(key: str) -> float:
+    """The inverse of state_key: "s0.5" -> 0.5."""
+    return float(key[1:])
+
+
+def trained_states(rec: dict) -> list[str]:
+    """The state keys of a run_recall record whose twins were trained (not skipped), smallest state first."""
+    return sorted((w for w in rec.get("twins", {}) if w not in rec.get("skipped", {})), key=state_scale)
 
 
 def run_recall(cfg: ModelConfig, s: RecallSettings, ffn: str = "dense", max_params: int | None = None,

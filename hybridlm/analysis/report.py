@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from . import claims, sweeps, verdict
+from . import claims, recall, sweeps, verdict
 from .plotting import pyplot as _plt
 from .plotting import save as _save
 from .evals import NEEDLE_CHANCE
@@ -468,12 +468,12 @@ def _recall_table(summary: dict) -> list[str]:
              "state does not).", "", _row(head), "|" + "---|" * len(head)]
     for m in ok:
         rec = m["recall"]
-        for w, twin in sorted(rec["twins"].items(), key=lambda kv: float(kv[0][1:])):
+        for w, twin in sorted(rec["twins"].items(), key=lambda kv: recall.state_scale(kv[0])):
             runs = [sd[w] for sd in rec["seeds"] if w in sd]
+            first = [_cell(m["label"]), f"{twin['plan']}, x{recall.state_scale(w):g}", f"{twin['params']:,}",
+                     f"{twin['state_bytes']:,}", str(len(runs))]
             if not runs:
-                lines.append(_row([_cell(m["label"]), f"{twin['plan']}, x{w[1:]}", f"{twin['params']:,}",
-                                   f"{twin['state_bytes']:,}", "0", _cell(rec["skipped"].get(w, "not trained"))]
-                                  + [""] * (len(head) - 6)))
+                lines.append(_row(first + [_cell(rec["skipped"].get(w, "not trained"))] + [""] * (len(head) - 6)))
                 continue
             hard = verdict._hard([r["mqar"] for r in runs]) if "mqar" in runs[0] else None
             cells = [_pm(_stat(hard), ".2f") if hard else "n/a"]
@@ -481,8 +481,7 @@ def _recall_table(summary: dict) -> list[str]:
                       for k in needle]
             cells += [_pm(_stat([r["copy"][k] for r in runs]), ".2f") if k in runs[0].get("copy", {}) else "n/a"
                       for k in copy]
-            lines.append(_row([_cell(m["label"]), f"{twin['plan']}, x{w[1:]}", f"{twin['params']:,}",
-                               f"{twin['state_bytes']:,}", str(len(runs))] + cells))
+            lines.append(_row(first + cells))
     ch = ok[0]["recall"]["chance"]
     lines.append(_row(["*chance*", "", "", "", "", _f(ch.get("mqar"), ".2f")] + [_f(ch.get("needle"), ".2f")] * len(needle)
                       + [_f(ch.get("copy"), ".2f")] * len(copy)))

@@ -90,6 +90,11 @@ def sweep_pairs(cfg, out: Path) -> list[tuple[str, str]]:
         raise ValueError("--sweep-ratio and --sweep-sparsity are separate runs: give one of them (each with its --out)")
     points = ({n: ratio_config(r, n) for n, r in RATIOS.items()} if cfg.sweep_ratio else
               {n: sparsity_config(e, n) for n, e in EXPERTS.items()})
+    return write_configs(points, out)
+
+
+def write_configs(points: dict, out: Path) -> list[tuple[str, str]]:
+    """{label: ModelConfig} -> [(label, config file)], each written to DIR/configs/<label>.json."""
     cdir = Path(out) / "configs"
     cdir.mkdir(parents=True, exist_ok=True)
     specs = []

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from . import families, stats
+from . import families, recall, stats
 from .evals import NEEDLE_CHANCE
 
 
@@ -75,7 +75,7 @@ def recall_seeds(m: dict, largest: bool = False) -> list[dict]:
     """Per recall seed the suite's scores at the smallest state (largest: at the largest, when there are two or
     more)."""
     rec = m.get("recall") or {}
-    states = sorted((w for w in rec.get("twins", {}) if w not in rec.get("skipped", {})), key=lambda k: float(k[1:]))
+    states = recall.trained_states(rec)
     if not states or (largest and len(states) < 2):
         return []
     w = states[-1] if largest else states[0]
