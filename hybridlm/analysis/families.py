@@ -38,6 +38,8 @@ TINY: dict[str, tuple[str | None, str | None]] = {
     "tiny-deepseek-v4": ("DeepSeek", "deepseek-v4-pro"),
     "tiny-jamba": ("AI21 Labs (Jamba)", "jamba-1.5-large"),
     "tiny-mamba2-hybrid": ("NVIDIA (Nemotron-H)", "nemotron-h-56b"),
+    "tiny-sambay": ("Microsoft (SambaY)", "phi-4-mini-flash"),
+    "tiny-samba": ("Microsoft (SambaY)", None),  # Samba's own 3.8B (arXiv 2406.07522) is not a preset here
 }
 # Families not in TINY (a new preset, a checkpoint) get their lab from the HF model_type of their config.
 MODEL_TYPE_LAB = {

@@ -48,7 +48,8 @@ class ModelConfig:
     ffns: dict[str, Any]
     name: str = "custom"
     norm_eps: float = 1e-6
-    zero_centered_norm: bool = True  # x_hat * (1 + w), w initialised at 0 (Qwen3-Next)
+    zero_centered_norm: bool = True  # x_hat * (1 + w), w initialised at 0 (Qwen3-Next); RMSNorm only
+    norm: str = "rmsnorm"  # the block and final norms: "rmsnorm" or "layernorm" (weight and bias; SambaY)
     tie_embeddings: bool = False
     mtp_depth: int = 0  # multi-token prediction modules (0 or 1), as in DeepSeek-V3 / Qwen3-Next
     mtp_mixer: str | None = None  # legend letter for the MTP block's mixer (default: first attention letter)
@@ -78,6 +79,10 @@ class ModelConfig:
                 fail(name, getattr(self, name), "must be a positive integer")
         if self.norm_eps <= 0:
             fail("norm_eps", self.norm_eps, "must be > 0")
+        if self.norm not in ("rmsnorm", "layernorm"):
+            fail("norm", self.norm, "must be 'rmsnorm' or 'layernorm'")
+        if self.norm == "layernorm" and self.zero_centered_norm:
+            fail("zero_centered_norm", True, "applies to norm='rmsnorm' only: set it false with norm='layernorm'")
         w = self.aux_loss_weight
         if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
             fail("aux_loss_weight", w, "must be a finite number >= 0")
@@ -95,6 +100,7 @@ class ModelConfig:
                 cfg.validate(f"{legend}[{letter!r}]", self.d_model)
         self.layer_mixers = self._expand("mixer_pattern", self.mixers)
         self.layer_ffns = self._expand("ffn_pattern", self.ffns)
+        self._check_context()
         for name in ("embedding_multiplier", "residual_multiplier", "logits_scaling"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
@@ -120,6 +126,31 @@ class ModelConfig:
                 fail("mtp_mixer", self.mtp_mixer, f"has no entry in mixers (known: {sorted(self.mixers)})")
             if self.mtp_ffn not in self.ffns:
                 fail("mtp_ffn", self.mtp_ffn, f"has no entry in ffns (known: {sorted(self.ffns)})")
+
+    def _check_context(self) -> None:
+        """What each layer reads from the forward context (layers/context.py) an earlier layer must write, in the
+        same form: a mixer config may declare `context_io(d_model) -> (writes, reads)`, each {name: spec}, e.g. a
+        Mamba memory tap {"m": ("memory", 512)} read by a GMU, or a KV source {"kv": ("kv", 2, 32)} read by
+        cross-attention. The MTP block runs with an empty context, so its mixer may read nothing."""
+        written: dict[str, tuple[int, tuple]] = {}
+        for i, letter in enumerate(self.layer_mixers):
+            io = getattr(self.mixers[letter], "context_io", None)
+            if io is None:
+                continue
+            writes, reads = io(self.d_model)
+            for name, spec in reads.items():
+                if name not in written:
+                    fail("mixer_pattern", self.mixer_pattern, f"layer {i} ({letter!r}) reads {name!r} from the "
+                         f"forward context, but no earlier layer writes it")
+                j, have = written[name]
+                if have != spec:
+                    fail(f"mixers[{letter!r}]", spec, f"layer {i} reads {name!r} as {spec}, but layer {j} "
+                         f"({self.layer_mixers[j]!r}) writes {have}")
+            for name, spec in writes.items():
+                written[name] = (i, spec)
+        if self.mtp_depth and getattr(self.mixers[self.mtp_mixer], "context_io", None) is not None:
+            if self.mixers[self.mtp_mixer].context_io(self.d_model)[1]:
+                fail("mtp_mixer", self.mtp_mixer, "reads the forward context, which the MTP block does not have")
 
     def _expand(self, field_name: str, legend: dict[str, Any]) -> list[str]:
         letters = expand_pattern(getattr(self, field_name), field_name)

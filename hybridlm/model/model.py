@@ -9,6 +9,11 @@
 Every block and mixer gets the forward's `ForwardContext` (layers/context.py): a layer may leave a named value for
 later layers (YOCO's shared KV, SambaY's saved memory).
 
+YOCO prefill: when every layer from `stateless_from` on keeps no cache (SambaY's cross-decoder: GMUs and
+cross-attention reading the context), a prefill runs those layers only for the positions whose logits it needs
+(`keep`: the last one; none for the chunks before it). Earlier positions there would feed nothing: no state of
+theirs survives the step. A causal stack with no such suffix has stateless_from = num_layers and skips nothing.
+
 With hc_mult = n > 1 (DeepSeek-V4's mHC, hyper.py) the residual is n copies [B, T, n, D]: each sublayer reads a
 learned mix of them and writes back through a Sinkhorn-normalised mixing, and a hyper-head collapses them before the
 final norm; the MTP module then takes the copies.
@@ -28,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.norms import RMSNorm
+from ..core.norms import build_norm, norm_params
 from ..core.runtime import available_memory_bytes
 from ..layers.cache import HybridCache
 from ..layers.context import ForwardContext
@@ -63,8 +68,9 @@ class Block(nn.Module):
         # An empty sublayer (kind "none", pattern letter "-") has no norm, no hyper-connection and no residual add.
         self.has_mixer = not getattr(self.mixer, "identity", False)
         self.has_ffn = not getattr(self.ffn, "identity", False)
-        self.mixer_norm = RMSNorm(cfg.d_model, eps, zc) if self.has_mixer else None
-        self.ffn_norm = RMSNorm(cfg.d_model, eps, zc) if self.has_ffn else None
+        self.mixer_norm = build_norm(cfg.norm, cfg.d_model, eps, zc) if self.has_mixer else None
+        self.ffn_norm = build_norm(cfg.norm, cfg.d_model, eps, zc) if self.has_ffn else None
+        self.norm_kind = cfg.norm
         self.attn_hc = self.ffn_hc = None
         if cfg.hc_mult > 1:
             hc = lambda: HyperConnection(cfg.hc_mult, cfg.d_model, cfg.hc_sinkhorn_iters, cfg.hc_eps, eps)  # noqa: E731
@@ -105,7 +111,8 @@ class Block(nn.Module):
 
     def num_params(self) -> int:
         hc = sum(h.num_params() for h in (self.attn_hc, self.ffn_hc) if h is not None)
-        norms = sum(n.weight.numel() for n in (self.mixer_norm, self.ffn_norm) if n is not None)
+        norms = sum(norm_params(self.norm_kind, n.weight.numel()) for n in (self.mixer_norm, self.ffn_norm)
+                    if n is not None)
         return norms + self.mixer.num_params() + self.ffn.num_params() + hc
 
 
@@ -118,11 +125,11 @@ class MTP(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         eps, zc = cfg.norm_eps, cfg.zero_centered_norm
-        self.emb_norm = RMSNorm(cfg.d_model, eps, zc)
-        self.hidden_norm = RMSNorm(cfg.d_model, eps, zc)
+        self.emb_norm = build_norm(cfg.norm, cfg.d_model, eps, zc)
+        self.hidden_norm = build_norm(cfg.norm, cfg.d_model, eps, zc)
         self.proj = nn.Linear(2 * cfg.d_model, cfg.d_model, bias=False)  # [W_e | W_h] on [emb; h]
         self.block = Block(cfg, cfg.mtp_mixer, cfg.mtp_ffn)
-        self.norm = RMSNorm(cfg.d_model, eps, zc)
+        self.norm = build_norm(cfg.norm, cfg.d_model, eps, zc)
         self.hc_head = HyperHead(cfg.hc_mult, cfg.d_model, cfg.hc_eps, eps) if cfg.hc_mult > 1 else None
 
     def init_weights(self, std: float, out_std: float) -> None:
@@ -152,11 +159,14 @@ class HybridLM(nn.Module):
             self.layers = nn.ModuleList(
                 Block(config, m, f) for m, f in zip(config.layer_mixers, config.layer_ffns)
             )
-            self.norm = RMSNorm(config.d_model, config.norm_eps, config.zero_centered_norm)
+            self.norm = build_norm(config.norm, config.d_model, config.norm_eps, config.zero_centered_norm)
             self.hc_head = (HyperHead(config.hc_mult, config.d_model, config.hc_eps, config.norm_eps)
                             if config.hc_mult > 1 else None)
             self.lm_head = None if config.tie_embeddings else nn.Linear(config.d_model, config.vocab_size, bias=False)
             self.mtp = MTP(config) if config.mtp_depth else None
+        self.stateless_from = len(self.layers)  # first layer of the cacheless suffix (none: num_layers)
+        while self.stateless_from > 0 and self.layers[self.stateless_from - 1].mixer.cache_kind is None:
+            self.stateless_from -= 1
         device = torch.device(device) if device is not None else torch.device("cpu")
         if device.type != "meta":
             self.to_empty(device=device)
@@ -195,14 +205,18 @@ class HybridLM(nn.Module):
         return HybridCache(layers=[block.mixer.new_cache() for block in self.layers])
 
     # -- forward --------------------------------------------------------------------------
-    def hidden_states(self, input_ids: torch.Tensor, cache: HybridCache | None = None) -> torch.Tensor:
-        """Final normed hidden states [B, T, D]; advances the cache by T when one is given."""
-        return self.norm(self._stack(input_ids, cache)[0])
+    def hidden_states(self, input_ids: torch.Tensor, cache: HybridCache | None = None, keep: int | None = None
+                      ) -> torch.Tensor:
+        """Final normed hidden states [B, T, D]; advances the cache by T when one is given.
+        keep: only the last `keep` positions are wanted ([B, keep, D]); the cacheless suffix then runs on those
+        alone (YOCO prefill, see the module docstring). None: every position."""
+        return self.norm(self._stack(input_ids, cache, keep)[0])
 
-    def _stack(self, input_ids: torch.Tensor, cache: HybridCache | None = None
+    def _stack(self, input_ids: torch.Tensor, cache: HybridCache | None = None, keep: int | None = None
                ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """-> (the residual after the last block [B, T, D], collapsed by the mHC head when there is one;
-        the uncollapsed mHC stream [B, T, n, D] or None), before the final norm."""
+        the uncollapsed mHC stream [B, T, n, D] or None), before the final norm. keep: see hidden_states (the
+        result is then [B, keep, D]: the last positions, through every layer)."""
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be [batch, time], got shape {tuple(input_ids.shape)}")
         V = self.config.vocab_size
@@ -216,9 +230,17 @@ class HybridLM(nn.Module):
         if self.hc_head is not None:
             x = x.unsqueeze(2).expand(-1, -1, self.config.hc_mult, -1).contiguous()
         ctx = ForwardContext(pos0=pos0)  # what a layer leaves for later ones, this forward only (layers/context.py)
+        T, ids, pos = input_ids.shape[1], input_ids, pos0
+        if keep is not None and not 0 <= keep <= T:
+            raise ValueError(f"keep={keep}: must be in [0, {T}] (the positions of this forward)")
         for i, block in enumerate(self.layers):
+            if keep is not None and i == self.stateless_from and keep < T:
+                if keep == 0:  # nothing wanted from here on, and nothing here keeps state
+                    x = x[:, :0]
+                    break
+                x, ids, pos = x[:, T - keep:], ids[:, T - keep:], pos0 + T - keep
             ctx.layer = i
-            x = block(x, pos0, cache.layers[i] if cache is not None else None, input_ids, ctx)
+            x = block(x, pos, cache.layers[i] if cache is not None else None, ids, ctx)
         if cache is not None:
             cache.pos += input_ids.shape[1]
         return (x, None) if self.hc_head is None else (self.hc_head(x), x)
@@ -273,11 +295,12 @@ class HybridLM(nn.Module):
     @torch.no_grad()
     def prefill(self, input_ids: torch.Tensor, cache: HybridCache, chunk: int = 1024) -> torch.Tensor:
         """Run a prompt into the cache in chunks (no T x T score matrix in one piece); returns the last
-        position's logits [B, V]."""
-        if input_ids.shape[1] == 0:
+        position's logits [B, V]. A cacheless suffix of layers (YOCO) runs for the last position only."""
+        T = input_ids.shape[1]
+        if T == 0:
             raise ValueError("prefill needs at least one prompt token")
-        for s in range(0, input_ids.shape[1], chunk):
-            h = self.hidden_states(input_ids[:, s:s + chunk], cache)
+        for s in range(0, T, chunk):
+            h = self.hidden_states(input_ids[:, s:s + chunk], cache, keep=1 if s + chunk >= T else 0)
         return self.logits(h[:, -1])
 
     def generate(self, input_ids: torch.Tensor, max_new_tokens: int = 32, **kwargs) -> torch.Tensor:
@@ -317,10 +340,11 @@ class HybridLM(nn.Module):
     # module is left out of FLOPs and cache (it is not run by forward without labels, nor by generate).
     def num_params_analytic(self, mtp: bool = True) -> int:
         D, V = self.config.d_model, self.config.vocab_size
-        n = V * D + D + (0 if self.lm_head is None else V * D)  # embedding, final norm, untied head
+        nd = norm_params(self.config.norm, D)
+        n = V * D + nd + (0 if self.lm_head is None else V * D)  # embedding, final norm, untied head
         n += sum(b.num_params() for b in self.layers) + (self.hc_head.num_params() if self.hc_head else 0)
         if mtp and self.mtp is not None:
-            n += 3 * D + 2 * D * D + self.mtp.block.num_params()
+            n += 3 * nd + 2 * D * D + self.mtp.block.num_params()
             n += self.mtp.hc_head.num_params() if self.mtp.hc_head is not None else 0
         return n
 
@@ -341,8 +365,13 @@ class HybridLM(nn.Module):
         return tokens * self.flops_per_token(tokens, causal_skip)
 
     def prefill_flops(self, context: int) -> float:
-        """FLOPs to prefill a `context`-token prompt for serving: logits for the last position only."""
-        return context * self.flops_per_token(context, head=False) + self.head_flops()
+        """FLOPs to prefill a `context`-token prompt for serving (`prefill`): logits for the last position only,
+        and the cacheless suffix (YOCO's cross-decoder) run for that position alone, as one decode step."""
+        j = self.stateless_from
+        pre, suf = self.layers[:j], self.layers[j:]
+        n = context * sum(b.mixer.flops_per_token(context) + b.ffn.flops_per_token() + b.hc_flops() for b in pre)
+        n += sum(b.mixer.decode_flops(context) + b.ffn.flops_per_token() + b.hc_flops() for b in suf)
+        return n + self.head_flops()
 
     def decode_flops(self, context: int) -> int:
         """FLOPs of one decode step for one sequence whose new token is token number `context`."""

@@ -317,6 +317,11 @@ def save_target(cfg: ModelConfig, model_type: str | None = None) -> tuple[Conver
     hf_model_type, else the first converter that claims the config's layout."""
     model_type = model_type or cfg.hf_model_type or next(
         (t for c in converters() if (t := c.default_model_type(cfg)) is not None), None)
+    if model_type is None:
+        kinds = sorted({m.kind for m in cfg.mixers.values()})
+        raise ValueError(f"config {cfg.name!r} (mixers {kinds}) has no Hugging Face format: no converter writes this "
+                         f"layout (supported model types: {weight_types()}); keep it in hybridlm's own checkpoint "
+                         "format (hybridlm train writes it; docs/architecture.md)")
     conv = converter_for(model_type)
     if conv is None or not conv.reads_weights(model_type):
         raise ValueError(f"model_type={model_type!r} is not supported; supported: {weight_types()}")

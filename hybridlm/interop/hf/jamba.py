@@ -232,7 +232,8 @@ class JambaConverter(Converter):
         return config_to_jamba(cfg)
 
     def default_model_type(self, cfg: ModelConfig) -> str | None:
-        return "jamba" if any(m.kind == "mamba" for m in cfg.mixers.values()) else None
+        kinds = {m.kind for m in cfg.mixers.values()}
+        return "jamba" if "mamba" in kinds and kinds <= {"mamba", "attention"} else None
 
     def to_hf_state(self, model, model_type: str, get=None) -> dict[str, torch.Tensor]:
         w = model.state_dict()

@@ -3,6 +3,14 @@ QK RMSNorm, optional sigmoid output gate (Qwen gated attention), optional slidin
 The kind's config (`AttentionConfig`), module (`Attention`) and cache (`KVCache`).
 Llama 4 (iRoPE) options: chunked local attention (fixed blocks of chunk_size), interleaved RoPE with llama3
 frequency scaling, weightless QK-norm after RoPE, and attention-temperature tuning of q on NoPE layers.
+SambaY (Phi-4-mini-flash) options:
+- differential attention (Ye et al. 2024, arXiv 2410.05258, as Phi-4-mini-flash uses it): heads pair up (2i, 2i+1),
+  each pair attends twice over the pair's values side by side [v_2i | v_2i+1] (width 2d),
+      o_pair = RMSNorm_2d( softmax(q_2i k_2i^T) V - lambda softmax(q_2i+1 k_2i+1^T) V ) * (1 - lambda_init)
+      lambda = exp(lq1 . lk1) - exp(lq2 . lk2) + lambda_init,  lambda_init = 0.8 - 0.6 exp(-0.3 layer)
+  with the 0-based layer index of the model (ForwardContext.layer), and the 2d output split back into the two heads;
+- kv_out: leave this layer's keys and values (cache included) in the forward context; kv_source: a YOCO
+  cross-attention layer, queries only, attending over the keys and values another layer left (no cache of its own).
 
 Shapes: B batch, T new tokens, S keys (cache + new), H query heads, G kv heads, d head_dim, D d_model.
 Reference: transformers `Qwen3NextAttention` (tested for parity through the whole model in tests/families/test_qwen.py)
@@ -54,6 +62,10 @@ class AttentionConfig:
     rope_interleaved: bool = False
     rope_scaling: dict | None = None
     softmax_scale: float | None = None  # None: head_dim^-1/2 (Granite 4.0's attention_multiplier sets it)
+    out_bias: bool = False  # bias on o_proj (Phi-4-mini-flash); `bias` is the q/k/v projections'
+    differential: bool = False  # differential attention over head pairs (module docstring)
+    kv_out: str | None = None  # leave (k, v, first key position) in the forward context under this name
+    kv_source: str | None = None  # cross-attention: queries only, over the keys / values this name holds
     kind: Literal["attention"] = "attention"
 
     def validate(self, where: str, d_model: int) -> None:
@@ -86,6 +98,24 @@ class AttentionConfig:
             self._validate_rope_scaling(f"{where}.rope_scaling")
         if self.softmax_scale is not None and not (math.isfinite(self.softmax_scale) and self.softmax_scale > 0):
             fail(f"{where}.softmax_scale", self.softmax_scale, "must be a finite number > 0 or None")
+        if self.differential and (self.num_heads % 2 or self.num_kv_heads % 2):
+            fail(f"{where}.differential", True, f"pairs heads: num_heads={self.num_heads} and "
+                 f"num_kv_heads={self.num_kv_heads} must both be even")
+        for name in ("kv_out", "kv_source"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, str) or not v):
+                fail(f"{where}.{name}", v, "must be a non-empty name or None")
+            if v is not None and (self.sliding_window is not None or self.chunk_size is not None):
+                fail(f"{where}.{name}", v, "shares one full KV: it cannot be combined with sliding_window or "
+                     "chunk_size (a trimmed cache would drop keys the readers see in a full forward)")
+        if self.kv_out is not None and self.kv_source is not None:
+            fail(f"{where}.kv_source", self.kv_source, f"a cross-attention layer has no keys of its own to put "
+                 f"under kv_out={self.kv_out!r}")
+
+    def context_io(self, d_model: int) -> tuple[dict, dict]:
+        """(writes, reads) in the forward context: the KV it shares or the one it reads, as (kv heads, head_dim)."""
+        spec = ("kv", self.num_kv_heads, self.head_dim)
+        return ({self.kv_out: spec} if self.kv_out else {}), ({self.kv_source: spec} if self.kv_source else {})
 
     _LLAMA3_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
 
@@ -112,11 +142,17 @@ class AttentionConfig:
     def describe(self, brief: bool = False) -> str:
         """What `hybridlm info` shows for this mixer; brief: its label in `cost`'s layout summary."""
         if brief:
-            label = ("gated " if self.output_gate else "") + f"attention {self.num_heads}q/{self.num_kv_heads}kv"
+            label = ("gated " if self.output_gate else "") + ("differential " if self.differential else "")
+            label += ("cross-" if self.kv_source else "") + f"attention {self.num_heads}q/{self.num_kv_heads}kv"
             label += f" window {self.sliding_window}" if self.sliding_window else ""
             label += f" chunk {self.chunk_size}" if self.chunk_size else ""
+            label += f" <- {self.kv_source!r}" if self.kv_source else ""
+            label += f" -> {self.kv_out!r}" if self.kv_out else ""
             return label + (" NoPE" if not self.rope_dim else "")
         extras = [f"rope {self.rope_dim}/{self.head_dim}" if self.rope_dim else "NoPE"]
+        extras += ["differential"] * self.differential
+        extras += [f"queries over KV {self.kv_source!r}"] if self.kv_source else []
+        extras += [f"shares its KV as {self.kv_out!r}"] if self.kv_out else []
         extras += ["qk-norm"] * self.qk_norm + ["out-gate"] * self.output_gate
         extras += [f"window {self.sliding_window}"] if self.sliding_window else []
         extras += [f"chunk {self.chunk_size}"] if self.chunk_size else []
@@ -153,9 +189,28 @@ class KVCache:
         return nbytes(self.k, self.v)
 
 
+def lambda_init(layer: int) -> float:
+    """Differential attention's lambda_init at 0-based depth `layer`: 0.8 - 0.6 exp(-0.3 layer) (Ye et al. 2024)."""
+    return 0.8 - 0.6 * math.exp(-0.3 * layer)
+
+
+def differential_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lam: torch.Tensor, subln: RMSNorm,
+                      lam_init: float, **sdpa) -> torch.Tensor:
+    """Differential attention over head pairs. q [B, H, T, d], k / v [B, G, S, d] -> [B, H, T, d]: pair p = heads
+    (2p, 2p+1) gives RMSNorm(a_2p - lam a_2p+1) * (1 - lam_init) over values [v_2p' | v_2p'+1] (its KV pair p'),
+    whose 2d columns are the outputs of heads 2p and 2p+1."""
+    B, H, T, d = q.shape
+    vv = torch.cat((v[:, 0::2], v[:, 1::2]), dim=-1)  # [B, G/2, S, 2d]
+    gqa = sdpa.pop("enable_gqa")
+    a1 = F.scaled_dot_product_attention(q[:, 0::2], k[:, 0::2], vv, enable_gqa=gqa, **sdpa)  # [B, H/2, T, 2d]
+    a2 = F.scaled_dot_product_attention(q[:, 1::2], k[:, 1::2], vv, enable_gqa=gqa, **sdpa)
+    o = subln(a1 - lam.to(a1.dtype) * a2) * (1.0 - lam_init)  # [B, H/2, T, 2d]
+    return o.view(B, H // 2, T, 2, d).transpose(2, 3).reshape(B, H, T, d)
+
+
 @register_mixer("attention", AttentionConfig)
 class Attention(nn.Module):
-    cache_kind = KVCache.kind
+    cache_kind = KVCache.kind  # None on a cross-attention layer (set per instance): it keeps no cache
 
     def __init__(self, cfg: AttentionConfig, d_model: int, norm_eps: float = 1e-6, zero_centered: bool = True):
         super().__init__()
@@ -163,48 +218,73 @@ class Attention(nn.Module):
         H, G, d = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         # With the output gate, q_proj emits [query | gate] per head, interleaved head by head (HF layout).
         self.q_proj = nn.Linear(d_model, H * d * (2 if cfg.output_gate else 1), bias=cfg.bias)
-        self.k_proj = nn.Linear(d_model, G * d, bias=cfg.bias)
-        self.v_proj = nn.Linear(d_model, G * d, bias=cfg.bias)
-        self.o_proj = nn.Linear(H * d, d_model, bias=False)
+        cross = cfg.kv_source is not None
+        self.k_proj = None if cross else nn.Linear(d_model, G * d, bias=cfg.bias)
+        self.v_proj = None if cross else nn.Linear(d_model, G * d, bias=cfg.bias)
+        if cross:
+            self.cache_kind = None
+        self.o_proj = nn.Linear(H * d, d_model, bias=cfg.out_bias)
         if cfg.qk_norm:
             self.q_norm = RMSNorm(d, norm_eps, zero_centered, weight=cfg.qk_norm_weight)
-            self.k_norm = RMSNorm(d, norm_eps, zero_centered, weight=cfg.qk_norm_weight)
+            self.k_norm = None if cross else RMSNorm(d, norm_eps, zero_centered, weight=cfg.qk_norm_weight)
         else:
             self.q_norm = self.k_norm = None
+        if cfg.differential:  # lambda's reparameterisation and the per-pair sub-layer norm (weight at 1)
+            self.lambda_q1, self.lambda_k1, self.lambda_q2, self.lambda_k2 = (
+                nn.Parameter(torch.empty(d)) for _ in range(4))
+            self.subln = RMSNorm(2 * d, norm_eps)
         self.aux_loss: torch.Tensor | None = None  # no training loss of its own (the Mixer protocol's field)
 
     def init_weights(self, std: float, out_std: float) -> None:
-        for lin in (self.q_proj, self.k_proj, self.v_proj):
-            nn.init.normal_(lin.weight, std=std)
+        for lin in (self.q_proj, self.k_proj, self.v_proj, self.o_proj):
+            if lin is None:
+                continue
+            nn.init.normal_(lin.weight, std=out_std if lin is self.o_proj else std)
             if lin.bias is not None:
                 nn.init.zeros_(lin.bias)
-        nn.init.normal_(self.o_proj.weight, std=out_std)
         for norm in (self.q_norm, self.k_norm):
             if norm is not None:
                 norm.init_weights()
+        if self.cfg.differential:  # N(0, 0.1), as the differential-attention reference initialises them
+            for p in (self.lambda_q1, self.lambda_k1, self.lambda_q2, self.lambda_k2):
+                nn.init.normal_(p, std=0.1)
+            self.subln.init_weights()
 
-    def new_cache(self) -> KVCache:
+    def new_cache(self) -> KVCache | None:
+        if self.cfg.kv_source is not None:
+            return None
         return KVCache(window=self.cfg.sliding_window, chunk=self.cfg.chunk_size)
 
     def describe(self) -> str:
         return self.cfg.describe()
 
+    def _proj_shapes(self) -> tuple[int, int, int]:
+        """(d_model, q_proj rows, k_proj + v_proj rows)."""
+        c = self.cfg
+        q_out = c.num_heads * c.head_dim * (2 if c.output_gate else 1)
+        return self.q_proj.in_features, q_out, 0 if c.kv_source else 2 * c.num_kv_heads * c.head_dim
+
     def num_params(self, d_model: int | None = None) -> int:
         c = self.cfg
-        H, G, d = c.num_heads, c.num_kv_heads, c.head_dim
-        D = self.q_proj.in_features
-        q_out = H * d * (2 if c.output_gate else 1)
-        n = D * (q_out + 2 * G * d) + H * d * D
-        if c.bias:
-            n += q_out + 2 * G * d
-        return n + self._norm_params()
+        D, q_out, kv_out = self._proj_shapes()
+        n = D * (q_out + kv_out) + c.num_heads * c.head_dim * D
+        n += (q_out + kv_out) * c.bias + D * c.out_bias
+        return n + self._norm_params() + (6 * c.head_dim if c.differential else 0)  # 4 lambda vectors, subln 2d
 
     def _norm_params(self) -> int:
-        return 2 * self.cfg.head_dim if self.cfg.qk_norm and self.cfg.qk_norm_weight else 0
+        if not (self.cfg.qk_norm and self.cfg.qk_norm_weight):
+            return 0
+        return self.cfg.head_dim * (1 if self.cfg.kv_source else 2)
 
     # -- accounting (docs/cost.md): FLOPs count matmuls at 2 per multiply-add; elementwise ops are not counted --
     def _proj_flops(self) -> int:
-        return 2 * (self.num_params() - self._norm_params())  # norms: no matmul
+        D, q_out, kv_out = self._proj_shapes()
+        return 2 * D * (q_out + kv_out) + 2 * self.cfg.num_heads * self.cfg.head_dim * D
+
+    def _flops_per_key(self) -> int:
+        """Score and value FLOPs per query and key: QK^T and PV, 4 H d; differential attention runs two
+        softmaxes per head pair over values of width 2d: 2 x (2 d + 2 (2d)) per pair = 6 H d."""
+        return (6 if self.cfg.differential else 4) * self.cfg.num_heads * self.cfg.head_dim
 
     def keys_seen(self, position: int) -> int:
         """Keys the query at 1-based `position` attends to (itself included): bounded by the sliding window, or
@@ -228,14 +308,12 @@ class Attention(nn.Module):
         """Prefill FLOPs per token, averaged over a causal prefill of `context` tokens: projections plus
         QK^T and PV (4 * H * head_dim per key). causal_skip=False counts every query against all `context`
         keys, as a dense masked kernel (or torch's FLOP counter on SDPA) does."""
-        c = self.cfg
         keys = self.mean_keys(context) if causal_skip else context
-        return self._proj_flops() + 4 * c.num_heads * c.head_dim * keys
+        return self._proj_flops() + self._flops_per_key() * keys
 
     def decode_flops(self, context: int) -> int:
         """FLOPs of one decode step whose query is token number `context` (it sees min(context, window) keys)."""
-        c = self.cfg
-        return self._proj_flops() + 4 * c.num_heads * c.head_dim * self.keys_seen(context)
+        return self._proj_flops() + self._flops_per_key() * self.keys_seen(context)
 
     def cache_tokens(self, context: int) -> int:
         """Tokens KVCache holds after `context` tokens: all of them, window - 1 for a sliding window, or those of
@@ -246,8 +324,11 @@ class Attention(nn.Module):
         return context if w is None else min(context, w - 1)
 
     def cache_bytes(self, context: int, batch: int = 1, dtype_bytes: int = 2, state_bytes: int | None = None) -> int:
-        """K and V [B, Hkv, S, head_dim] each, S = cache_tokens(context). state_bytes: unused (no state)."""
+        """K and V [B, Hkv, S, head_dim] each, S = cache_tokens(context) (none on a cross-attention layer, which
+        reads another layer's). state_bytes: unused (no state)."""
         c = self.cfg
+        if c.kv_source is not None:
+            return 0
         return 2 * batch * c.num_kv_heads * c.head_dim * self.cache_tokens(context) * dtype_bytes
 
     def forward(self, x_BTD: torch.Tensor, pos0: int = 0, cache: KVCache | None = None,
@@ -261,30 +342,43 @@ class Attention(nn.Module):
             q, gate = q.view(B, T, H, 2 * d).chunk(2, dim=-1)  # [B, T, H, d] each
             gate = gate.reshape(B, T, H * d)
         q = q.reshape(B, T, H, d)
-        k = self.k_proj(x_BTD).view(B, T, G, d)
-        v = self.v_proj(x_BTD).view(B, T, G, d)
+        cross = c.kv_source is not None  # keys and values come from the context, already normed and rotated
+        k = None if cross else self.k_proj(x_BTD).view(B, T, G, d)
+        v = None if cross else self.v_proj(x_BTD).view(B, T, G, d)
         # A weighted norm goes before RoPE (Qwen); a weightless one commutes with the rotation (it keeps the head's
         # norm) and goes after it, in Llama 4's order, so the rounding matches the reference too.
         norm_first = self.q_norm is not None and c.qk_norm_weight
         if norm_first:
-            q, k = self.q_norm(q), self.k_norm(k)
+            q, k = self.q_norm(q), (None if cross else self.k_norm(k))
         positions = torch.arange(pos0, pos0 + T, device=x_BTD.device)
         if c.rope_dim:
             if c.rope_interleaved:
                 cos, sin = rope_cos_sin(positions, c.rope_dim, c.rope_theta, torch.float32, c.rope_scaling)
-                q, k = apply_rope_interleaved(q, cos, sin), apply_rope_interleaved(k, cos, sin)
+                rotate = apply_rope_interleaved
             else:
                 cos, sin = rope_cos_sin(positions, c.rope_dim, c.rope_theta, q.dtype, c.rope_scaling)
-                q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+                rotate = apply_rope
+            q, k = rotate(q, cos, sin), (None if cross else rotate(k, cos, sin))
         if self.q_norm is not None and not norm_first:
-            q, k = self.q_norm(q), self.k_norm(k)
+            q, k = self.q_norm(q), (None if cross else self.k_norm(k))
         if c.temperature_tuning:  # sharper softmax far into the context (NoPE layers), per query position
             scale_T = 1.0 + c.attn_scale * torch.log1p(torch.floor((positions.float() + 1.0) / c.floor_scale))
             q = (q * scale_T[None, :, None, None]).to(q.dtype)
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H|G, T, d]
-        key_start = pos0
-        if cache is not None:
-            k, v, key_start = cache.append(k, v)  # [B, G, S, d]
+        q = q.transpose(1, 2)  # [B, H, T, d]
+        if cross:
+            if ctx is None:
+                raise ValueError(f"cross-attention reads KV {c.kv_source!r} from the forward context: run it in a "
+                                 "model")
+            k, v, key_start = ctx.get(c.kv_source)  # [B, G, S, d] each, keys at key_start .. key_start+S-1
+        else:
+            k, v, key_start = k.transpose(1, 2), v.transpose(1, 2), pos0  # [B, G, T, d]
+            if cache is not None:
+                k, v, key_start = cache.append(k, v)  # [B, G, S, d]
+            if c.kv_out is not None:
+                if ctx is None:
+                    raise ValueError(f"attention with kv_out={c.kv_out!r} needs the forward context: run it in a "
+                                     "model")
+                ctx.put(c.kv_out, (k, v, key_start))
         S = k.shape[2]
         C = c.chunk_size
         one_chunk = C is None or pos0 // C == (pos0 + T - 1) // C
@@ -302,8 +396,16 @@ class Attention(nn.Module):
             if C is not None:
                 mask &= (k_pos // C) == (q_pos // C)
             causal = False
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
-                                           scale=c.softmax_scale or 1.0 / math.sqrt(d), enable_gqa=G != H)  # [B, H, T, d]
+        sdpa = dict(attn_mask=mask, is_causal=causal, scale=c.softmax_scale or 1.0 / math.sqrt(d), enable_gqa=G != H)
+        if c.differential:
+            if ctx is None or ctx.layer < 0:
+                raise ValueError("differential attention needs its layer index (ForwardContext.layer): run it in a "
+                                 "model")
+            lam = (torch.exp((self.lambda_q1.float() * self.lambda_k1.float()).sum())
+                   - torch.exp((self.lambda_q2.float() * self.lambda_k2.float()).sum()) + lambda_init(ctx.layer))
+            o = differential_sdpa(q, k, v, lam, self.subln, lambda_init(ctx.layer), **sdpa)  # [B, H, T, d]
+        else:
+            o = F.scaled_dot_product_attention(q, k, v, **sdpa)  # [B, H, T, d]
         o = o.transpose(1, 2).reshape(B, T, H * d)
         if gate is not None:
             o = o * torch.sigmoid(gate)

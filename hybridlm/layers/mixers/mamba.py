@@ -7,6 +7,8 @@
   delta   = softplus(dt_proj.weight @ dt + dt_proj.bias)                 the bias goes in before the softplus
   y       = selective_scan(u, delta, A = -exp(A_log), B, C, D)           h_t = exp(delta_t A) h_{t-1} + delta_t u_t B_t
   out     = out_proj(y * silu(z))
+  (memory_out = name) y, after the D skip and before the z gate, is also left in the forward context under that
+  name: SambaY's memory, read by the Gated Memory Units of its cross-decoder (layers/mixers/gmu.py)
 
 Shapes: Bt batch, T tokens, D d_model, E d_inner, R dt_rank, N d_state, K conv kernel, C conv channels.
 The kind's config (`MambaConfig`) and module (`Mamba`); its cache is layers/cache.py's `RecurrentState` (the last K-1
@@ -48,6 +50,7 @@ class MambaConfig:
     dt_min: float = 0.001  # init only: dt ~ log-uniform in [dt_min, dt_max], floored at dt_init_floor
     dt_max: float = 0.1
     dt_init_floor: float = 1e-4
+    memory_out: str | None = None  # leave y [B, T, E] (before the z gate) in the forward context under this name
     kind: Literal["mamba"] = "mamba"
 
     def validate(self, where: str, d_model: int) -> None:
@@ -55,14 +58,21 @@ class MambaConfig:
         if self.dt_rank is not None and self.dt_rank < 1:
             fail(f"{where}.dt_rank", self.dt_rank, "must be >= 1 (or None: ceil(d_model / 16))")
         check_dt_range(self, where, "dt_min", "dt_max", "dt_init_floor")
+        if self.memory_out is not None and (not isinstance(self.memory_out, str) or not self.memory_out):
+            fail(f"{where}.memory_out", self.memory_out, "must be a non-empty name or None")
+
+    def context_io(self, d_model: int) -> tuple[dict, dict]:
+        """(writes, reads) in the forward context (ModelConfig checks every reader against its writer)."""
+        return ({self.memory_out: ("memory", self.expand * d_model)} if self.memory_out else {}), {}
 
     def describe(self, brief: bool = False) -> str:
         """What `hybridlm info` shows for this mixer; brief: its label in `cost`'s layout summary."""
+        tap = f" -> memory {self.memory_out!r}" if self.memory_out else ""
         if brief:
-            return "Mamba (Jamba)" if self.inner_norms else "Mamba"
+            return ("Mamba (Jamba)" if self.inner_norms else "Mamba") + tap
         rank = "auto" if self.dt_rank is None else self.dt_rank
         norms = ", RMSNorm on dt/B/C" if self.inner_norms else ""
-        return f"mamba x{self.expand}, state {self.d_state}, conv {self.d_conv}, dt rank {rank}{norms}"
+        return f"mamba x{self.expand}, state {self.d_state}, conv {self.d_conv}, dt rank {rank}{norms}{tap}"
 
 
 def check_dt_range(cfg, where: str, lo: str, hi: str, floor: str) -> None:
@@ -206,5 +216,9 @@ class Mamba(nn.Module):
         y, state = selective_scan(u, delta, A, B, C, self.D, initial_state=state, chunk_size=c.chunk_size)
         if cache is not None:
             cache.state = state.detach()
+        if c.memory_out is not None:
+            if ctx is None:
+                raise ValueError(f"Mamba with memory_out={c.memory_out!r} needs the forward context (run it in a model)")
+            ctx.put(c.memory_out, y)  # [Bt, T, E]: the scan output after the D skip, before the gate
         y = (y.float() * F.silu(z.float())).to(x_BTD.dtype)  # [Bt, T, E]
         return self.out_proj(y)
