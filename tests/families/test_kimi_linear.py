@@ -73,3 +73,29 @@ def test_bad_decay_shape_names_g():
         gated_delta_rule_recurrent(q, k, v, g[..., :5], beta)
     with pytest.raises(NotImplementedError, match="per-channel"):
         gated_delta_rule_chunked(q, k, v, g, beta)
+
+
+def test_mla_without_rope_matches_kimi_linear_attention():
+    """Kimi Linear's full-attention layers: MLA with use_rope=False against transformers' KimiLinearAttention."""
+    from transformers import KimiLinearConfig
+    from transformers.models.kimi_linear.modeling_kimi_linear import KimiLinearAttention
+
+    from hybridlm.layers.mixers.mla import MLA, MLAConfig
+
+    hf_cfg = KimiLinearConfig(hidden_size=48, num_attention_heads=3, num_key_value_heads=3, kv_lora_rank=16,
+                              q_lora_rank=None, qk_rope_head_dim=8, qk_nope_head_dim=12, v_head_dim=10,
+                              num_hidden_layers=1)
+    hf_cfg._attn_implementation = "eager"
+    torch.manual_seed(0)
+    ref = KimiLinearAttention(hf_cfg, layer_idx=0).eval()
+    for p in ref.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    ours = MLA(MLAConfig(num_heads=3, kv_lora_rank=16, q_lora_rank=None, qk_nope_head_dim=12, qk_rope_head_dim=8,
+                         v_head_dim=10, use_rope=False), d_model=48)
+    ours.load_state_dict({n: p.detach() for n, p in ref.state_dict().items()})
+    x = torch.randn(2, 13, 48)
+    mask = torch.full((13, 13), float("-inf")).triu(1)[None, None]
+    with torch.no_grad():
+        expected, _ = ref(x, attention_mask=mask)
+        torch.testing.assert_close(ours(x), expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(ours(x, pos0=7), expected, atol=1e-5, rtol=1e-5)  # no position enters
