@@ -1,7 +1,9 @@
 """Gated delta rule (Gated DeltaNet) core ops in pure PyTorch.
 
 Per value head the state S is a [K, V] matrix updated, for each token t, as
-    S <- exp(g_t) * S                                   (decay, g_t <= 0)
+    S <- exp(g_t) * S                                   (decay, g_t <= 0: a scalar per head, Gated DeltaNet,
+                                                         or one per key channel [K], Kimi Delta Attention:
+                                                         S <- diag(exp(g_t)) S)
     S <- S + k_t (beta_t * (v_t - S^T k_t))^T           (delta-rule write)
     o_t = S^T (scale * q_t)
 q and k are expected L2-normalised by the caller.  q/k have Hk heads, v/g/beta have Hv heads
@@ -46,8 +48,19 @@ def _check_heads(q: Tensor, v: Tensor) -> int:
     return hv // hk
 
 
+def _channel_decay(g: Tensor, v: Tensor, K: int) -> bool:
+    """True when g carries one log decay per key channel ([..., Hv, K], KDA), False for one per head ([..., Hv])."""
+    if g.dim() == v.dim() and g.shape[-1] == K and g.shape[-2] == v.shape[-2]:
+        return True
+    if g.dim() == v.dim() - 1:
+        return False
+    raise ValueError(f"g has shape {tuple(g.shape)}: expected one log decay per value head {tuple(v.shape[:-1])} "
+                     f"or per key channel {(*v.shape[:-1], K)}")
+
+
 def gated_delta_rule_recurrent(q, k, v, g, beta, initial_state=None, scale=None) -> tuple[Tensor, Tensor]:
-    """Reference: loop over time.  q,k [B,T,Hk,K]; v [B,T,Hv,V]; g,beta [B,T,Hv]; state [B,Hv,K,V]."""
+    """Reference: loop over time.  q,k [B,T,Hk,K]; v [B,T,Hv,V]; g [B,T,Hv] (scalar decay per head) or
+    [B,T,Hv,K] (per key channel); beta [B,T,Hv]; state [B,Hv,K,V]."""
     groups = _check_heads(q, v)
     dt = compute_dtype(v)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
@@ -55,11 +68,13 @@ def gated_delta_rule_recurrent(q, k, v, g, beta, initial_state=None, scale=None)
     K = q.shape[-1]
     q = q.to(dt).repeat_interleave(groups, dim=2) * scale  # [B,T,Hv,K]
     k = k.to(dt).repeat_interleave(groups, dim=2)  # [B,T,Hv,K]
-    v, g, beta = v.to(dt), g.to(dt), beta.to(dt)
+    per_channel = _channel_decay(g, v, K)
+    v, beta = v.to(dt), beta.to(dt)
+    g = g.to(dt) if per_channel else g.to(dt)[..., None]  # [B,T,Hv,K] or [B,T,Hv,1]: decays the rows of S
     S = v.new_zeros(B, Hv, K, V) if initial_state is None else initial_state.to(dt)  # [B,Hv,K,V]
     outs = []
     for t in range(T):
-        S = S * g[:, t, :, None, None].exp()
+        S = S * g[:, t, :, :, None].exp()
         pred = torch.einsum("bhk,bhkv->bhv", k[:, t], S)  # what the state currently returns for k_t
         delta = beta[:, t, :, None] * (v[:, t] - pred)  # [B,Hv,V]
         S = S + k[:, t, :, :, None] * delta[:, :, None, :]
@@ -69,14 +84,19 @@ def gated_delta_rule_recurrent(q, k, v, g, beta, initial_state=None, scale=None)
 
 
 def gated_delta_rule_step(q, k, v, g, beta, state, scale=None) -> tuple[Tensor, Tensor]:
-    """One decode token.  q,k [B,Hk,K]; v [B,Hv,V]; g,beta [B,Hv]; state [B,Hv,K,V] -> (o [B,Hv,V], new state).
+    """One decode token.  q,k [B,Hk,K]; v [B,Hv,V]; g [B,Hv] or [B,Hv,K] (per key channel); beta [B,Hv];
+    state [B,Hv,K,V] -> (o [B,Hv,V], new state).
 
-    Uses S_new^T q = decay * (S^T q) + delta * (k.q), so the old state is read once for both
-    S^T k and S^T q, and written once for the update.
+    Scalar decay: S_new^T q = decay * (S^T q) + delta * (k.q), so the old state is read once for both
+    S^T k and S^T q, and written once for the update. Per-channel decay decays the state's rows first.
     """
     B, Hk, K = q.shape
     Hv, V = v.shape[-2:]
     G = _check_heads(q, v)
+    if _channel_decay(g, v, K):  # KDA: S <- diag(exp(g)) S, then the scalar-free delta step (decay 1)
+        dt = state.dtype if state.dtype == torch.float64 else torch.float32
+        decayed = state.to(dt) * g.to(dt).exp()[..., None]  # [B,Hv,K,V]
+        return gated_delta_rule_step(q, k, v, g.new_zeros(B, Hv), beta, decayed, scale)
     dt = state.dtype if state.dtype == torch.float64 else torch.float32
     scale = K**-0.5 if scale is None else scale
     S = state.to(dt).reshape(B, Hk, G, K, V)
@@ -223,6 +243,9 @@ def gated_delta_rule_chunked(
     B, T, Hk, K = q.shape
     Hv, V = v.shape[-2:]
     _check_heads(q, v)
+    if _channel_decay(g, v, K):
+        raise NotImplementedError("the chunked form takes one log decay per head (g [B,T,Hv]); per-channel decay "
+                                  "(KDA, g [B,T,Hv,K]) has only the recurrent and one-step forms so far")
     dt = compute_dtype(v)
     scale = K**-0.5 if scale is None else scale
     if initial_state is None:
@@ -243,7 +266,7 @@ def gated_delta_rule_chunked(
 
 def gated_delta_rule(q, k, v, g, beta, initial_state=None, scale=None, chunk_size=64) -> tuple[Tensor, Tensor]:
     """Dispatcher: fla's chunked Triton kernel for CUDA tensors when fla is installed, else the torch chunked form."""
-    if q.is_cuda and _fla_chunk_gated_delta_rule is not None:
+    if q.is_cuda and _fla_chunk_gated_delta_rule is not None and not _channel_decay(g, v, q.shape[-1]):
         groups = _check_heads(q, v)
         if groups > 1:  # some fla versions require as many q/k heads as value heads
             q = q.repeat_interleave(groups, dim=2)

@@ -66,6 +66,7 @@ class MLAConfig:
     qk_rope_head_dim: int = 64
     v_head_dim: int = 128
     rope_theta: float = 10_000.0
+    use_rope: bool = True  # False: the q_rope / k_R dims get no rotation (Kimi Linear's MLA layers are NoPE)
     rope_interleaved: bool = True  # rotary pairs (x0, x1), (x2, x3), ... as DeepSeek's weights are laid out
     rope_scaling: Literal["yarn"] | None = None
     yarn_factor: float = 1.0
@@ -97,6 +98,8 @@ class MLAConfig:
             for name in ("yarn_mscale", "yarn_mscale_all_dim"):
                 if getattr(self, name) < 0:
                     fail(f"{where}.{name}", getattr(self, name), "must be >= 0 (0 = absent)")
+        if not self.use_rope and self.index_n_heads:
+            fail(f"{where}.use_rope", self.use_rope, "must be True with the V3.2 indexer (its keys are roped)")
         if self.latent_norm_eps <= 0:
             fail(f"{where}.latent_norm_eps", self.latent_norm_eps, "must be > 0")
         if self.index_n_heads < 0:
@@ -125,7 +128,7 @@ class MLAConfig:
         if brief:
             return f"MLA {self.num_heads}q, latent {self.kv_lora_rank}+{self.qk_rope_head_dim}"
         q = f"q_lora {self.q_lora_rank}" if self.q_lora_rank else "full-rank q"
-        rope = f"rope {self.qk_rope_head_dim}" + (f", yarn x{self.yarn_factor:g}" if self.rope_scaling == "yarn" else "")
+        rope = "no rope" if not self.use_rope else f"rope {self.qk_rope_head_dim}" + (f", yarn x{self.yarn_factor:g}" if self.rope_scaling == "yarn" else "")
         return (f"MLA {self.num_heads}q x {self.qk_nope_head_dim}+{self.qk_rope_head_dim}/{self.v_head_dim} ({q}, "
                 f"kv_lora {self.kv_lora_rank}, {rope}; cache {self.kv_lora_rank + self.qk_rope_head_dim}/token)")
 
@@ -255,8 +258,9 @@ class MLA(nn.Module):
         q_nope_BTHn, q_rope_BTHr = q.view(B, T, H, n + r).split([n, r], dim=-1)
         c_kv_BTR, k_rope_BTr = self.kv_a_proj_with_mqa(x_BTD).split([R, r], dim=-1)
         c_kv_BTR = self.kv_a_layernorm(c_kv_BTR)
-        q_rope_BTHr = self._rope(q_rope_BTHr, pos0)
-        k_rope_BTr = self._rope(k_rope_BTr[:, :, None], pos0)[:, :, 0]
+        if c.use_rope:  # without it the shared key k_R is still cached, only unrotated
+            q_rope_BTHr = self._rope(q_rope_BTHr, pos0)
+            k_rope_BTr = self._rope(k_rope_BTr[:, :, None], pos0)[:, :, 0]
         if cache is not None:
             c_kv_BSR, k_rope_BSr = cache.append(c_kv_BTR, k_rope_BTr)  # keys at positions 0 .. S-1
         else:
