@@ -95,12 +95,13 @@ def titans_memory_recurrent(q, k, v, eta, theta, alpha, state, dims, chunk_size:
     dt = compute_dtype(v)
     B, T, H, _ = k.shape
     w0, w, s = (x.to(dt) for x in state.unbind(2))  # [B, H, P] each
-    outs = []
+    outs, outer = [], torch.is_grad_enabled()  # outer: keep the graph for the caller's backward
     for t in range(T):
-        base = w0.detach().requires_grad_() if not w0.requires_grad else w0
-        losses = sum(token_loss(base[b, h], k[b, t, h].to(dt), v[b, t, h].to(dt), dims)
-                     for b in range(B) for h in range(H))
-        u = torch.autograd.grad(losses, base, create_graph=torch.is_grad_enabled())[0]  # [B, H, P]
+        with torch.enable_grad():  # the surprise needs autograd even under no_grad
+            base = w0.detach().requires_grad_() if not w0.requires_grad else w0
+            losses = sum(token_loss(base[b, h], k[b, t, h].to(dt), v[b, t, h].to(dt), dims)
+                         for b in range(B) for h in range(H))
+            u = torch.autograd.grad(losses, base, create_graph=outer)[0]  # [B, H, P]
         s = eta[:, t, :, None].to(dt) * s - theta[:, t, :, None].to(dt) * u
         w = (1 - alpha[:, t, :, None].to(dt)) * w + s
         outs.append(torch.stack([torch.stack([mlp(w[b, h], q[b, t, h].to(dt), dims) for h in range(H)])
