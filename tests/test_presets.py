@@ -18,9 +18,10 @@ def test_preset_builds_and_counts_add_up(name):
     model = HybridLM(get_config(name), device="meta")
     direct = sum(p.numel() for p in model.parameters())
     hc = model.hc_head.num_params() if model.hc_head is not None else 0  # mHC: the head's and each block's
-    by_module = (model.embed.weight.numel() + model.norm.weight.numel() + hc
+    norms = model.config.d_model * (2 if model.config.norm == "layernorm" else 1)  # LayerNorm: weight and bias
+    by_module = (model.embed.weight.numel() + norms + hc
                  + (model.lm_head.weight.numel() if model.lm_head is not None else 0)
-                 + sum(b.mixer.num_params() + b.ffn.num_params() + (b.has_mixer + b.has_ffn) * model.config.d_model
+                 + sum(b.mixer.num_params() + b.ffn.num_params() + (b.has_mixer + b.has_ffn) * norms
                        + sum(h.num_params() for h in (b.attn_hc, b.ffn_hc) if h is not None) for b in model.layers)
                  + (sum(p.numel() for p in model.mtp.parameters()) if model.mtp is not None else 0))
     assert direct == by_module == model.num_params()

@@ -182,8 +182,12 @@ def period(letters: list[str]) -> list[str]:
 def twin_plan(cfg: ModelConfig, max_layers: int = 2) -> list[int]:
     """Layer indices of the twin: one period of the plan; when it is longer than max_layers, the first layer of
     each distinct mixer (in plan order), then the earliest others, in plan order (Jamba's M M M M A M M M at 4 ->
-    M M M A; Llama 4's R R R N at 2 -> R N: the global layer is kept)."""
+    M M M A; Llama 4's R R R N at 2 -> R N: the global layer is kept). A plan whose layers read the forward context
+    keeps its writers and readers together instead, whatever max_layers says (_context_span)."""
     letters = cfg.layer_mixers
+    span = _context_span(cfg)
+    if span is not None:  # layers that hand a memory / KV on through the forward context stay together
+        return span
     idx = list(range(min(len(period(letters)), len(letters))))
     if len(idx) <= max_layers:
         return idx
@@ -193,6 +197,26 @@ def twin_plan(cfg: ModelConfig, max_layers: int = 2) -> list[int]:
     keep = sorted(first.values())[:max_layers]
     keep += [i for i in idx if i not in keep][:max_layers - len(keep)]
     return sorted(keep)
+
+
+def _context_span(cfg: ModelConfig) -> list[int] | None:
+    """For a plan whose layers read what earlier ones left in the forward context (SambaY's GMUs and YOCO
+    cross-attention): the layers from the first writer through the first reader of every name, so the twin keeps
+    the mechanism (tiny-sambay: W F G X). None when nothing reads the context."""
+    first_write: dict[str, int] = {}
+    first_read: dict[str, int] = {}
+    for i, letter in enumerate(cfg.layer_mixers):
+        io = getattr(cfg.mixers[letter], "context_io", None)
+        if io is None:
+            continue
+        writes, reads = io(cfg.d_model)
+        for name in writes:
+            first_write.setdefault(name, i)
+        for name in reads:
+            first_read.setdefault(name, i)
+    if not first_read:
+        return None
+    return list(range(min(first_write[n] for n in first_read), max(first_read.values()) + 1))
 
 
 def _scale_mixer(mixer, heads: float, state: float):
@@ -206,6 +230,8 @@ def _scale_mixer(mixer, heads: float, state: float):
             changes[f.name] = int(round(n))
         elif f.name in _STATE_DIMS and state != 1:
             changes[f.name] = max(2, int(round(v * state)))
+    if getattr(mixer, "differential", False) and any(v % 2 for k, v in changes.items() if _HEADS.match(k)):
+        changes = {k: v for k, v in changes.items() if not _HEADS.match(k)}  # heads pair up: keep them even
     return dataclasses.replace(mixer, **changes)
 
 

@@ -52,7 +52,7 @@ def from_kind(table: dict[str, type], data: Any, where: str):
         return data
     if not isinstance(data, dict) or "kind" not in data:
         fail(where, data, f"must be a dict with a 'kind' in {sorted(table)}")
-    if data["kind"] not in table:
+    if not isinstance(data["kind"], str) or data["kind"] not in table:
         fail(f"{where}.kind", data["kind"], f"unknown; known kinds: {sorted(table)}")
     cls = table[data["kind"]]
     known = {f.name for f in dataclasses.fields(cls)}

@@ -126,12 +126,16 @@ class ModelConfig:
                 fail("mtp_mixer", self.mtp_mixer, f"has no entry in mixers (known: {sorted(self.mixers)})")
             if self.mtp_ffn not in self.ffns:
                 fail("mtp_ffn", self.mtp_ffn, f"has no entry in ffns (known: {sorted(self.ffns)})")
+            io = getattr(self.mixers[self.mtp_mixer], "context_io", None)
+            if io is not None and any(io(self.d_model)):  # the MTP block runs with an empty context of its own
+                fail("mtp_mixer", self.mtp_mixer, "writes or reads the forward context, which the MTP block does not "
+                     "share: choose a mixer without kv_out / kv_source / memory")
 
     def _check_context(self) -> None:
         """What each layer reads from the forward context (layers/context.py) an earlier layer must write, in the
         same form: a mixer config may declare `context_io(d_model) -> (writes, reads)`, each {name: spec}, e.g. a
         Mamba memory tap {"m": ("memory", 512)} read by a GMU, or a KV source {"kv": ("kv", 2, 32)} read by
-        cross-attention. The MTP block runs with an empty context, so its mixer may read nothing."""
+        cross-attention. (The MTP block's mixer is checked apart: its context is empty.)"""
         written: dict[str, tuple[int, tuple]] = {}
         for i, letter in enumerate(self.layer_mixers):
             io = getattr(self.mixers[letter], "context_io", None)
@@ -148,9 +152,6 @@ class ModelConfig:
                          f"({self.layer_mixers[j]!r}) writes {have}")
             for name, spec in writes.items():
                 written[name] = (i, spec)
-        if self.mtp_depth and getattr(self.mixers[self.mtp_mixer], "context_io", None) is not None:
-            if self.mixers[self.mtp_mixer].context_io(self.d_model)[1]:
-                fail("mtp_mixer", self.mtp_mixer, "reads the forward context, which the MTP block does not have")
 
     def _expand(self, field_name: str, legend: dict[str, Any]) -> list[str]:
         letters = expand_pattern(getattr(self, field_name), field_name)
@@ -195,7 +196,7 @@ class ModelConfig:
         check_types(cls, data, "")
         for legend, table in (("mixers", MIXER_CONFIGS), ("ffns", FFN_CONFIGS)):
             for letter, entry in data[legend].items():
-                if isinstance(entry, dict) and entry.get("kind") in table:
+                if isinstance(entry, dict) and isinstance(entry.get("kind"), str) and entry["kind"] in table:
                     check_types(table[entry["kind"]], entry, f"{legend}[{letter!r}].")
         return cls(**data)
 
