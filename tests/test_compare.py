@@ -65,8 +65,7 @@ def test_every_tiny_familys_recall_twin_builds_within_its_layer_budget():
         twin = twin_config(cfg, width=64, max_layers=2, state=0.5)
         model = HybridLM(twin, device="meta")
         assert model.num_params() > 0 and twin.d_model == 64
-        reads = any(getattr(cfg.mixers[x], "context_io", None) and cfg.mixers[x].context_io(cfg.d_model)[1]
-                    for x in cfg.layer_mixers)
+        reads = any(r for _, r in cfg.layer_context_io())
         assert len(twin_plan(cfg, 2)) <= (len(cfg.layer_mixers) if reads else 2), name
 
 

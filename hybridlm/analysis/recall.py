@@ -205,11 +205,7 @@ def _context_span(cfg: ModelConfig) -> list[int] | None:
     the mechanism (tiny-sambay: W F G X). None when nothing reads the context."""
     first_write: dict[str, int] = {}
     first_read: dict[str, int] = {}
-    for i, letter in enumerate(cfg.layer_mixers):
-        io = getattr(cfg.mixers[letter], "context_io", None)
-        if io is None:
-            continue
-        writes, reads = io(cfg.d_model)
+    for i, (writes, reads) in enumerate(cfg.layer_context_io()):
         for name in writes:
             first_write.setdefault(name, i)
         for name in reads:

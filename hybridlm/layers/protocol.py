@@ -31,6 +31,14 @@ class MixerConfig(Protocol):
         """One line for `hybridlm info` (brief: the label `hybridlm cost` groups layers by)."""
 
 
+def context_io(cfg: MixerConfig, d_model: int) -> tuple[dict, dict]:
+    """(writes, reads) of a mixer config in the forward context (layers/context.py), each {name: spec}: what its
+    optional `context_io(d_model)` declares (Mamba's memory_out, GMU's memory, attention's kv_out / kv_source),
+    ({}, {}) for a kind that touches no context."""
+    io = getattr(cfg, "context_io", None)
+    return io(d_model) if io is not None else ({}, {})
+
+
 @runtime_checkable
 class LayerCache(Protocol):
     """One layer's decode state."""

@@ -31,7 +31,7 @@ from ..core.config import check_types, expand_pattern, fail, from_kind
 from ..layers import ffn as _ffn_kinds  # noqa: F401 (importing the packages registers every kind)
 from ..layers import mixers as _mixer_kinds  # noqa: F401
 from ..layers.mixers.attention import AttentionConfig
-from ..layers.protocol import FFNConfig, MixerConfig
+from ..layers.protocol import FFNConfig, MixerConfig, context_io
 from ..registry import FFN_CONFIGS, MIXER_CONFIGS
 
 
@@ -126,8 +126,7 @@ class ModelConfig:
                 fail("mtp_mixer", self.mtp_mixer, f"has no entry in mixers (known: {sorted(self.mixers)})")
             if self.mtp_ffn not in self.ffns:
                 fail("mtp_ffn", self.mtp_ffn, f"has no entry in ffns (known: {sorted(self.ffns)})")
-            io = getattr(self.mixers[self.mtp_mixer], "context_io", None)
-            if io is not None and any(io(self.d_model)):  # the MTP block runs with an empty context of its own
+            if any(context_io(self.mixers[self.mtp_mixer], self.d_model)):  # the MTP block's context is its own
                 fail("mtp_mixer", self.mtp_mixer, "writes or reads the forward context, which the MTP block does not "
                      "share: choose a mixer without kv_out / kv_source / memory")
 
@@ -137,11 +136,8 @@ class ModelConfig:
         Mamba memory tap {"m": ("memory", 512)} read by a GMU, or a KV source {"kv": ("kv", 2, 32)} read by
         cross-attention. (The MTP block's mixer is checked apart: its context is empty.)"""
         written: dict[str, tuple[int, tuple]] = {}
-        for i, letter in enumerate(self.layer_mixers):
-            io = getattr(self.mixers[letter], "context_io", None)
-            if io is None:
-                continue
-            writes, reads = io(self.d_model)
+        for i, (writes, reads) in enumerate(self.layer_context_io()):
+            letter = self.layer_mixers[i]
             for name, spec in reads.items():
                 if name not in written:
                     fail("mixer_pattern", self.mixer_pattern, f"layer {i} ({letter!r}) reads {name!r} from the "
@@ -152,6 +148,10 @@ class ModelConfig:
                          f"({self.layer_mixers[j]!r}) writes {have}")
             for name, spec in writes.items():
                 written[name] = (i, spec)
+
+    def layer_context_io(self) -> list[tuple[dict, dict]]:
+        """Per layer, (writes, reads) of its mixer in the forward context (layers.protocol.context_io)."""
+        return [context_io(self.mixers[letter], self.d_model) for letter in self.layer_mixers]
 
     def _expand(self, field_name: str, legend: dict[str, Any]) -> list[str]:
         letters = expand_pattern(getattr(self, field_name), field_name)

@@ -120,8 +120,7 @@ def test_forward_equals_the_layer_by_layer_reference(sambay):
 
 def test_layout_of_the_presets():
     cfg = get_config("phi-4-mini-flash")
-    kinds = ["".join(cfg.layer_mixers)]
-    assert kinds == ["MS" * 8 + "WF" + "GX" * 7]
+    assert "".join(cfg.layer_mixers) == "MS" * 8 + "WF" + "GX" * 7
     assert cfg.mixer(16).memory_out == "memory" and cfg.mixer(17).kv_out == "kv"
     assert cfg.mixer(17).sliding_window is None and cfg.mixer(1).sliding_window == 512
     assert all(cfg.mixer(i).kv_source == "kv" for i in range(19, 32, 2))
@@ -165,10 +164,9 @@ def test_differential_attention_equals_its_two_softmax_definition(sambay, layer)
 
 
 def test_differential_attention_needs_even_heads_and_its_layer():
+    mixers = get_config("tiny-sambay").to_dict()["mixers"]
     with pytest.raises(ValueError, match=r"differential.*even"):
-        get_config("tiny-sambay").replace(mixers={**get_config("tiny-sambay").to_dict()["mixers"],
-                                                  "S": {**get_config("tiny-sambay").to_dict()["mixers"]["S"],
-                                                        "num_heads": 3, "num_kv_heads": 1}})
+        get_config("tiny-sambay").replace(mixers={**mixers, "S": {**mixers["S"], "num_heads": 3, "num_kv_heads": 1}})
     model = HybridLM(get_config("tiny-sambay"))
     with pytest.raises(ValueError, match="layer index"):
         model.layers[1].mixer(torch.randn(1, 4, 128))

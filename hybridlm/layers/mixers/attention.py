@@ -201,9 +201,8 @@ def differential_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lam: to
     whose 2d columns are the outputs of heads 2p and 2p+1."""
     B, H, T, d = q.shape
     vv = torch.cat((v[:, 0::2], v[:, 1::2]), dim=-1)  # [B, G/2, S, 2d]
-    gqa = sdpa.pop("enable_gqa")
-    a1 = F.scaled_dot_product_attention(q[:, 0::2], k[:, 0::2], vv, enable_gqa=gqa, **sdpa)  # [B, H/2, T, 2d]
-    a2 = F.scaled_dot_product_attention(q[:, 1::2], k[:, 1::2], vv, enable_gqa=gqa, **sdpa)
+    a1 = F.scaled_dot_product_attention(q[:, 0::2], k[:, 0::2], vv, **sdpa)  # [B, H/2, T, 2d]
+    a2 = F.scaled_dot_product_attention(q[:, 1::2], k[:, 1::2], vv, **sdpa)
     o = subln(a1 - lam.to(a1.dtype) * a2) * (1.0 - lam_init)  # [B, H/2, T, 2d]
     return o.view(B, H // 2, T, 2, d).transpose(2, 3).reshape(B, H, T, d)
 
@@ -401,9 +400,10 @@ class Attention(nn.Module):
             if ctx is None or ctx.layer < 0:
                 raise ValueError("differential attention needs its layer index (ForwardContext.layer): run it in a "
                                  "model")
+            init = lambda_init(ctx.layer)
             lam = (torch.exp((self.lambda_q1.float() * self.lambda_k1.float()).sum())
-                   - torch.exp((self.lambda_q2.float() * self.lambda_k2.float()).sum()) + lambda_init(ctx.layer))
-            o = differential_sdpa(q, k, v, lam, self.subln, lambda_init(ctx.layer), **sdpa)  # [B, H, T, d]
+                   - torch.exp((self.lambda_q2.float() * self.lambda_k2.float()).sum()) + init)
+            o = differential_sdpa(q, k, v, lam, self.subln, init, **sdpa)  # [B, H, T, d]
         else:
             o = F.scaled_dot_product_attention(q, k, v, **sdpa)  # [B, H, T, d]
         o = o.transpose(1, 2).reshape(B, T, H * d)
