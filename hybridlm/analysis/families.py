@@ -40,6 +40,9 @@ TINY: dict[str, tuple[str | None, str | None]] = {
     "tiny-mamba2-hybrid": ("NVIDIA (Nemotron-H)", "nemotron-h-56b"),
     "tiny-sambay": ("Microsoft (SambaY)", "phi-4-mini-flash"),
     "tiny-samba": ("Microsoft (SambaY)", None),  # Samba's own 3.8B (arXiv 2406.07522) is not a preset here
+    "tiny-titans-mal": ("Google (Titans)", None),  # the paper publishes no widths or weights at any scale
+    "tiny-titans-mag": ("Google (Titans)", None),
+    "tiny-titans-mac": ("Google (Titans)", None),
 }
 # Families not in TINY (a new preset, a checkpoint) get their lab from the HF model_type of their config.
 MODEL_TYPE_LAB = {
@@ -50,7 +53,7 @@ MODEL_TYPE_LAB = {
 }
 
 ATTENTION_KINDS = {"attention", "mla", "compressed_attention"}  # caches that grow with the context
-LINEAR_KINDS = {"gated_deltanet", "mamba", "mamba2"}  # a fixed-size recurrent state
+LINEAR_KINDS = {"gated_deltanet", "mamba", "mamba2", "titans"}  # a fixed-size recurrent state (Titans: its memory)
 
 
 def lab_of(label: str, model_type: str | None = None) -> str | None:

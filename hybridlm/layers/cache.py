@@ -47,5 +47,7 @@ class HybridCache:
         for layer in self.layers:
             if layer is None:  # a layer without a mixer (kind "none") keeps no state
                 continue
-            out[layer.kind] = out.get(layer.kind, 0) + layer.memory_bytes()
+            parts = layer.memory_by_kind() if hasattr(layer, "memory_by_kind") else {layer.kind: layer.memory_bytes()}
+            for kind, n in parts.items():  # a composite cache (Titans MAG / MAC: KV and a memory) splits itself
+                out[kind] = out.get(kind, 0) + n
         return out

@@ -388,7 +388,11 @@ class HybridLM(nn.Module):
             kind = b.mixer.cache_kind
             if kind is None:  # an empty sublayer keeps nothing
                 continue
-            out[kind] = out.get(kind, 0) + b.mixer.cache_bytes(context, batch, dtype_bytes, state_bytes)
+            split = getattr(b.mixer, "cache_bytes_by_kind", None)  # a mixer whose cache holds several kinds
+            parts = (split(context, batch, dtype_bytes, state_bytes) if split is not None else
+                     {kind: b.mixer.cache_bytes(context, batch, dtype_bytes, state_bytes)})
+            for k, n in parts.items():
+                out[k] = out.get(k, 0) + n
         return out
 
     def cache_bytes(self, context: int, batch: int = 1, dtype_bytes: int = 2, state_bytes: int | None = 4) -> int:

@@ -22,9 +22,10 @@ dk / dv key / value dims.
 
 Forms:
     titans_memory_recurrent  token-by-token reference (a Python loop; autograd for each token's gradient)
-    titans_memory_chunked    per chunk: every token's gradient at once (torch.func vmap of grad), then momentum
-                             and decay as one [c, c] matrix product each; no loop over the tokens of a chunk
-    titans_memory_step       one decode token
+    titans_memory_chunked    per chunk: every token's surprise at once, as the rank-one factors (input, output
+                             gradient) of each layer; momentum and decay as [c, c] decay matrices; the reads as
+                             attention-like [c, c] products (no token's weights are formed); no loop over tokens
+    titans_memory_step       one decode token (its surprise by torch.func's grad of token_loss)
     memory_read              M(W; q) with one set of weights for every query (MAC's retrieval)
     chunked_flops            the matmul FLOPs titans_memory_chunked does (what torch's FlopCounterMode counts)
 """
@@ -40,7 +41,7 @@ from torch.func import grad, vmap
 
 from .precision import compute_dtype
 
-__all__ = ["chunked_flops", "init_memory_weights", "memory_params", "memory_read", "mlp", "step_flops", "titans_memory_chunked",
+__all__ = ["chunk_segments", "chunked_flops", "init_memory_weights", "memory_params", "memory_read", "mlp", "step_flops", "titans_memory_chunked",
            "titans_memory_recurrent", "titans_memory_step", "token_loss"]
 
 
@@ -112,12 +113,6 @@ def titans_memory_recurrent(q, k, v, eta, theta, alpha, state, dims, chunk_size:
     return y.to(v.dtype), torch.stack((w0, w, s), 2)
 
 
-def _grads(w0_NP: Tensor, k_NcK: Tensor, v_NcV: Tensor, dims: tuple[int, ...]) -> Tensor:
-    """Every token's gradient at its memory's chunk-start weights: [N, P], [N, c, dk], [N, c, dv] -> [N, c, P]."""
-    per_token = vmap(grad(token_loss), in_dims=(None, 0, 0, None))  # one memory, c tokens
-    return vmap(per_token, in_dims=(0, 0, 0, None))(w0_NP, k_NcK, v_NcV, dims)
-
-
 def _decay_matrix(log_a_Nc: Tensor) -> Tensor:
     """L[n, t, i] = prod_{j = i+1 .. t} a_j for i <= t, else 0, from log a [N, c] (a sum of logs in a masked
     cumulative sum: no division, so a gate at 0 gives exact zeros instead of NaN)."""
@@ -129,24 +124,67 @@ def _decay_matrix(log_a_Nc: Tensor) -> Tensor:
         torch.eye(c, dtype=x.dtype, device=x.device)
 
 
+def _layers(w_NP: Tensor, dims: tuple[int, ...]) -> list[Tensor]:
+    """Flat weights of N memories -> each layer's [N, d_out, d_in] (views)."""
+    out, at = [], 0
+    for d_in, d_out in zip(dims[:-1], dims[1:]):
+        out.append(w_NP[:, at:at + d_in * d_out].view(-1, d_out, d_in))
+        at += d_in * d_out
+    return out
+
+
+def _silu_grad(h: Tensor) -> Tensor:
+    sig = torch.sigmoid(h)
+    return sig * (1 + h * (1 - sig))
+
+
+def _surprise_factors(w0: list[Tensor], k: Tensor, v: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+    """Each token's gradient of ||M(W0; k) - v||^2 is rank one per layer, u_l = delta_l x_l^T: backpropagation
+    by hand at the chunk-start weights for the c tokens at once. k [N, c, dk], v [N, c, dv] -> (x_l [N, c, d_in],
+    delta_l [N, c, d_out]) per layer (x_l: the layer's input, delta_l: the loss gradient at its output)."""
+    xs, pre = [k], []
+    for i, W in enumerate(w0):  # W [N, d_out, d_in]
+        h = torch.bmm(xs[-1], W.transpose(1, 2))  # [N, c, d_out]
+        if i < len(w0) - 1:
+            pre.append(h)
+            xs.append(F.silu(h))
+    deltas = [2 * (h - v)]
+    for i in range(len(w0) - 1, 0, -1):  # the input gradient of every layer but the first
+        deltas.insert(0, torch.bmm(deltas[0], w0[i]) * _silu_grad(pre[i - 1]))
+    return xs, deltas
+
+
 def _chunk(q, k, v, eta, theta, alpha, w0, w, s, dims):
     """One chunk for N memories: q, k [N, c, dk]; v [N, c, dv]; gates [N, c]; w0, w, s [N, P] ->
-    (y [N, c, dv], W_c, S_c). With the decay matrices Le (momentum) and La (forgetting), and g = -theta * u:
+    (y [N, c, dv], W_c, S_c). With the decay matrices Le (momentum) and La (forgetting), and g_i = -theta_i u_i:
         S_t = sum_i Le[t, i] g_i + e_t S,     e_t = prod_{j <= t} eta_j
         W_t = sum_i La[t, i] S_i + a_t W,     a_t = prod_{j <= t} (1 - alpha_j)
-            = (La Le) g + (La e) S + a W      one [c, c] x [c, P] product gives every token's weights."""
-    u = _grads(w0, k, v, dims)  # [N, c, P]
-    g = -theta[..., None] * u  # [N, c, P]
+            = sum_i A[t, i] g_i + (La e)_t S + a_t W,      A = La Le.
+    Every u_i is rank one per layer (delta_i x_i^T, _surprise_factors), so no token's weights are formed: a layer
+    of the read, its input y_t, gives
+        W_t y_t = a_t W y_t + (La e)_t S y_t + sum_i A[t, i] (-theta_i) (x_i . y_t) delta_i,
+    attention-like [c, c] products, and only the chunk's last weights and momentum are built (one [d_out, c] x
+    [c, d_in] product each)."""
+    xs, deltas = _surprise_factors(_layers(w0, dims), k, v)
     log_e, log_a = torch.log(eta), torch.log1p(-alpha)  # [N, c]
     Le, La = _decay_matrix(log_e), _decay_matrix(log_a)  # [N, c, c]
     e, a = log_e.cumsum(1).exp(), log_a.cumsum(1).exp()  # [N, c]
-    W_all = torch.bmm(torch.bmm(La, Le), g) + torch.bmm(La, e[..., None]) * s[:, None] + a[..., None] * w[:, None]
-    S_end = torch.bmm(Le[:, -1:], g)[:, 0] + e[:, -1:] * s  # [N, P]
-    y = vmap(vmap(mlp, in_dims=(0, 0, None)), in_dims=(0, 0, None))(W_all, q, dims)  # [N, c, dv]
-    return y, W_all[:, -1], S_end
+    A = torch.bmm(La, Le) * -theta[:, None, :]  # [N, c, c]: A[t, i] (-theta_i)
+    la_e = torch.bmm(La, e[..., None])  # [N, c, 1]
+    W, S = _layers(w, dims), _layers(s, dims)
+    y, w_end, s_end = q, [], []
+    for i, (x, d) in enumerate(zip(xs, deltas)):
+        h = (a[..., None] * torch.bmm(y, W[i].transpose(1, 2)) + la_e * torch.bmm(y, S[i].transpose(1, 2))
+             + torch.bmm(A * torch.bmm(y, x.transpose(1, 2)), d))  # [N, c, d_out]
+        y = F.silu(h) if i < len(xs) - 1 else h
+        w_end.append(a[:, -1, None, None] * W[i] + la_e[:, -1, :, None] * S[i]
+                     + torch.bmm(d.transpose(1, 2) * A[:, -1, None, :], x))  # [N, d_out, d_in]
+        s_end.append(e[:, -1, None, None] * S[i] + torch.bmm(d.transpose(1, 2) * (Le[:, -1] * -theta)[:, None], x))
+    flat = lambda ms: torch.cat([m.flatten(1) for m in ms], 1)  # noqa: E731
+    return y, flat(w_end), flat(s_end)
 
 
-def _segments(T: int, offset: int, C: int) -> list[tuple[int, int]]:
+def chunk_segments(T: int, offset: int, C: int) -> list[tuple[int, int]]:
     """[start, end) pieces of T tokens on the chunk grid, the first one finishing the open chunk."""
     out, at = [], 0
     while at < T:
@@ -159,8 +197,8 @@ def _segments(T: int, offset: int, C: int) -> list[tuple[int, int]]:
 def titans_memory_chunked(q, k, v, eta, theta, alpha, state, dims, chunk_size: int = 64, offset: int = 0
                           ) -> tuple[Tensor, Tensor]:
     """Chunked form (training and prefill); same arguments and result as titans_memory_recurrent. Differentiable:
-    torch.func's grad composes with autograd, so the outer loss trains the projections, gates and initial weights
-    through the inner updates."""
+    the inner surprises are plain tensor operations, so the outer loss trains the projections, gates and initial
+    weights through the inner updates (tested equal to autograd through the reference's per-token autograd.grad)."""
     _check(q, k, v, eta, state, dims)
     dt = compute_dtype(v)
     B, T, H, _ = k.shape
@@ -168,7 +206,7 @@ def titans_memory_chunked(q, k, v, eta, theta, alpha, state, dims, chunk_size: i
     qN, kN, vN, eN, thN, aN = map(flat, (q, k, v, eta, theta, alpha))
     w0, w, s = (x.to(dt).reshape(B * H, -1) for x in state.unbind(2))  # [N, P]
     outs = []
-    for a, b in _segments(T, offset, chunk_size):
+    for a, b in chunk_segments(T, offset, chunk_size):
         y, w, s = _chunk(qN[:, a:b], kN[:, a:b], vN[:, a:b], eN[:, a:b], thN[:, a:b], aN[:, a:b], w0, w, s, dims)
         outs.append(y)
         if (offset + b) % chunk_size == 0:
@@ -221,13 +259,17 @@ def step_flops(dims: tuple[int, ...]) -> int:
 
 def chunked_flops(tokens: int, dims: tuple[int, ...], chunk_size: int, offset: int = 0) -> int:
     """Matmul FLOPs of titans_memory_chunked for one memory over `tokens` tokens starting `offset` into a chunk.
-    Per chunk of c tokens: c surprises and c reads; La Le (2 c^3); every token's weights (La Le) g (2 c^2 P) and
-    (La e) (2 c^2); the final momentum Le[-1] g (2 c P)."""
-    P = memory_params(dims)
+    Per chunk of c tokens: the surprises' forward (every layer) and backward (every layer's input gradient but the
+    first's), 2 c d_in d_out each; A = La Le (2 c^3) and La e (2 c^2); per layer of the read W y and S y
+    (2 c d_in d_out each), (y x^T) and its product with the deltas (2 c^2 (d_in + d_out)); the chunk's last
+    weights and momentum (2 c d_in d_out each)."""
+    layers = list(zip(dims[:-1], dims[1:]))
     total = 0
-    for a, b in _segments(tokens, offset, chunk_size):
+    for a, b in chunk_segments(tokens, offset, chunk_size):
         c = b - a
-        total += c * (_grad_flops(dims) + 2 * P) + 2 * c ** 3 + 2 * c * c * P + 2 * c * c + 2 * c * P
+        total += 2 * c ** 3 + 2 * c * c
+        for i, (d_in, d_out) in enumerate(layers):
+            total += 2 * c * d_in * d_out * (5 + (i > 0)) + 2 * c * c * (d_in + d_out)
     return total
 
 

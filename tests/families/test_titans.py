@@ -7,7 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from hybridlm.ops.titans_memory import (chunked_flops, memory_params, step_flops, titans_memory_chunked,
+import math
+
+from hybridlm.ops.titans_memory import (chunked_flops, memory_params, mlp, step_flops, titans_memory_chunked,
                                         titans_memory_recurrent, titans_memory_step, token_loss)
 
 B, T, H, DK, DV = 2, 19, 3, 5, 4  # odd sizes: 19 tokens are no multiple of the chunks below
@@ -134,3 +136,189 @@ def test_gradients_reach_the_inputs_through_the_inner_updates():
         grads.append(torch.autograd.grad(y.square().sum() + s.sum(), leaves))
     for name, a, b in zip(["q", "k", "v", "eta", "theta", "alpha", "state"], *grads):
         torch.testing.assert_close(a, b, atol=1e-10, rtol=0, msg=name)
+
+
+# == the mixers: MAL's memory layer, MAG and MAC, through the tiny presets =========================================
+from harness.cache_bytes import assert_cache_bytes_match  # noqa: E402
+from harness.cached_decode import assert_cached_decode_matches, split_steps  # noqa: E402
+from harness.flops import assert_flops_match_counter  # noqa: E402
+
+from hybridlm.model import ModelConfig  # noqa: E402
+from hybridlm.model.model import HybridLM  # noqa: E402
+from hybridlm.presets import get_config  # noqa: E402
+
+PRESETS = ["tiny-titans-mal", "tiny-titans-mag", "tiny-titans-mac"]
+VOCAB = 256
+
+
+@pytest.fixture(scope="module")
+def models():
+    out = {}
+    for i, name in enumerate(PRESETS):
+        torch.manual_seed(i)
+        model = HybridLM(get_config(name)).eval()
+        with torch.no_grad():  # norms, gate biases and persistent slots away from their init, so a wrong formula shows
+            for pname, p in model.named_parameters():
+                if "norm" in pname or pname.endswith("bias") or "persistent" in pname:
+                    p.add_(0.2 * torch.randn_like(p))
+        out[name] = model
+    return out
+
+
+def _rms(x, w, eps):
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
+
+
+def l2(x):
+    """L2 normalisation as Gated DeltaNet's (and the memory's) q / k: x / sqrt(sum x^2 + 1e-6)."""
+    return x / torch.sqrt(x.pow(2).sum(-1, keepdim=True) + 1e-6)
+
+
+def _conv(u, w):
+    """silu(causal depthwise conv) from its taps: u [B, T, C], w [C, K]."""
+    K, T = w.shape[1], u.shape[1]
+    up = F.pad(u.transpose(1, 2), (K - 1, 0))
+    return F.silu(sum(up[:, :, j:j + T] * w[:, j, None] for j in range(K))).transpose(1, 2)
+
+
+def ref_memory(mem, u, state):
+    """The memory branch from its equations over the op's token-by-token reference -> (r [B, T, H, d], state)."""
+    c = mem.cfg
+    B, T, _ = u.shape
+    H, d = c.num_heads, c.head_dim
+    q, k, v = _conv(u @ mem.qkv.weight.T, mem.conv_weight).view(B, T, 3, H, d).unbind(2)
+    eta, theta, alpha = torch.sigmoid(u @ mem.gates.weight.T + mem.gates.bias).view(B, T, 3, H).unbind(2)
+    return titans_memory_recurrent(l2(q), l2(k), v, eta,
+                                   theta, alpha, state, c.dims, chunk_size=c.chunk_size)
+
+
+def ref_attention(m, q, k, v, visible):
+    """q [B, T, H, d]; k, v [B, S, H, d] after the persistent slots; visible(t, j) -> bool for key j."""
+    B, T, H, d = q.shape
+    pk, pv = (p.transpose(0, 1)[None].expand(B, -1, -1, -1) for p in (m.persistent_k, m.persistent_v))
+    out = torch.zeros_like(q)
+    for t in range(T):
+        keys = [j for j in range(k.shape[1]) if visible(t, j)]
+        kk, vv = torch.cat((pk, k[:, keys]), 1), torch.cat((pv, v[:, keys]), 1)  # [B, N_p + n, H, d]
+        w = torch.einsum("bhd,bnhd->bhn", q[:, t], kk).div(math.sqrt(d)).softmax(-1)
+        out[:, t] = torch.einsum("bhn,bnhd->bhd", w, vv)
+    return out
+
+
+def ref_titans(m, x):
+    """A Titans mixer from the module docstring's equations, one token or one segment at a time."""
+    c = m.cfg
+    B, T, D = x.shape
+    H, d, C = c.num_heads, c.head_dim, c.chunk_size
+    state = m.memory.initial_state(B).to(x.dtype)
+    heads = lambda y: y.view(B, -1, H, d)  # noqa: E731
+    if c.variant == "memory":
+        r, _ = ref_memory(m.memory, x, state)
+        return _rms(r, m.r_norm.weight, m.r_norm.eps).reshape(B, T, -1) @ m.o_proj.weight.T
+    q, k, v = (heads(x @ p.weight.T) for p in (m.q_proj, m.k_proj, m.v_proj))
+    if c.variant == "mag":
+        a = ref_attention(m, q, k, v, lambda t, j: t - c.window < j <= t)
+        r, _ = ref_memory(m.memory, x, state)
+        y = _rms(a, m.a_norm.weight, m.a_norm.eps) * torch.sigmoid(_rms(r, m.r_norm.weight, m.r_norm.eps))
+        return y.reshape(B, T, -1) @ m.o_proj.weight.T
+    qr = l2(heads(_conv(x @ m.retrieve_q.weight.T, m.retrieve_conv)))
+    a_all, outs = x[:, :0], []
+    for s in range(0, T, C):  # segment by segment: retrieve, attend, then update
+        seg = slice(s, min(T, s + C))
+        w = state[:, :, 1]  # the weights the segment starts with
+        h = torch.stack([torch.stack([mlp(w[b, i], qr[b, t, i], c.dims) for i in range(H)])
+                         for b in range(B) for t in range(seg.start, seg.stop)]).view(B, -1, H * d)
+        h = h @ m.retrieve_out.weight.T
+        n = h.shape[1]
+        kh, vh = heads(h @ m.k_proj.weight.T), heads(h @ m.v_proj.weight.T)
+        a = ref_attention(m, q[:, seg], torch.cat((kh, k[:, seg]), 1), torch.cat((vh, v[:, seg]), 1),
+                          lambda t, j: (j if j < n else j - n) <= t)
+        a = a.reshape(B, n, -1) @ m.a_proj.weight.T
+        a_all = torch.cat((a_all, a), 1)
+        r_all, _ = ref_memory(m.memory, a_all, m.memory.initial_state(B).to(x.dtype))  # the whole stream so far
+        _, state = ref_memory(m.memory, a_all, m.memory.initial_state(B).to(x.dtype))
+        r = r_all[:, seg]
+        outs.append(a * torch.sigmoid(_rms(r, m.r_norm.weight, m.r_norm.eps).reshape(B, n, -1) @ m.o_proj.weight.T))
+    return torch.cat(outs, 1)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_mixer_equals_its_reference(models, name):
+    """Each variant against its equations (float64; 37 tokens: two whole 16-token chunks / segments and a part)."""
+    m = models[name].layers[0].mixer.double()
+    try:
+        x = torch.randn(2, 37, m.o_proj.out_features, dtype=torch.float64)
+        with torch.no_grad():
+            got = m(x)
+        # float64 throughout but the RMSNorms, which normalise in float32 (core/norms.py): ~1e-8
+        torch.testing.assert_close(got, ref_titans(m, x), atol=1e-7, rtol=0)
+    finally:
+        m.float()
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_cached_decode_equals_the_full_forward_and_the_cache_is_constant(models, name):
+    model = models[name]
+    ids = torch.randint(0, VOCAB, (2, 90))
+    # pieces that start and end mid-chunk (7, 23, 70), then single tokens across the segment boundary at 80
+    cache = assert_cached_decode_matches(model, ids, split_steps(90, cuts=(7, 23, 70)), atol=2e-5)
+    held = cache.memory_bytes()
+    with torch.no_grad():
+        for _ in range(3 * 16):  # three more segments
+            model(torch.randint(0, VOCAB, (2, 1)), cache=cache)
+    # past the window and a whole number of segments later, the cache holds exactly as much: constant in context
+    assert cache.memory_bytes() == held == model.cache_bytes(90, batch=2, dtype_bytes=4)
+    # at 1M tokens as at 90 (the same place in a segment: MAC's open segment is the one part that varies, and it
+    # never holds more than chunk_size - 1 tokens)
+    assert model.cache_bytes(10**6 + 90 % 16) == model.cache_bytes(90 + 16 * 1000) == model.cache_bytes(90)
+    assert max(model.cache_bytes(10**6 + r) for r in range(16)) == model.cache_bytes(10**6 + 15)
+
+
+def test_greedy_generate_equals_argmax_of_full_forwards(models):
+    model = models["tiny-titans-mac"]
+    ids = torch.randint(0, VOCAB, (1, 14))
+    out = model.generate(ids, max_new_tokens=5)  # across MAC's first segment boundary (16)
+    seq = ids
+    for _ in range(5):
+        with torch.no_grad():
+            seq = torch.cat((seq, model(seq).logits[:, -1:].argmax(-1)), 1)
+    assert torch.equal(out, seq)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_params_flops_and_cache_bytes(models, name):
+    model = models[name]
+    for b in model.layers:
+        assert b.mixer.num_params() == sum(p.numel() for p in b.mixer.parameters())
+    assert model.num_params() == sum(p.numel() for p in model.parameters())
+    assert_flops_match_counter(model, VOCAB, tokens=40, decode_at=40)  # 40: two chunks and a part
+    assert_cache_bytes_match(model, VOCAB, context=37, chunk=10, decode_steps=3, total=True)
+
+
+def test_mac_is_causal_and_trains_through_its_segments(models):
+    """A token changes nothing before it; a token of the first segment reaches the third segment only through the
+    memory (attention is per segment), so its gradient there proves the graph is kept from segment to segment."""
+    m = models["tiny-titans-mac"].layers[0].mixer
+    x = torch.randn(1, 40, m.o_proj.out_features, requires_grad=True)
+    y = m(x)
+    x2 = x.detach().clone()
+    x2[:, 20] += 1.0
+    with torch.no_grad():
+        y2 = m(x2)
+    assert torch.equal(y2[:, :20], y[:, :20].detach()) and (y2[:, 20:] - y[:, 20:]).abs().max() > 1e-4
+    (grad,) = torch.autograd.grad(y[:, 35].sum(), x)
+    assert grad[:, 3].abs().sum() > 0 and torch.all(grad[:, 36:] == 0)
+
+
+@pytest.mark.parametrize("changes,field", [
+    (dict(variant="mal"), "variant"),
+    (dict(variant="mag"), "window"),
+    (dict(variant="mac", window=8), "window"),
+    (dict(variant="memory", persistent=2), "persistent"),
+    (dict(variant="mag", window=8, persistent=-1), "persistent"),
+    (dict(chunk_size=0), "chunk_size"),
+])
+def test_config_errors_name_the_field(changes, field):
+    with pytest.raises(ValueError, match=rf"mixers\['T'\]\.{field}="):
+        ModelConfig(vocab_size=32, d_model=32, num_layers=1, mixer_pattern="T", ffn_pattern="-",
+                    mixers={"T": dict(kind="titans", num_heads=2, head_dim=8, **changes)}, ffns={})

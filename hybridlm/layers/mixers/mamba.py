@@ -86,16 +86,18 @@ def check_dt_range(cfg, where: str, lo: str, hi: str, floor: str) -> None:
 
 
 def causal_conv(x_BCT: torch.Tensor, weight_CK: torch.Tensor, bias_C: torch.Tensor | None,
-                cache: RecurrentState | None) -> torch.Tensor:
+                cache: RecurrentState | None, keep_graph: bool = False) -> torch.Tensor:
     """silu(causal depthwise conv + bias) over time. The window is left-padded with the cached K-1 pre-conv inputs
     (zeros at the start), so one conv call yields exactly T outputs, prefill and decode alike; the cache then holds
-    the last K-1 inputs."""
+    the last K-1 inputs (detached, unless keep_graph: a forward that feeds one sequence in pieces and trains through
+    them, as Titans' MAC does segment by segment)."""
     K = weight_CK.shape[-1]
     Bt, C = x_BCT.shape[:2]
     past = cache.conv if cache is not None and cache.conv is not None else x_BCT.new_zeros(Bt, C, K - 1)
     full = torch.cat((past.to(x_BCT.dtype), x_BCT), dim=-1)  # [Bt, C, K-1+T]
     if cache is not None:
-        cache.conv = full[..., full.shape[-1] - (K - 1):].detach().clone()
+        window = full[..., full.shape[-1] - (K - 1):]
+        cache.conv = window if keep_graph else window.detach().clone()
     w = weight_CK.to(x_BCT.dtype)[:, None, :]  # [C, 1, K]
     b = None if bias_C is None else bias_C.to(x_BCT.dtype)
     return F.silu(F.conv1d(full, w, b, groups=C))  # [Bt, C, T]
