@@ -229,7 +229,7 @@ class HybridLM(nn.Module):
             x = x * self.config.embedding_multiplier
         if self.hc_head is not None:
             x = x.unsqueeze(2).expand(-1, -1, self.config.hc_mult, -1).contiguous()
-        ctx = ForwardContext(pos0=pos0)  # what a layer leaves for later ones, this forward only (layers/context.py)
+        ctx = ForwardContext(pos0=pos0, num_layers=len(self.layers))  # what a layer leaves for later ones, this forward only (layers/context.py)
         T, ids, pos = input_ids.shape[1], input_ids, pos0
         if keep is not None and not 0 <= keep <= T:
             raise ValueError(f"keep={keep}: must be in [0, {T}] (the positions of this forward)")

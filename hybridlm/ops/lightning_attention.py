@@ -1,0 +1,124 @@
+"""Lightning attention (MiniMax-01 / M1): linear attention with one constant decay per head, no normalisation.
+
+Per head h, with decay lambda_h = exp(-slope_h) (slope_h >= 0), the state S is a [K, V] matrix and for each token t
+    S_t = lambda_h S_{t-1} + k_t v_t^T
+    o_t = S_t^T q_t                          (the current token included; no softmax, no denominator, no scale)
+
+Block form (the one MiniMax's kernels and transformers' port use, blocks of c tokens, i, j = 1..c inside a block):
+    intra:  O_intra = ((Q K^T) * D) V         D[i, j] = lambda^(i - j) for j <= i, else 0
+    inter:  O_inter = (Q * lambda^i) S_prev   the state before the block, decayed to each query
+    state:  S_next  = lambda^c S_prev + (K * lambda^(c - j))^T V
+Every full block's intra and inter terms run as one batched matmul over the blocks; only the state passes from
+block to block (a scan over T / c states). A tail shorter than c is one more block of its own length, so no padded
+token ever touches the state.
+
+Shape letters: B batch, T time, H heads, N blocks, C block length, K key dim, V value dim.
+
+Forms:
+    lightning_attention_recurrent  token-by-token reference (slow, obviously correct)
+    lightning_attention_chunked    the block form (differentiable; training and prefill)
+    lightning_attention_step       one decode token
+Everything runs in float32 (float64 kept for tests) whatever the input dtype; the output has v's dtype, the state
+is float32.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .precision import compute_dtype
+
+__all__ = ["lightning_attention_chunked", "lightning_attention_recurrent", "lightning_attention_step"]
+
+
+def _check(q: Tensor, k: Tensor, v: Tensor, slope: Tensor) -> None:
+    if q.shape != k.shape or q.shape[:-1] != v.shape[:-1] or q.dim() != 4:
+        raise ValueError(f"q, k must be [B, T, H, K] and v [B, T, H, V] with the same B, T, H: got q "
+                         f"{tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}")
+    if slope.shape != (q.shape[2],):
+        raise ValueError(f"slope must have one value per head, shape ({q.shape[2]},): got {tuple(slope.shape)}")
+
+
+def _state(initial_state: Tensor | None, B: int, H: int, K: int, V: int, like: Tensor, dt) -> Tensor:
+    if initial_state is None:
+        return like.new_zeros(B, H, K, V, dtype=dt)
+    if initial_state.shape != (B, H, K, V):
+        raise ValueError(f"initial_state must be [B, H, K, V] = {(B, H, K, V)}: got {tuple(initial_state.shape)}")
+    return initial_state.to(dt)
+
+
+def lightning_attention_recurrent(q: Tensor, k: Tensor, v: Tensor, initial_state: Tensor | None = None, *,
+                                  slope: Tensor) -> tuple[Tensor, Tensor]:
+    """Reference: loop over time. q, k [B, T, H, K]; v [B, T, H, V]; slope [H]; state [B, H, K, V]."""
+    _check(q, k, v, slope)
+    dt = compute_dtype(v)
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    S = _state(initial_state, B, H, K, V, v, dt)
+    lam = torch.exp(-slope.to(dt))[None, :, None, None]  # [1, H, 1, 1]
+    q, k, v_ = q.to(dt), k.to(dt), v.to(dt)
+    outs = []
+    for t in range(T):
+        S = lam * S + k[:, t, :, :, None] * v_[:, t, :, None, :]
+        outs.append(torch.einsum("bhk,bhkv->bhv", q[:, t], S))
+    o = torch.stack(outs, dim=1) if T else v_.new_zeros(B, 0, H, V)  # [B, T, H, V]
+    return o.to(v.dtype), S
+
+
+def lightning_attention_step(q: Tensor, k: Tensor, v: Tensor, state: Tensor, *, slope: Tensor
+                             ) -> tuple[Tensor, Tensor]:
+    """One decode token: q, k [B, H, K]; v [B, H, V]; state [B, H, K, V] -> (o [B, H, V], new state)."""
+    dt = compute_dtype(state)
+    lam = torch.exp(-slope.to(dt))[None, :, None, None]  # [1, H, 1, 1]
+    S = lam * state.to(dt) + torch.matmul(k.to(dt)[..., :, None], v.to(dt)[..., None, :])  # [B, H, K, V]: + k v^T
+    o = torch.matmul(q.to(dt)[..., None, :], S)[..., 0, :]  # [B, H, V]
+    return o.to(v.dtype), S
+
+
+def _blocks(q: Tensor, k: Tensor, v: Tensor, s: Tensor, S: Tensor) -> tuple[Tensor, Tensor]:
+    """N blocks of C tokens at once: q, k [B, H, N, C, K], v [B, H, N, C, V], s [H] slopes, S [B, H, K, V] the state
+    before the first block -> (o [B, H, N, C, V], the state after the last block)."""
+    N, C = q.shape[2], q.shape[3]
+    i = torch.arange(1, C + 1, device=q.device, dtype=q.dtype)  # 1-based position in the block
+    s = s[:, None]  # [H, 1]
+    q_decay = torch.exp(-s * i)[:, None, :, None]  # [H, 1, C, 1]: lambda^i
+    k_decay = torch.exp(-s * (C - i))[:, None, :, None]  # [H, 1, C, 1]: lambda^(C - j)
+    gap = i[:, None] - i[None, :]  # [C, C]: i - j
+    D = torch.exp(torch.where(gap >= 0, -s[..., None] * gap, float("-inf")))[:, None]  # [H, 1, C, C]
+    o = torch.matmul(torch.matmul(q, k.transpose(-1, -2)) * D, v)  # intra [B, H, N, C, V]
+    kv = torch.matmul((k * k_decay).transpose(-1, -2), v)  # [B, H, N, K, V]: each block's own write
+    block_decay = torch.exp(-s * C)[..., None]  # [H, 1, 1]
+    before = []  # the state entering each block
+    for n in range(N):
+        before.append(S)
+        S = block_decay * S + kv[:, :, n]
+    o = o + torch.matmul(q * q_decay, torch.stack(before, dim=2))  # inter
+    return o, S
+
+
+def lightning_attention_chunked(q: Tensor, k: Tensor, v: Tensor, initial_state: Tensor | None = None, *,
+                                slope: Tensor, block_size: int = 256) -> tuple[Tensor, Tensor]:
+    """The block form: q, k [B, T, H, K]; v [B, T, H, V]; slope [H]; state [B, H, K, V] -> (o, final state)."""
+    _check(q, k, v, slope)
+    if block_size < 1:
+        raise ValueError(f"block_size must be >= 1: got {block_size}")
+    dt = compute_dtype(v)
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    S = _state(initial_state, B, H, K, V, v, dt)
+    s = slope.to(dt)
+    # [B, H, T, d]: heads first so each block is a contiguous [C, d] matrix
+    q_, k_, v_ = (x.to(dt).transpose(1, 2) for x in (q, k, v))
+    C, full = block_size, (T // block_size) * block_size
+    parts = []
+    if full:
+        split = lambda x: x[:, :, :full].reshape(B, H, full // C, C, x.shape[-1])  # noqa: E731
+        o, S = _blocks(split(q_), split(k_), split(v_), s, S)
+        parts.append(o.reshape(B, H, full, V))
+    if full < T:  # the tail: one block of its own length
+        tail = lambda x: x[:, :, None, full:]  # noqa: E731
+        o, S = _blocks(tail(q_), tail(k_), tail(v_), s, S)
+        parts.append(o[:, :, 0])
+    o = torch.cat(parts, dim=2) if parts else v_.new_zeros(B, H, 0, V)  # [B, H, T, V]
+    return o.transpose(1, 2).to(v.dtype), S
