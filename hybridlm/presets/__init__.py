@@ -12,8 +12,9 @@ from collections.abc import Callable
 
 from ..model.config import ModelConfig
 from . import deepseek, granite, jamba, llama4, mamba2, nemotron_h, qwen, sambay, tiny
+from . import minimax
 
-FAMILIES = (qwen, llama4, deepseek, jamba, mamba2, nemotron_h, granite, sambay, tiny)
+FAMILIES = (qwen, llama4, deepseek, jamba, mamba2, nemotron_h, granite, sambay, tiny, minimax)
 
 PRESETS: dict[str, Callable[[], ModelConfig]] = {name: build for f in FAMILIES for name, build in f.PRESETS.items()}
 ALIASES: dict[str, str] = {alias: name for f in FAMILIES for alias, name in f.ALIASES.items()}

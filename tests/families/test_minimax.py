@@ -10,13 +10,25 @@ accounting against FlopCounterMode; cache bytes."""
 
 import functools
 import importlib.util
+import json
 import math
 from pathlib import Path
 
 import pytest
 import torch
+from harness.cache_bytes import assert_cache_bytes_match
+from harness.cached_decode import (
+    assert_cached_decode_matches,
+    assert_chunked_prefill_matches,
+    cached_logits,
+    split_steps,
+)
 from harness.chunked import assert_forms_match, assert_gradients_match, assert_state_carry, assert_steps_match
+from harness.flops import assert_flops_match_counter, assert_params_counted
+from harness.hf_parity import assert_logits_match, build_hf, check_hf_parity, convert, hf_logits, max_diff, randomise
 
+from hybridlm import HybridLM, get_config
+from hybridlm.interop.hf import checkpoint_total, config_from_hf
 from hybridlm.layers.mixers.lightning import alibi_slopes, lightning_slopes
 from hybridlm.ops.lightning_attention import (
     lightning_attention_chunked,
@@ -29,6 +41,7 @@ try:
 except ImportError:  # the op tests below do not need it
     transformers = None
 needs_transformers = pytest.mark.skipif(transformers is None, reason="transformers is not installed")
+PUBLISHED = Path(__file__).resolve().parents[2] / "hybridlm" / "resources" / "published-configs.json"
 
 
 # -- the op (harness.chunked) ------------------------------------------------------------------------------------
@@ -131,3 +144,163 @@ def test_recurrent_matches_fla_naive_simple_gla():
     torch.testing.assert_close(got, want.to(got.dtype), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(s_got, s_want, atol=1e-5, rtol=1e-5)
     assert math.isfinite(got.abs().max().item())
+
+
+# -- Hugging Face interop (harness.hf_parity) ------------------------------------------------------------------
+# Power-of-2 heads and RoPE on the whole head: where transformers and the published model agree. Blocks of 8 so the
+# 23-token inputs cross two blocks and end in a tail; residual scales away from 1 so a wrong mapping shows.
+TINY = dict(hidden_size=48, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+            intermediate_size=24, num_local_experts=5, num_experts_per_tok=2, vocab_size=101, block_size=8,
+            layer_types=["linear_attention", "linear_attention", "full_attention", "linear_attention"],
+            full_attn_alpha_factor=1.3, full_attn_beta_factor=0.8, linear_attn_alpha_factor=1.7,
+            linear_attn_beta_factor=1.1, mlp_alpha_factor=1.2, mlp_beta_factor=0.9,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
+
+
+def _hf_model(gain=None, **over):
+    torch.manual_seed(0)
+    hf = build_hf(transformers.AutoConfig.for_model("minimax", **{**TINY, **over}), seed=None)
+    return randomise(hf, matrix_gain=gain)
+
+
+def _hf_cached_logits(hf, ids, steps, positions=True):
+    """transformers' own cached decode over the same pieces (its MiniMaxCache: the lightning state and the KV). Its
+    default positions come from cache.get_seq_length(), which reads layer 0's KV: with a lightning layer first (the
+    published layout) that is 0 at every step, so RoPE restarts at 0; positions=True passes the true ones."""
+    cache, parts = None, []
+    with torch.no_grad():
+        for a, b in steps:
+            kw = {"position_ids": torch.arange(a, b)[None].expand(ids.shape[0], -1)} if positions else {}
+            out = hf(input_ids=ids[:, a:b], past_key_values=cache, use_cache=True, **kw)
+            cache, parts = out.past_key_values, parts + [out.logits]
+    return torch.cat(parts, 1)
+
+
+@needs_transformers
+def test_from_hf_round_trip_cached_decode_and_generate_match_transformers(tmp_path):
+    ids = torch.randint(0, 101, (2, 23))
+    steps = split_steps(23, [11])  # a cached chunk after the prefix, then single tokens
+    hf = _hf_model()
+    res = check_hf_parity(hf, tmp_path, ids, atol=1e-5, cached_steps=steps, generate_prompt=ids[:1, :7],
+                          max_new_tokens=12)
+    cfg = res.ours.config
+    assert cfg.layer_mixers == ["L", "L", "A", "L"] and cfg.postnorm
+    assert cfg.mixer_residual_scale == {"L": [1.7, 1.1], "A": [1.3, 0.8]} and cfg.ffn_residual_scale == {"M": [1.2, 0.9]}
+    assert type(res.back).__name__ == "MiniMaxForCausalLM"
+    ours_cached, _ = cached_logits(res.ours, ids, steps)
+    assert max_diff(ours_cached, _hf_cached_logits(hf, ids, steps)) <= 1e-5
+    # transformers 5.23's default decode positions are wrong here (see _hf_cached_logits): its cached logits then
+    # leave its own full forward, ours do not
+    assert max_diff(_hf_cached_logits(hf, ids, steps, positions=False), res.ref) > 1e-6
+
+
+@needs_transformers
+def test_partial_rope_follows_the_published_model_not_transformers(tmp_path):
+    """rotary_dim < head_dim: transformers rotates the whole head anyway, hybridlm rotates rotary_dim dims as MiniMax's
+    code does. The logits then differ from transformers', and equal it once our config rotates the whole head."""
+    hf = _hf_model(gain=2.0, rotary_dim=8)  # peaked attention, so where RoPE applies shows in the logits
+    ids = torch.randint(0, 101, (1, 23))
+    ours, ref = convert(hf, tmp_path / "hf", ids)
+    attn = ours.config.mixers["A"]
+    assert attn.rope_dim == 8 and attn.head_dim == 16
+    assert max_diff(hf_logits(ours, ids), ref) > 1e-2  # logits up to ~7 at this gain: 1e-4 is float32's noise
+    full = HybridLM(ours.config.replace(mixers={**ours.config.to_dict()["mixers"],
+                                                "A": {**ours.config.to_dict()["mixers"]["A"], "rope_fraction": 1.0}}))
+    full.load_state_dict(ours.state_dict())
+    assert_logits_match(full.eval(), ids, ref, atol=1e-4)
+    ours.save_hf(tmp_path / "ours")  # the round trip keeps rotary_dim, which transformers stores and ignores
+    assert json.loads((tmp_path / "ours" / "config.json").read_text())["rotary_dim"] == 8
+    assert HybridLM.from_hf(tmp_path / "ours").config.mixers["A"].rope_dim == 8
+
+
+@needs_transformers
+def test_transformers_slopes_differ_from_minimax_for_non_power_of_2_heads():
+    """MiniMax interpolates ALiBi's slopes for 6 heads; transformers uses 2^(-8 (h+1) / 6). For 4 heads they agree
+    (up to transformers' 1e-5 in the depth factor's denominator)."""
+    mm = pytest.importorskip("transformers.models.minimax.modeling_minimax")
+
+    def hf_slopes(heads):
+        cfg = transformers.MiniMaxConfig(hidden_size=8 * heads, num_attention_heads=heads, head_dim=8,
+                                         num_hidden_layers=3, layer_types=["linear_attention"] * 3)
+        return mm.MiniMaxLightningAttention(cfg, layer_idx=1).slope_rate.view(heads)
+
+    torch.testing.assert_close(hf_slopes(4), lightning_slopes(4, 1, 3), rtol=1e-5, atol=0)
+    assert (hf_slopes(6) - lightning_slopes(6, 1, 3)).abs().max() > 1e-2
+    torch.testing.assert_close(lightning_slopes(6, 1, 3),
+                               torch.tensor(alibi_slopes(4) + alibi_slopes(8)[0:4:2]) * (0.5 + 1e-5))
+
+
+@needs_transformers
+def test_save_refuses_what_the_format_cannot_hold(tmp_path):
+    cfg = get_config("tiny-minimax")
+    with pytest.raises(ValueError, match="postnorm must be true"):
+        HybridLM(cfg.replace(postnorm=False), device="meta").save_hf(tmp_path / "a")
+    bad = cfg.to_dict()["mixers"]
+    bad["A"]["qk_norm"] = True
+    with pytest.raises(ValueError, match="attention must be plain GQA"):
+        HybridLM(cfg.replace(mixers=bad), device="meta").save_hf(tmp_path / "b")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+# -- the presets, accounting, cache --------------------------------------------------------------------------
+def test_minimax_m1_reproduces_the_published_config_and_total():
+    published = json.loads(PUBLISHED.read_text())["models"]
+    fields = next(m for m in published if "MiniMax-M1" in m["hf_repo"])["fields"]
+    cfg = get_config("minimax-text-01")
+    assert cfg.name == "minimax-m1"
+    lin, att, moe = cfg.mixers["L"], cfg.mixers["A"], cfg.ffns["M"]
+    assert [1 if x == "A" else 0 for x in cfg.layer_mixers] == fields["attn_type_list"]
+    assert (cfg.vocab_size, cfg.d_model, cfg.num_layers, cfg.max_seq_len) == (
+        fields["vocab_size"], fields["hidden_size"], fields["num_hidden_layers"], fields["max_position_embeddings"])
+    assert (att.num_heads, att.num_kv_heads, att.head_dim, att.rope_dim, att.rope_theta) == (
+        fields["num_attention_heads"], fields["num_key_value_heads"], fields["head_dim"], fields["rotary_dim"],
+        fields["rope_theta"])
+    assert (lin.num_heads, lin.head_dim, lin.block_size) == (64, 128, 256)
+    assert (moe.num_experts, moe.top_k, moe.expert_size, moe.shared_size) == (
+        fields["num_local_experts"], fields["num_experts_per_tok"], fields["intermediate_size"],
+        fields["shared_intermediate_size"])
+    assert cfg.postnorm == fields["postnorm"] and cfg.norm_eps == fields["rms_norm_eps"]
+    for scale in (cfg.mixer_residual_scale["L"], cfg.mixer_residual_scale["A"], cfg.ffn_residual_scale["M"]):
+        assert scale == [pytest.approx(fields["layernorm_mlp_alpha"], rel=1e-15), 1.0]
+    model = HybridLM(cfg, device="meta")
+    assert model.num_params() == model.num_params_analytic() == 456_089_655_296
+    assert checkpoint_total(cfg) == 456_089_655_296  # the checkpoint stores parameters only
+    assert round(model.active_params(embedding=False, head=False) / 1e9, 1) == 45.9  # the model card's active
+
+
+def test_original_config_field_names_are_read():
+    """MiniMax's own config.json spellings (attn_type_list, layernorm_*_alpha, rotary_dim, rope_theta) give the
+    preset's config."""
+    published = json.loads(PUBLISHED.read_text())["models"]
+    fields = next(m for m in published if "MiniMax-M1" in m["hf_repo"])["fields"]
+    got = config_from_hf(fields)
+    want = get_config("minimax-m1")
+    for name in ("mixer_pattern", "mixers", "ffns", "postnorm", "vocab_size", "d_model", "norm_eps", "max_seq_len"):
+        assert got.to_dict()[name] == want.to_dict()[name], name
+    for name in ("mixer_residual_scale", "ffn_residual_scale"):  # the file's alpha is (2 x 80)^(1/4) printed
+        a, b = getattr(got, name), getattr(want, name)
+        assert a.keys() == b.keys() and all(math.isclose(x, y, rel_tol=1e-15) for k in a for x, y in zip(a[k], b[k]))
+
+
+def test_tiny_minimax_accounting_and_cache():
+    model = HybridLM(get_config("tiny-minimax")).eval()
+    assert_params_counted(b.mixer for b in model.layers)
+    assert_flops_match_counter(model, 256, tokens=70, decode_at=70)  # 70 = a full 64-block and a tail of 6
+    cache = assert_cache_bytes_match(model, 256, context=70, chunk=32, decode_steps=2, total=True)
+    assert cache.memory_by_kind()["recurrent"] == 2 * 6 * 4 * 32 * 32 * 4  # 6 lightning layers' fp32 states
+    ids = torch.randint(0, 256, (1, 80))
+    assert_cached_decode_matches(model, ids, split_steps(80, [64, 77]), atol=1e-5)
+    assert_chunked_prefill_matches(model, ids, chunk=24)
+
+
+def test_lightning_needs_its_layer_and_the_residual_scales_are_checked():
+    model = HybridLM(get_config("tiny-minimax"))
+    with pytest.raises(ValueError, match="needs its layer index"):
+        model.layers[0].mixer(torch.zeros(1, 3, 128))
+    cfg = get_config("tiny-minimax")
+    with pytest.raises(ValueError, match=r"mixer_residual_scale\['X'\].*names no mixer"):
+        cfg.replace(mixer_residual_scale={"X": [1.0, 1.0]})
+    with pytest.raises(ValueError, match=r"ffn_residual_scale\['M'\].*two finite numbers"):
+        cfg.replace(ffn_residual_scale={"M": [1.0]})
+    with pytest.raises(ValueError, match="residual_multiplier.*must be 1.0 with postnorm"):
+        cfg.replace(residual_multiplier=0.5)
