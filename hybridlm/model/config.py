@@ -223,7 +223,8 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"ModelConfig: unknown field(s) {unknown}; known: {sorted(known)}")
         missing = sorted(f.name for f in dataclasses.fields(cls)
-                         if f.init and f.default is dataclasses.MISSING and f.name not in data)
+                         if f.init and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+                         and f.name not in data)
         if missing:
             raise ValueError(f"ModelConfig: missing required field(s) {missing}")
         check_types(cls, data, "")
