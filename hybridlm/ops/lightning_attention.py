@@ -8,9 +8,9 @@ Block form (the one MiniMax's kernels and transformers' port use, blocks of c to
     intra:  O_intra = ((Q K^T) * D) V         D[i, j] = lambda^(i - j) for j <= i, else 0
     inter:  O_inter = (Q * lambda^i) S_prev   the state before the block, decayed to each query
     state:  S_next  = lambda^c S_prev + (K * lambda^(c - j))^T V
-Every full block's intra and inter terms run as one batched matmul over the blocks; only the state passes from
-block to block (a scan over T / c states). A tail shorter than c is one more block of its own length, so no padded
-token ever touches the state.
+The blocks run one after another, each batched over batch and heads: batching every block at once (one [N, c, c]
+matmul) was slower on CPU at MiniMax's shape, as its intermediates leave the cache (benchmarks/lightning.py). A tail
+shorter than c is one more block of its own length, so no padded token ever touches the state.
 
 Shape letters: B batch, T time, H heads, N blocks, C block length, K key dim, V value dim.
 
@@ -76,25 +76,23 @@ def lightning_attention_step(q: Tensor, k: Tensor, v: Tensor, state: Tensor, *, 
     return o.to(v.dtype), S
 
 
-def _blocks(q: Tensor, k: Tensor, v: Tensor, s: Tensor, S: Tensor) -> tuple[Tensor, Tensor]:
-    """N blocks of C tokens at once: q, k [B, H, N, C, K], v [B, H, N, C, V], s [H] slopes, S [B, H, K, V] the state
-    before the first block -> (o [B, H, N, C, V], the state after the last block)."""
-    N, C = q.shape[2], q.shape[3]
-    i = torch.arange(1, C + 1, device=q.device, dtype=q.dtype)  # 1-based position in the block
+def _decays(s: Tensor, C: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """For blocks of C tokens and slopes s [H]: lambda^i [H, C, 1], lambda^(C - j) [H, C, 1], the intra-block
+    decay D [H, C, C] (lambda^(i - j) for j <= i, else 0) and lambda^C [H, 1, 1]; i, j = 1..C."""
+    i = torch.arange(1, C + 1, device=s.device, dtype=s.dtype)  # 1-based position in the block
     s = s[:, None]  # [H, 1]
-    q_decay = torch.exp(-s * i)[:, None, :, None]  # [H, 1, C, 1]: lambda^i
-    k_decay = torch.exp(-s * (C - i))[:, None, :, None]  # [H, 1, C, 1]: lambda^(C - j)
     gap = i[:, None] - i[None, :]  # [C, C]: i - j
-    D = torch.exp(torch.where(gap >= 0, -s[..., None] * gap, float("-inf")))[:, None]  # [H, 1, C, C]
-    o = torch.matmul(torch.matmul(q, k.transpose(-1, -2)) * D, v)  # intra [B, H, N, C, V]
-    kv = torch.matmul((k * k_decay).transpose(-1, -2), v)  # [B, H, N, K, V]: each block's own write
-    block_decay = torch.exp(-s * C)[..., None]  # [H, 1, 1]
-    before = []  # the state entering each block
-    for n in range(N):
-        before.append(S)
-        S = block_decay * S + kv[:, :, n]
-    o = o + torch.matmul(q * q_decay, torch.stack(before, dim=2))  # inter
-    return o, S
+    D = torch.exp(torch.where(gap >= 0, -s[..., None] * gap, float("-inf")))  # [H, C, C]
+    return torch.exp(-s * i)[..., None], torch.exp(-s * (C - i))[..., None], D, torch.exp(-s * C)[..., None]
+
+
+def _block(q: Tensor, k: Tensor, v: Tensor, S: Tensor, decays) -> tuple[Tensor, Tensor]:
+    """One block: q, k [B, H, C, K], v [B, H, C, V], S [B, H, K, V] the state before it -> (o [B, H, C, V], the
+    state after it)."""
+    q_decay, k_decay, D, block_decay = decays
+    o = torch.matmul(torch.matmul(q, k.transpose(-1, -2)) * D, v)  # intra
+    o = o + torch.matmul(q * q_decay, S)  # inter
+    return o, block_decay * S + torch.matmul((k * k_decay).transpose(-1, -2), v)
 
 
 def lightning_attention_chunked(q: Tensor, k: Tensor, v: Tensor, initial_state: Tensor | None = None, *,
@@ -108,17 +106,15 @@ def lightning_attention_chunked(q: Tensor, k: Tensor, v: Tensor, initial_state: 
     V = v.shape[-1]
     S = _state(initial_state, B, H, K, V, v, dt)
     s = slope.to(dt)
-    # [B, H, T, d]: heads first so each block is a contiguous [C, d] matrix
+    # [B, H, T, d]: heads first so each block is a contiguous [C, d] matrix per head
     q_, k_, v_ = (x.to(dt).transpose(1, 2) for x in (q, k, v))
-    C, full = block_size, (T // block_size) * block_size
+    decays = {}  # per block length: the full block's, and the tail's
     parts = []
-    if full:
-        split = lambda x: x[:, :, :full].reshape(B, H, full // C, C, x.shape[-1])  # noqa: E731
-        o, S = _blocks(split(q_), split(k_), split(v_), s, S)
-        parts.append(o.reshape(B, H, full, V))
-    if full < T:  # the tail: one block of its own length
-        tail = lambda x: x[:, :, None, full:]  # noqa: E731
-        o, S = _blocks(tail(q_), tail(k_), tail(v_), s, S)
-        parts.append(o[:, :, 0])
+    for a in range(0, T, block_size):
+        C = min(block_size, T - a)
+        if C not in decays:
+            decays[C] = _decays(s, C)
+        o, S = _block(q_[:, :, a:a + C], k_[:, :, a:a + C], v_[:, :, a:a + C], S, decays[C])
+        parts.append(o)
     o = torch.cat(parts, dim=2) if parts else v_.new_zeros(B, H, 0, V)  # [B, H, T, V]
     return o.transpose(1, 2).to(v.dtype), S
