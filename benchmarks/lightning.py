@@ -59,7 +59,7 @@ def ours_core(heads: int, head_dim: int, slope: torch.Tensor, block: int):
 
 
 def main() -> None:
-    extra = [a for a in sys.argv[1:] if a.startswith("--heads=") or a.startswith("--block=")]
+    extra = [a for a in sys.argv[1:] if a.startswith(("--heads=", "--block="))]
     sys.argv = [a for a in sys.argv if a not in extra]
     args, reps = setup(__doc__)
     opts = dict(a[2:].split("=") for a in extra)
@@ -80,8 +80,8 @@ def main() -> None:
             for name, fn in (("256", ours256), (str(block), ours_small)):
                 err = (fn(qkv) - want).abs().max().item() / want.abs().max().item()
                 assert err < 1e-4, f"block {name}: relative difference {err:.2e} from transformers"
-        res = alternate({f"T={T} block 256": (lambda: ours256(qkv), lambda: theirs(qkv)),
-                         f"T={T} block {block}": (lambda: ours_small(qkv), lambda: theirs(qkv))}, reps)
+        res = alternate({f"T={T} block 256": (lambda x=qkv: ours256(x), lambda x=qkv: theirs(x)),
+                         f"T={T} block {block}": (lambda x=qkv: ours_small(x), lambda x=qkv: theirs(x))}, reps)
         for name, (a, b) in res.items():
             print(f"{name:18s} hybridlm {a * 1e3:8.1f} ms   transformers {b * 1e3:8.1f} ms   speed-up {b / a:.2f}x")
             per_token.setdefault(name.split(" ", 1)[1], []).append((T, a / T))

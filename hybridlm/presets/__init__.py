@@ -11,8 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..model.config import ModelConfig
-from . import deepseek, granite, jamba, llama4, mamba2, nemotron_h, qwen, sambay, tiny
-from . import minimax
+from . import deepseek, granite, jamba, llama4, mamba2, minimax, nemotron_h, qwen, sambay, tiny
 
 FAMILIES = (qwen, llama4, deepseek, jamba, mamba2, nemotron_h, granite, sambay, tiny, minimax)
 

@@ -77,7 +77,7 @@ def test_block_form_gradients_match_recurrent():
     seqs, s0, slope = make_inputs(1, 21, 2, 4, 3, seed=3)
     assert_gradients_match(functools.partial(lightning_attention_recurrent, slope=slope),
                            functools.partial(lightning_attention_chunked, slope=slope, block_size=8), seqs, s0,
-                           "q k v state".split(), atol=1e-10)
+                           ["q", "k", "v", "state"], atol=1e-10)
 
 
 def test_float32_io_zero_state_and_bad_shapes():
