@@ -231,6 +231,24 @@ def test_transformers_slopes_differ_from_minimax_for_non_power_of_2_heads():
 
 
 @needs_transformers
+def test_non_power_of_2_heads_match_transformers_given_minimax_slopes(tmp_path):
+    """6 heads: with MiniMax's interpolated slopes (and depth factor) put into transformers' decay buffers, the two
+    models agree; the slopes are the only difference."""
+    hf = _hf_model(num_attention_heads=6, num_key_value_heads=2, head_dim=8)
+    for i, layer in enumerate(hf.model.layers):
+        attn = layer.self_attn
+        if hasattr(attn, "slope_rate"):
+            rate = lightning_slopes(6, i, 4).view(6, 1, 1)
+            for name, value in zip(("slope_rate", "query_decay", "key_decay", "diagonal_decay"),
+                                   (rate, *attn.decay_factors(rate))):
+                getattr(attn, name).copy_(value)
+    ids = torch.randint(0, 101, (1, 23))
+    ours, ref = convert(hf, tmp_path / "hf", ids)
+    assert ours.config.mixers["L"].num_heads == 6
+    assert_logits_match(ours, ids, ref, atol=1e-5)
+
+
+@needs_transformers
 def test_save_refuses_what_the_format_cannot_hold(tmp_path):
     cfg = get_config("tiny-minimax")
     with pytest.raises(ValueError, match="postnorm must be true"):
