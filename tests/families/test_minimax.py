@@ -25,7 +25,16 @@ from harness.cached_decode import (
 )
 from harness.chunked import assert_forms_match, assert_gradients_match, assert_state_carry, assert_steps_match
 from harness.flops import assert_flops_match_counter, assert_params_counted
-from harness.hf_parity import assert_logits_match, build_hf, check_hf_parity, convert, hf_logits, max_diff, randomise
+from harness.hf_parity import (
+    assert_logits_match,
+    assert_round_trip,
+    build_hf,
+    check_hf_parity,
+    convert,
+    hf_logits,
+    max_diff,
+    randomise,
+)
 
 from hybridlm import HybridLM, get_config
 from hybridlm.interop.hf import checkpoint_total, config_from_hf
@@ -246,6 +255,20 @@ def test_non_power_of_2_heads_match_transformers_given_minimax_slopes(tmp_path):
     ours, ref = convert(hf, tmp_path / "hf", ids)
     assert ours.config.mixers["L"].num_heads == 6
     assert_logits_match(ours, ids, ref, atol=1e-5)
+
+
+@needs_transformers
+def test_tiny_minimax_saved_loads_in_transformers(tmp_path):
+    """Our preset written by save_hf (tied head, alpha 2, blocks of 64, 70 tokens: a block and a tail) gives
+    transformers' MiniMaxForCausalLM our logits, once RoPE covers the whole head (where the two agree)."""
+    cfg = get_config("tiny-minimax")
+    mixers = cfg.to_dict()["mixers"]
+    mixers["A"]["rope_fraction"] = 1.0
+    torch.manual_seed(0)
+    model = HybridLM(cfg.replace(mixers=mixers)).eval()
+    ids = torch.randint(0, 256, (1, 70))
+    back = assert_round_trip(model, tmp_path, ids, hf_logits(model, ids), atol=1e-5)
+    assert back.config.tie_word_embeddings and back.config.block_size == 64 and back.config.mlp_alpha_factor == 2.0
 
 
 @needs_transformers
