@@ -72,6 +72,13 @@ def test_block_form_matches_recurrent_float64(T, block):
     assert o.shape == (2, T, 3, 20) and o.dtype == torch.float64 and s.shape == (2, 3, 12, 20)
 
 
+def test_block_form_in_head_groups_matches_recurrent():
+    """At blocks of 256 the block form takes 4 heads a pass (ops/lightning_attention.py): 6 heads run as 4 + 2."""
+    seqs, s0, slope = make_inputs(1, 300, 6, 8, 4, seed=9)
+    assert_forms_match(lightning_attention_recurrent, lightning_attention_chunked, seqs, s0, atol=1e-10,
+                       ref_kw={"slope": slope}, slope=slope, block_size=256)
+
+
 def test_step_and_state_carry_match_recurrent():
     seqs, s0, slope = make_inputs(2, 9, 4, 8, 5, seed=1)
     ref = functools.partial(lightning_attention_recurrent, slope=slope)
