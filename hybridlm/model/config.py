@@ -155,10 +155,11 @@ class ModelConfig:
                                for v in pair)):
                     fail(f"{name}[{letter!r}]", pair, "must be [alpha, beta], two finite numbers")
                 table[letter] = [float(v) for v in pair]
-        if self.postnorm or self.mixer_residual_scale or self.ffn_residual_scale:
+        used = [n for n in ("postnorm", "mixer_residual_scale", "ffn_residual_scale") if getattr(self, n)]
+        if used:
             if self.hc_mult > 1:
-                fail("postnorm" if self.postnorm else "mixer_residual_scale", True, f"applies to the plain residual "
-                     f"only, not with hc_mult={self.hc_mult} (the hyper-connections weight the residual themselves)")
+                fail(used[0], getattr(self, used[0]), f"applies to the plain residual only, not with "
+                     f"hc_mult={self.hc_mult} (the hyper-connections weight the residual themselves)")
             if self.residual_multiplier != 1.0:
                 fail("residual_multiplier", self.residual_multiplier, "must be 1.0 with postnorm or residual scales "
                      "(beta scales the sublayer output)")
