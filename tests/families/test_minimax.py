@@ -159,7 +159,6 @@ def test_recurrent_matches_fla_naive_simple_gla():
     got, s_got = lightning_attention_chunked(q, k, v, s0, slope=slope, block_size=16)
     torch.testing.assert_close(got, want.to(got.dtype), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(s_got, s_want, atol=1e-5, rtol=1e-5)
-    assert math.isfinite(got.abs().max().item())
 
 
 # -- Hugging Face interop (harness.hf_parity) ------------------------------------------------------------------
@@ -194,9 +193,9 @@ def _hf_cached_logits(hf, ids, steps, positions=True):
 
 @needs_transformers
 def test_from_hf_round_trip_cached_decode_and_generate_match_transformers(tmp_path):
+    hf = _hf_model()  # seeds the generator: the ids below are fixed too
     ids = torch.randint(0, 101, (2, 23))
     steps = split_steps(23, [11])  # a cached chunk after the prefix, then single tokens
-    hf = _hf_model()
     res = check_hf_parity(hf, tmp_path, ids, atol=1e-5, cached_steps=steps, generate_prompt=ids[:1, :7],
                           max_new_tokens=12)
     cfg = res.ours.config
