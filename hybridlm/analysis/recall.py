@@ -244,14 +244,20 @@ def twin_config(cfg: ModelConfig, width: int, max_layers: int = 2, vocab: int = 
     letters = [cfg.layer_mixers[i] for i in layers]
     factor = width / cfg.d_model
     mixers = {k: _scale_mixer(v, factor, state) for k, v in cfg.mixers.items() if k in letters}
+    fl = [cfg.layer_ffns[i] for i in layers]
+    # residual scales (MiniMax's alpha / beta) follow the letters kept; the dense FFN takes the kept FFNs' one if shared
+    ffn_scales = {tuple(cfg.ffn_residual_scale[f]) for f in fl if f in cfg.ffn_residual_scale}
     if ffn == "dense":
         ffn_pattern, ffns = f"D*{len(layers)}", {"D": DenseFFNConfig(intermediate_size=2 * width)}
+        ffn_scale = {"D": list(ffn_scales.pop())} if len(ffn_scales) == 1 else {}
     else:
-        fl = [cfg.layer_ffns[i] for i in layers]
         ffn_pattern, ffns = " ".join(fl), {k: v for k, v in cfg.ffns.items() if k in fl}
+        ffn_scale = {k: v for k, v in cfg.ffn_residual_scale.items() if k in fl}
     return cfg.replace(name=f"{cfg.name}-recall-d{width}-s{state:g}", vocab_size=vocab, d_model=width, num_layers=len(layers),
                        mixer_pattern=" ".join(letters), ffn_pattern=ffn_pattern, ffns=ffns, mixers=mixers,
-                       mtp_depth=0, mtp_mixer=None, mtp_ffn=None, tie_embeddings=False)
+                       mtp_depth=0, mtp_mixer=None, mtp_ffn=None, tie_embeddings=False,
+                       mixer_residual_scale={k: v for k, v in cfg.mixer_residual_scale.items() if k in letters},
+                       ffn_residual_scale=ffn_scale)
 
 
 # -- training and scoring --------------------------------------------------------------------------------------------

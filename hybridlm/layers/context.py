@@ -20,6 +20,7 @@ _MISSING = object()
 class ForwardContext:
     pos0: int = 0  # absolute position of the forward's first token (cache.pos before it, or 0)
     layer: int = -1  # index of the block now running (set by the model before each block; -1 = none)
+    num_layers: int = 0  # the model's number of blocks (0 = none: a mixer run on its own or in the MTP block)
     values: dict[str, Any] = field(default_factory=dict)
 
     def put(self, name: str, value: Any) -> None:

@@ -69,6 +69,12 @@ class ModelConfig:
     embedding_multiplier: float = 1.0
     residual_multiplier: float = 1.0
     logits_scaling: float = 1.0
+    # MiniMax-01 / M1's residuals. postnorm: a sublayer's residual is its normed input, x <- a * norm(x) + b * f(norm(x))
+    # (False: the pre-norm x <- a * x + b * f(norm(x))). (a, b) per legend letter: mixer_residual_scale for the mixer
+    # sublayer, ffn_residual_scale for the FFN one, [alpha, beta]; a letter not listed uses [1, 1].
+    postnorm: bool = False
+    mixer_residual_scale: dict[str, list[float]] = field(default_factory=dict)
+    ffn_residual_scale: dict[str, list[float]] = field(default_factory=dict)
     # Filled by __post_init__: the expanded per-layer plan.
     layer_mixers: list[str] = field(init=False, repr=False)
     layer_ffns: list[str] = field(init=False, repr=False)
@@ -107,6 +113,7 @@ class ModelConfig:
                 fail(name, v, "must be a finite number > 0")
         if self.hc_mult < 1:
             fail("hc_mult", self.hc_mult, "must be >= 1 (1 = plain residual)")
+        self._check_residual_scales()
         if self.hc_mult > 1 and self.residual_multiplier != 1.0:
             fail("residual_multiplier", self.residual_multiplier, f"must be 1.0 with hc_mult={self.hc_mult} (the "
                  "hyper-connections weight the residual themselves)")
@@ -129,6 +136,33 @@ class ModelConfig:
             if any(context_io(self.mixers[self.mtp_mixer], self.d_model)):  # the MTP block's context is its own
                 fail("mtp_mixer", self.mtp_mixer, "writes or reads the forward context, which the MTP block does not "
                      "share: choose a mixer without kv_out / kv_source / memory")
+
+    def _check_residual_scales(self) -> None:
+        """postnorm and the per-letter [alpha, beta] residual scales: known letters, finite pairs, and the plain
+        residual around them (no hyper-connections; residual_multiplier 1, which beta replaces)."""
+        if not isinstance(self.postnorm, bool):
+            fail("postnorm", self.postnorm, "must be true or false")
+        for name, legend in (("mixer_residual_scale", self.mixers), ("ffn_residual_scale", self.ffns)):
+            table = getattr(self, name)
+            if not isinstance(table, dict):
+                fail(name, table, "must map legend letters to [alpha, beta]")
+            for letter, pair in table.items():
+                if letter not in legend or letter == "-":
+                    fail(f"{name}[{letter!r}]", pair, f"names no {name.split('_')[0]} in the legend "
+                         f"(known: {sorted(k for k in legend if k != '-')})")
+                if (not isinstance(pair, (list, tuple)) or len(pair) != 2
+                        or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+                               for v in pair)):
+                    fail(f"{name}[{letter!r}]", pair, "must be [alpha, beta], two finite numbers")
+                table[letter] = [float(v) for v in pair]
+        used = [n for n in ("postnorm", "mixer_residual_scale", "ffn_residual_scale") if getattr(self, n)]
+        if used:
+            if self.hc_mult > 1:
+                fail(used[0], getattr(self, used[0]), f"applies to the plain residual only, not with "
+                     f"hc_mult={self.hc_mult} (the hyper-connections weight the residual themselves)")
+            if self.residual_multiplier != 1.0:
+                fail("residual_multiplier", self.residual_multiplier, "must be 1.0 with postnorm or residual scales "
+                     "(beta scales the sublayer output)")
 
     def _check_context(self) -> None:
         """What each layer reads from the forward context (layers/context.py) an earlier layer must write, in the
@@ -190,7 +224,8 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"ModelConfig: unknown field(s) {unknown}; known: {sorted(known)}")
         missing = sorted(f.name for f in dataclasses.fields(cls)
-                         if f.init and f.default is dataclasses.MISSING and f.name not in data)
+                         if f.init and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+                         and f.name not in data)
         if missing:
             raise ValueError(f"ModelConfig: missing required field(s) {missing}")
         check_types(cls, data, "")

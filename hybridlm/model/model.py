@@ -2,6 +2,7 @@
 
     x = embed(ids)
     for each layer l:  x = x + mixer_l(norm(x));  x = x + ffn_l(norm(x))      (pre-norm residual)
+                       MiniMax (postnorm, alpha / beta): h = norm(x);  x = alpha h + beta f(h)
     logits = head(norm(x))                          head tied to the embedding or not
     MTP (depth 1, DeepSeek-V3 / Qwen3-Next): h' = proj([norm(embed(t+1)); norm(h)]) -> block -> norm -> head,
     predicting token t+2; h is the main stack's final (normed) hidden state, as vLLM feeds it.
@@ -55,13 +56,18 @@ class ModelOutput:
 
 
 class Block(nn.Module):
-    """Pre-norm mixer + FFN. Plain residual (x [B, T, D]) when hc_mult == 1; otherwise x is the mHC stream
-    [B, T, n, D] and each sublayer is wrapped by its own HyperConnection (hyper.py)."""
+    """Pre-norm mixer + FFN. Plain residual (x [B, T, D]) when hc_mult == 1 (MiniMax's post-norm residual and alpha /
+    beta scales are config: ModelConfig.postnorm, *_residual_scale); otherwise x is the mHC stream [B, T, n, D] and
+    each sublayer is wrapped by its own HyperConnection (hyper.py)."""
 
     def __init__(self, cfg: ModelConfig, mixer_letter: str, ffn_letter: str):
         super().__init__()
         self.mixer_letter, self.ffn_letter = mixer_letter, ffn_letter
         self.residual_multiplier = cfg.residual_multiplier
+        # MiniMax's residuals (ModelConfig.postnorm, *_residual_scale): x <- a * (norm(x) if postnorm else x) + b * y
+        self.postnorm = cfg.postnorm
+        self.mixer_ab = tuple(cfg.mixer_residual_scale.get(mixer_letter, (1.0, 1.0)))
+        self.ffn_ab = tuple(cfg.ffn_residual_scale.get(ffn_letter, (1.0, 1.0)))
         eps, zc = cfg.norm_eps, cfg.zero_centered_norm
         self.mixer = build_mixer(cfg.mixers[mixer_letter], cfg.d_model, eps, zc)
         self.ffn = build_ffn(cfg.ffns[ffn_letter], cfg.d_model, cfg.vocab_size)
@@ -89,22 +95,30 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, pos0: int = 0, cache=None, token_ids: torch.Tensor | None = None,
                 ctx: ForwardContext | None = None) -> torch.Tensor:
-        r = self.residual_multiplier
         if self.has_mixer:
             if self.attn_hc is None:
-                y = self.mixer(self.mixer_norm(x), pos0, cache, ctx)
-                x = x + (y if r == 1.0 else r * y)
+                h = self.mixer_norm(x)
+                x = self._residual(x, h, self.mixer(h, pos0, cache, ctx), self.mixer_ab)
             else:
                 u, post, comb = self.attn_hc(x)
                 x = HyperConnection.expand(self.mixer(self.mixer_norm(u), pos0, cache, ctx), x, post, comb)
         if self.has_ffn:
             if self.ffn_hc is None:
-                y = self.ffn(self.ffn_norm(x), token_ids)
-                x = x + (y if r == 1.0 else r * y)
+                h = self.ffn_norm(x)
+                x = self._residual(x, h, self.ffn(h, token_ids), self.ffn_ab)
             else:
                 u, post, comb = self.ffn_hc(x)
                 x = HyperConnection.expand(self.ffn(self.ffn_norm(u), token_ids), x, post, comb)
         return x
+
+    def _residual(self, x: torch.Tensor, h: torch.Tensor, y: torch.Tensor, ab: tuple[float, float]) -> torch.Tensor:
+        """x + residual_multiplier * y (pre-norm); with postnorm the residual is h = norm(x); alpha, beta = ab."""
+        res = h if self.postnorm else x
+        alpha, beta = ab
+        r = self.residual_multiplier
+        if alpha == 1.0 and beta == 1.0:
+            return res + (y if r == 1.0 else r * y)
+        return alpha * res + beta * y
 
     def hc_flops(self) -> int:
         return sum(h.flops_per_token() for h in (self.attn_hc, self.ffn_hc) if h is not None)
@@ -229,7 +243,7 @@ class HybridLM(nn.Module):
             x = x * self.config.embedding_multiplier
         if self.hc_head is not None:
             x = x.unsqueeze(2).expand(-1, -1, self.config.hc_mult, -1).contiguous()
-        ctx = ForwardContext(pos0=pos0)  # what a layer leaves for later ones, this forward only (layers/context.py)
+        ctx = ForwardContext(pos0=pos0, num_layers=len(self.layers))  # what a layer leaves for later ones, this forward only (layers/context.py)
         T, ids, pos = input_ids.shape[1], input_ids, pos0
         if keep is not None and not 0 <= keep <= T:
             raise ValueError(f"keep={keep}: must be in [0, {T}] (the positions of this forward)")

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..model.config import ModelConfig
-from . import deepseek, granite, jamba, llama4, mamba2, nemotron_h, qwen, sambay, tiny, titans
+from . import deepseek, granite, jamba, llama4, mamba2, minimax, nemotron_h, qwen, sambay, tiny, titans
 
-FAMILIES = (qwen, llama4, deepseek, jamba, mamba2, nemotron_h, granite, sambay, titans, tiny)
+FAMILIES = (qwen, llama4, deepseek, jamba, mamba2, nemotron_h, granite, sambay, titans, minimax, tiny)
 
 PRESETS: dict[str, Callable[[], ModelConfig]] = {name: build for f in FAMILIES for name, build in f.PRESETS.items()}
 ALIASES: dict[str, str] = {alias: name for f in FAMILIES for alias, name in f.ALIASES.items()}

@@ -5,6 +5,7 @@ also registers the pipeline as HybridLM.from_hf / save_hf's (registry.HF_IO), so
 from ...registry import register_hf_io
 from . import deepseek, deepseek_v4, llama4, qwen  # noqa: F401  (each registers its converter)
 from . import jamba  # noqa: F401
+from . import minimax  # noqa: F401
 from . import falcon_h1, granite, mamba2, nemotron_h  # noqa: F401
 from .base import (  # noqa: F401
     Converter,
