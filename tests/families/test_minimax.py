@@ -325,3 +325,17 @@ def test_lightning_needs_its_layer_and_the_residual_scales_are_checked():
         cfg.replace(ffn_residual_scale={"M": [1.0]})
     with pytest.raises(ValueError, match="residual_multiplier.*must be 1.0 with postnorm"):
         cfg.replace(residual_multiplier=0.5)
+
+
+def test_the_cpu_tile_does_not_change_the_output():
+    """A checkpoint's block_size of 256 runs in 64-token tiles (Lightning.CPU_BLOCK): the same outputs as the op at
+    256 and at the tile, and minimax-m1 keeps its published 256 in the config."""
+    from hybridlm.layers.mixers.lightning import Lightning, LightningConfig
+    assert HybridLM(get_config("minimax-m1"), device="meta").layers[0].mixer.block == 64
+    assert get_config("minimax-m1").mixers["L"].block_size == 256
+    (q, k, v), s0, slope = make_inputs(1, 300, 2, 8, 8, dtype=torch.float64, seed=7)
+    o256, s256 = lightning_attention_chunked(q, k, v, s0, slope=slope, block_size=256)
+    o64, s64 = lightning_attention_chunked(q, k, v, s0, slope=slope, block_size=64)
+    torch.testing.assert_close(o64, o256, atol=1e-10, rtol=0)
+    torch.testing.assert_close(s64, s256, atol=1e-10, rtol=0)
+    assert Lightning(LightningConfig(num_heads=2, head_dim=8, block_size=32), 16).block == 32  # a smaller block stays
