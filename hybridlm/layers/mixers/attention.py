@@ -162,7 +162,12 @@ class AttentionConfig:
 
 @dataclass
 class KVCache:
-    """Keys/values [B, Hkv, S, hd] for absolute positions start .. start+S-1."""
+    """Keys/values [B, Hkv, S, hd] for absolute positions start .. start+S-1.
+
+    A cache that keeps every token (no window, no chunk) writes into a buffer grown GROW tokens at a time, so a
+    decode step appends in place instead of copying the whole cache (at 64K tokens that copy was a third of a
+    tiny-hybrid decode step); `k` / `v` are views of the tokens held, and memory_bytes() counts those (the buffer
+    holds fewer than GROW more per layer)."""
 
     window: int | None = None  # keep at most window-1 past tokens: all the next query can see
     chunk: int | None = None  # chunked attention: keep only the next query's block (at most chunk-1 tokens)
@@ -170,10 +175,13 @@ class KVCache:
     v: torch.Tensor | None = None
     start: int = 0
     kind = "kv"  # not a field: the label memory_by_kind groups by
+    GROW = 256  # not a field: the growing buffer's step (tokens)
 
     def append(self, k_new: torch.Tensor, v_new: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Add new keys/values; returns (all keys, all values, absolute position of the first key)
         to attend over for this step, then trims what no future query can see."""
+        if self.window is None and self.chunk is None and not torch.is_grad_enabled():
+            return self._append_in_place(k_new, v_new)
         if self.k is None:
             k_all, v_all, start = k_new, v_new, self.start
         else:
@@ -184,6 +192,21 @@ class KVCache:
         drop = k_all.shape[2] - keep
         self.k, self.v, self.start = k_all[:, :, drop:], v_all[:, :, drop:], start + drop
         return k_all, v_all, start
+
+    def _append_in_place(self, k_new: torch.Tensor, v_new: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+        n0 = 0 if self.k is None else self.k.shape[2]
+        n = n0 + k_new.shape[2]
+        buf_k, buf_v = getattr(self, "_buf", (None, None))
+        if buf_k is None or buf_k.shape[2] < n or buf_k.shape[:2] != k_new.shape[:2] or buf_k.dtype != k_new.dtype:
+            cap = -(-n // self.GROW) * self.GROW
+            B, G, _, d = k_new.shape
+            buf_k, buf_v = k_new.new_empty(B, G, cap, d), v_new.new_empty(B, G, cap, v_new.shape[-1])
+            if n0:
+                buf_k[:, :, :n0], buf_v[:, :, :n0] = self.k, self.v
+            self._buf = (buf_k, buf_v)
+        buf_k[:, :, n0:n], buf_v[:, :, n0:n] = k_new, v_new
+        self.k, self.v = buf_k[:, :, :n], buf_v[:, :, :n]
+        return self.k, self.v, self.start
 
     def memory_bytes(self) -> int:
         return nbytes(self.k, self.v)
