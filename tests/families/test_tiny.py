@@ -114,3 +114,22 @@ def test_attention_preset_flops_match_flop_counter():
     # (Gated DeltaNet's analytic count models the recurrence, not the chunked algorithm the counter sees: only
     # attention-only models are held to the counter exactly here.)
     assert_flops_match_counter(HybridLM(get_config("tiny-attention")).eval(), 256, tokens=40, decode_at=40)
+
+
+def test_full_kv_cache_appends_in_place():
+    """Without a window the cache writes into a buffer grown 256 tokens at a time: decode steps reuse it (no copy
+    of the cache per step), and what it returns equals the copying path (autograd on)."""
+    from hybridlm.layers.mixers.attention import KVCache
+    fast, slow = KVCache(), KVCache()
+    k, v = torch.randn(2, 3, 300, 8), torch.randn(2, 3, 300, 5)
+    with torch.no_grad():
+        fast.append(k[:, :, :100], v[:, :, :100])
+        ptr = fast._buf[0].data_ptr()
+        for t in range(100, 300):
+            got = fast.append(k[:, :, t:t + 1], v[:, :, t:t + 1])
+            if t < KVCache.GROW - 1:
+                assert fast._buf[0].data_ptr() == ptr  # within the first 256 tokens: the same buffer
+    assert fast._buf[0].shape[2] == 512 and fast.memory_bytes() == 2 * 3 * 300 * (8 + 5) * 4  # the tokens held
+    slow.append(k[:, :, :299], v[:, :, :299])
+    want = slow.append(k[:, :, 299:], v[:, :, 299:])
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1]) and got[2] == want[2] == 0
