@@ -4,7 +4,8 @@ weights are the state, trained at test time by gradient descent with momentum an
 Per head the memory M is an MLP with L_M >= 1 layers, `dims` = (d_k, hidden ..., d_v), SiLU between layers, no
 biases; its weights W are kept flat, one vector of P = sum(d_in * d_out) numbers. For each token t:
 
-    u_t = grad_W ||M(W0; k_t) - v_t||^2          the surprise; W0 = the weights at the start of t's chunk
+    u_t = grad_W ||M(W0; k_t) - v_t||^2          the surprise; W0 = the weights at the start of t's chunk,
+                                                  each layer's part divided by max(1, ||x_l||^2) (below)
     S_t = eta_t S_{t-1} - theta_t u_t             momentum
     W_t = (1 - alpha_t) W_{t-1} + S_t             forgetting (weight decay)
     y_t = M(W_t; q_t)                             the read uses the weights *after* token t's update
@@ -14,6 +15,14 @@ Chunks: token positions are cut into chunks of `chunk_size` on one grid counted 
 at the weights the chunk started with. chunk_size = 1 is the paper's per-token rule; larger chunks are the paper's
 parallel training form (section 3.2). The grid is the same for the recurrent reference, the chunked form and the
 one-step decode, so all three give the same result for any chunk size and any split of the sequence.
+
+The normalised surprise. Layer l's part of the gradient is delta_l x_l^T (x_l its input at W0), so one step moves
+that layer's output for x_l by theta 2 ||x_l||^2 times the error: the raw rule is stable only while theta ||x_l||^2
+stays small, and a chunk, whose surprises all come from W0, adds up to C of them. Keys are unit vectors, so the
+first layer is the delta rule, but a hidden layer's input has ||x||^2 ~ 0.35 x its width at init (22 at width 64):
+with the raw gradient tiny-titans-mal's memory grew to 1e21 and NaN within 33 training steps at theta = 0.01
+(measured). Dividing each layer's part by max(1, ||x_l||^2), as normalised LMS does, keeps every layer's step at
+theta times its error; for a one-layer memory over unit keys it is the paper's rule exactly.
 
 State [B, H, 3, P]: row 0 the chunk-start weights W0, row 1 the weights W_{t}, row 2 the momentum S_t.
 
@@ -41,7 +50,7 @@ from torch.func import grad, vmap
 
 from .precision import compute_dtype
 
-__all__ = ["chunk_segments", "chunked_flops", "init_memory_weights", "memory_params", "memory_read", "mlp", "step_flops", "titans_memory_chunked",
+__all__ = ["chunk_segments", "chunked_flops", "init_memory_weights", "memory_params", "memory_read", "mlp", "normalise_surprise", "step_flops", "titans_memory_chunked",
            "titans_memory_recurrent", "titans_memory_step", "token_loss"]
 
 
@@ -103,6 +112,8 @@ def titans_memory_recurrent(q, k, v, eta, theta, alpha, state, dims, chunk_size:
             losses = sum(token_loss(base[b, h], k[b, t, h].to(dt), v[b, t, h].to(dt), dims)
                          for b in range(B) for h in range(H))
             u = torch.autograd.grad(losses, base, create_graph=outer)[0]  # [B, H, P]
+        u = normalise_surprise(u.reshape(B * H, -1), w0.reshape(B * H, -1), k[:, t].to(dt).reshape(B * H, -1),
+                               dims).view(B, H, -1)
         s = eta[:, t, :, None].to(dt) * s - theta[:, t, :, None].to(dt) * u
         w = (1 - alpha[:, t, :, None].to(dt)) * w + s
         outs.append(torch.stack([torch.stack([mlp(w[b, h], q[b, t, h].to(dt), dims) for h in range(H)])
@@ -138,20 +149,56 @@ def _silu_grad(h: Tensor) -> Tensor:
     return sig * (1 + h * (1 - sig))
 
 
-def _surprise_factors(w0: list[Tensor], k: Tensor, v: Tensor) -> tuple[list[Tensor], list[Tensor]]:
-    """Each token's gradient of ||M(W0; k) - v||^2 is rank one per layer, u_l = delta_l x_l^T: backpropagation
-    by hand at the chunk-start weights for the c tokens at once. k [N, c, dk], v [N, c, dv] -> (x_l [N, c, d_in],
-    delta_l [N, c, d_out]) per layer (x_l: the layer's input, delta_l: the loss gradient at its output)."""
+def _forward(w0: list[Tensor], k: Tensor) -> tuple[list[Tensor], list[Tensor], Tensor]:
+    """M(W0; k) for N memories, c tokens each: k [N, c, dk] -> (every layer's input x_l [N, c, d_in], the hidden
+    pre-activations, the output [N, c, dv])."""
     xs, pre = [k], []
     for i, W in enumerate(w0):  # W [N, d_out, d_in]
         h = torch.bmm(xs[-1], W.transpose(1, 2))  # [N, c, d_out]
         if i < len(w0) - 1:
             pre.append(h)
             xs.append(F.silu(h))
-    deltas = [2 * (h - v)]
+    return xs, pre, h
+
+
+def _step_scale(x: Tensor) -> Tensor:
+    """1 / max(1, ||x||^2) over the last dim (the normalised surprise, module docstring)."""
+    return 1.0 / x.pow(2).sum(-1).clamp_min(1.0)
+
+
+MAX_SURPRISE = 1.0  # the surprise's norm (all layers) is clipped to this, per token and memory
+
+
+def _clip_scale(sq_norm: Tensor) -> Tensor:
+    """min(1, MAX_SURPRISE / ||u||) from ||u||^2."""
+    return (MAX_SURPRISE / sq_norm.clamp_min(1e-30).sqrt()).clamp(max=1.0)
+
+
+def normalise_surprise(u_NP: Tensor, w_NP: Tensor, k_NK: Tensor, dims: tuple[int, ...]) -> Tensor:
+    """Raw gradients [N, P] of one token per memory (at weights w, key k [N, dk]) -> the surprise: each layer's part
+    divided by max(1, ||x_l||^2), x_l that layer's input, then the whole clipped to norm MAX_SURPRISE."""
+    xs, _, _ = _forward(_layers(w_NP, dims), k_NK[:, None])
+    parts, at = [], 0
+    for x, (d_in, d_out) in zip(xs, zip(dims[:-1], dims[1:])):
+        parts.append(u_NP[:, at:at + d_in * d_out] * _step_scale(x[:, 0])[:, None])
+        at += d_in * d_out
+    u = torch.cat(parts, 1)
+    return u * _clip_scale(u.pow(2).sum(-1))[:, None]
+
+
+def _surprise_factors(w0: list[Tensor], k: Tensor, v: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+    """Each token's gradient of ||M(W0; k) - v||^2 is rank one per layer, u_l = delta_l x_l^T: backpropagation
+    by hand at the chunk-start weights for the c tokens at once. k [N, c, dk], v [N, c, dv] -> (x_l [N, c, d_in],
+    delta_l [N, c, d_out]) per layer (x_l: the layer's input, delta_l: the loss gradient at its output divided by
+    max(1, ||x_l||^2), so delta_l x_l^T is the normalised surprise)."""
+    xs, pre, out = _forward(w0, k)
+    deltas = [2 * (out - v)]
     for i in range(len(w0) - 1, 0, -1):  # the input gradient of every layer but the first
         deltas.insert(0, torch.bmm(deltas[0], w0[i]) * _silu_grad(pre[i - 1]))
-    return xs, deltas
+    deltas = [d * _step_scale(x)[..., None] for x, d in zip(xs, deltas)]
+    # ||delta x^T||_F = ||delta|| ||x||: the whole surprise's norm from the factors, then the clip
+    clip = _clip_scale(sum(d.pow(2).sum(-1) * x.pow(2).sum(-1) for x, d in zip(xs, deltas)))[..., None]  # [N, c, 1]
+    return xs, [d * clip for d in deltas]
 
 
 def _chunk(q, k, v, eta, theta, alpha, w0, w, s, dims):
@@ -226,6 +273,7 @@ def titans_memory_step(q, k, v, eta, theta, alpha, state, dims, chunk_size: int 
     w0, w, s = (x.to(dt).reshape(B * H, -1) for x in state.unbind(2))  # [N, P]
     flat = lambda x: x.to(dt).reshape(B * H, *x.shape[2:])  # noqa: E731
     u = vmap(grad(token_loss), in_dims=(0, 0, 0, None))(w0, flat(k), flat(v), dims)  # [N, P]
+    u = normalise_surprise(u, w0, flat(k), dims)
     s = flat(eta)[:, None] * s - flat(theta)[:, None] * u
     w = (1 - flat(alpha)[:, None]) * w + s
     y = vmap(mlp, in_dims=(0, 0, None))(w, flat(q), dims)  # [N, dv]
@@ -253,8 +301,9 @@ def _grad_flops(dims: tuple[int, ...]) -> int:
 
 
 def step_flops(dims: tuple[int, ...]) -> int:
-    """One decode token: its surprise and its read (one forward)."""
-    return _grad_flops(dims) + 2 * memory_params(dims)
+    """One decode token: its surprise (torch.func's grad), the forward that gives the layer inputs its normalisation
+    divides by, and its read (one forward each)."""
+    return _grad_flops(dims) + 2 * 2 * memory_params(dims)
 
 
 def chunked_flops(tokens: int, dims: tuple[int, ...], chunk_size: int, offset: int = 0) -> int:

@@ -77,6 +77,8 @@ def test_linear_memory_closed_form():
     W0 = state[:, :, 0].reshape(B, H, DV, DK)
     W, S0 = state[:, :, 1].reshape(B, H, DV, DK), state[:, :, 2].reshape(B, H, DV, DK)
     u = 2 * torch.einsum("bthv,bthk->bthvk", torch.einsum("bhvk,bthk->bthv", W0, k) - v, k)  # [B, T, H, dv, dk]
+    # unit keys: the normalisation by max(1, ||k||^2) is 1; the clip to norm MAX_SURPRISE (1) per token remains
+    u = u * (1.0 / u.flatten(-2).norm(dim=-1)).clamp(max=1.0)[..., None, None]
     for t in range(1, T + 1):
         Wt = r ** t * W + S0 * sum(r ** (t - j) * c_eta ** j for j in range(1, t + 1))
         for i in range(1, t + 1):
@@ -89,8 +91,9 @@ def test_linear_memory_closed_form():
 
 @pytest.mark.parametrize("dims", DIMS)
 def test_surprise_is_autograd_of_the_stated_loss(dims):
-    """One step from W0 = W, S = 0, eta = 0, alpha = 0, theta = 1: the new momentum is -grad ||M(W; k) - v||^2,
-    the loss written out here (not token_loss) and differentiated by torch.autograd."""
+    """One step from W0 = W, S = 0, eta = 0, alpha = 0, theta = 1: the new momentum is minus the surprise: the
+    gradient of ||M(W; k) - v||^2 (the loss written out here, not token_loss, differentiated by torch.autograd),
+    each layer's part divided by max(1, ||x_l||^2) for that layer's input x_l, then clipped to norm 1."""
     seqs, state = _inputs(dims)
     q, k, v = (x[:, 0] for x in seqs[:3])
     state[:, :, 0] = state[:, :, 1]
@@ -104,11 +107,17 @@ def test_surprise_is_autograd_of_the_stated_loss(dims):
     for d_in, d_out in zip(dims[:-1], dims[1:]):
         mats.append(w[..., at:at + d_in * d_out].reshape(B, H, d_out, d_in))
         at += d_in * d_out
+    inputs = []
     for i, Wl in enumerate(mats):
+        inputs.append(x)
         x = torch.einsum("bhoi,bhi->bho", Wl, x)
         x = F.silu(x) if i < len(mats) - 1 else x
     loss = ((x - v) ** 2).sum()
     (g,) = torch.autograd.grad(loss, w)
+    sizes = [a * b for a, b in zip(dims[:-1], dims[1:])]
+    g = torch.cat([part / x_l.pow(2).sum(-1, keepdim=True).clamp_min(1.0)
+                   for part, x_l in zip(g.detach().split(sizes, -1), inputs)], -1)
+    g = g * (1.0 / g.norm(dim=-1, keepdim=True)).clamp(max=1.0)
     torch.testing.assert_close(s[:, :, 2], -g, atol=1e-12, rtol=0)
     assert token_loss(state[0, 0, 1], k[0, 0], v[0, 0], dims) > 0
 
