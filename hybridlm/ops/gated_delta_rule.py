@@ -22,6 +22,8 @@ Forms:
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -153,17 +155,52 @@ def _unit_lower_inverse(L: Tensor, base: int = 8) -> Tensor:
     return X.view(*lead, C, C)
 
 
+def _channel_grams(q: Tensor, k: Tensor, c: Tensor, s: int) -> tuple[Tensor, Tensor]:
+    """Decayed Gram matrices of one chunk for a per-channel decay, with every exp factor <= 1.
+
+    q, k, c [M,C,K] (c the cumulative log decay inside the chunk, non-increasing) -> (Q K^T * D, K K^T * D), each
+    [M,C,C] with entry (i, j) = sum_d x_i[d] k_j[d] exp(c_i[d] - c_j[d]) for j <= i and 0 above the diagonal.
+    A factorisation q exp(c) . k exp(-c) overflows once a chunk decays by more than ~88 in some channel (the decay
+    has no lower bound), so the chunk is cut into sub-blocks of s tokens: row block a against every earlier column
+    is one matmul of x_i exp(c_i - r_a) and k_j exp(r_a - c_j), r_a the cumulative decay at the end of block a-1
+    (both exponents <= 0); the s x s diagonal blocks take exp(c_i - c_j) elementwise."""
+    M, C, K = k.shape
+    nb = C // s
+    x = torch.stack((q.view(M, nb, s, K), k.view(M, nb, s, K)), dim=2)  # [M,nb,2,s,K]: q rows, then k rows
+    cb = c.view(M, nb, s, K)
+    full = k.new_zeros(M, nb, 2, s, C)  # [M, row block, q|k, row, column]
+    # diagonal blocks: D_ij = exp(c_i - c_j), j <= i (the clamp keeps the masked j > i entries finite)
+    causal = torch.ones(s, s, dtype=torch.bool, device=k.device).tril_()[..., None]  # [s,s,1]
+    D = (cb[:, :, :, None, :] - cb[:, :, None, :, :]).clamp_max(0).exp() * causal  # [M,nb,s(i),s(j),K]
+    kD = D * k.view(M, nb, 1, s, K)  # k_j exp(c_i - c_j)  [M,nb,s,s,K]
+    diag = torch.matmul(kD, x.permute(0, 1, 3, 4, 2))  # [M,nb,s(i),s(j),2]: x_i . (k_j exp(c_i - c_j))
+    for a in range(nb):
+        full[:, a, :, :, a * s:(a + 1) * s] = diag[:, a].permute(0, 3, 1, 2)
+    if nb > 1:  # off-diagonal: row block a >= 1 against columns j < a s, relative to r_a = c[a s - 1]
+        W = C - s  # the columns any row block needs
+        ref = c[:, s - 1:W:s]  # [M,nb-1,K]
+        xr = x[:, 1:] * (cb[:, 1:, None] - ref[:, :, None, None, :]).exp()  # [M,nb-1,2,s,K]
+        kr = k[:, None, :W] * (ref[:, :, None, :] - c[:, None, :W]).clamp_max(0).exp()  # [M,nb-1,W,K]
+        off = torch.matmul(xr.view(M, nb - 1, 2 * s, K), kr.transpose(-1, -2)).view(M, nb - 1, 2, s, W)
+        for a in range(1, nb):
+            full[:, a, :, :, :a * s] = off[:, a - 1, :, :, :a * s]
+    full = full.transpose(1, 2).reshape(M, 2, C, C)
+    return full[:, 0], full[:, 1]
+
+
 def _chunk_block(q, k, v, g, beta, S, scale, C, out):
-    """Chunked form over one block of tokens.  q,k [B,T,Hk,K]; v [B,T,Hv,V]; g,beta [B,T,Hv];
-    S [B*Hv,K,V] start state (compute dtype).  Writes the outputs into out [B,T,Hv,V]; returns the end state."""
+    """Chunked form over one block of tokens.  q,k [B,T,Hk,K]; v [B,T,Hv,V]; g [B,T,Hv] (scalar decay) or
+    [B,T,Hv,K] (per key channel, with Hk = Hv); beta [B,T,Hv]; S [B*Hv,K,V] start state (compute dtype).
+    Writes the outputs into out [B,T,Hv,V]; returns the end state."""
     B, T, Hk, K = q.shape
     Hv, V = v.shape[-2:]
     G = Hv // Hk
+    per_channel = g.dim() == 4
     dt = S.dtype
     pad = -T % C
     if pad:  # padded tokens have k = 0 (no write), g = 0 (no decay): the end state is unchanged
         q, k, v = (F.pad(x, (0, 0, 0, 0, 0, pad)) for x in (q, k, v))
-        g, beta = (F.pad(x, (0, 0, 0, pad)) for x in (g, beta))
+        g, beta = (F.pad(x, (0, 0) * (x.dim() - 2) + (0, pad)) for x in (g, beta))
     N = (T + pad) // C
     BHk, BHv = B * Hk, B * Hv
 
@@ -175,28 +212,41 @@ def _chunk_block(q, k, v, g, beta, S, scale, C, out):
     qk = qk.view(N, B, Hk, 2 * C, K)
     kc = qk[..., C:, :]  # [N,B,Hk,C,K]
     vc = _chunked(v, C, dt)  # [N,B,Hv,C,V]
-    gc = _chunked(g, C, dt).cumsum(-1)  # [N,B,Hv,C]: cumulative log decay inside each chunk
+    gc = _chunked(g, C, dt).cumsum(3)  # [N,B,Hv,C] or [N,B,Hv,C,K]: cumulative log decay inside each chunk
     bc = _chunked(beta, C, dt)  # [N,B,Hv,C]
 
-    # Gram matrices once per key head, shared by the G value heads of the group
-    gram = torch.matmul(qk, kc.transpose(-1, -2)).view(N, B, Hk, 1, 2 * C, C)  # [N,B,Hk,1,2C,C]
-    # Pairwise decay exp(c_i - c_j) for j <= i.  Clamping at 0 keeps the unused j > i entries finite
-    # (cheaper than masking with -inf, and exp of -inf is slow); they are zeroed or ignored below.
-    dec = (gc.unsqueeze(-1) - gc.unsqueeze(-2)).clamp_max_(0).exp_().view(N, B, Hk, G, C, C)
-    attn = torch.mul(gram[..., :C, :], dec).tril_().view(N * BHv, C, C)  # intra-chunk causal (scale Q K^T * D)
-    L = torch.mul(gram[..., C:, :], dec).mul_(bc.view(N, B, Hk, G, C, 1))  # [N,B,Hk,G,C,C], strict lower used
+    if per_channel:  # G = 1: the decayed Gram matrices per head, in sub-blocks (_channel_grams)
+        attn, L = _channel_grams(qk[..., :C, :].reshape(N * BHv, C, K), kc.reshape(N * BHv, C, K),
+                                 gc.view(N * BHv, C, K), math.gcd(C, 16))
+        L = L.view(N, B, Hk, G, C, C) * bc.view(N, B, Hk, G, C, 1)  # strict lower used
+    else:
+        # Gram matrices once per key head, shared by the G value heads of the group
+        gram = torch.matmul(qk, kc.transpose(-1, -2)).view(N, B, Hk, 1, 2 * C, C)  # [N,B,Hk,1,2C,C]
+        # Pairwise decay exp(c_i - c_j) for j <= i.  Clamping at 0 keeps the unused j > i entries finite
+        # (cheaper than masking with -inf, and exp of -inf is slow); they are zeroed or ignored below.
+        dec = (gc.unsqueeze(-1) - gc.unsqueeze(-2)).clamp_max_(0).exp_().view(N, B, Hk, G, C, C)
+        attn = torch.mul(gram[..., :C, :], dec).tril_().view(N * BHv, C, C)  # intra-chunk causal (scale Q K^T * D)
+        L = torch.mul(gram[..., C:, :], dec).mul_(bc.view(N, B, Hk, G, C, 1))  # [N,B,Hk,G,C,C], strict lower used
     Tinv = _unit_lower_inverse(L)  # (I + L)^-1, [N,B,Hk,G,C,C]
-    ec = gc.exp()  # [N,B,Hv,C]
-    # Diagonal scalings folded into Tinv's columns, so W's matmul can share K across the G value heads
-    Tw = torch.mul(Tinv, (bc * ec).view(N, B, Hk, G, 1, C))
-    W = torch.matmul(Tw.view(N, BHk, G * C, C), kc.reshape(N, BHk, C, K)).view(N, BHv, C, K)
-    Tu = torch.mul(Tinv, bc.view(N, B, Hk, G, 1, C))
-    U = torch.matmul(Tu.view(N, BHv, C, C), vc.view(N, BHv, C, V))  # [N,BHv,C,V]
-    Qd = torch.mul(qk[..., :C, :].unsqueeze(3), ec.view(N, B, Hk, G, C, 1)).view(N * BHv, C, K)
-    last = gc[..., -1:]  # [N,B,Hv,1]
-    Kd = torch.mul(kc.unsqueeze(3), (last - gc).exp_().view(N, B, Hk, G, C, 1))  # [N,B,Hk,G,C,K]
-    KdT = Kd.view(N, BHv, C, K).transpose(-1, -2)  # [N,BHv,K,C]
-    chunk_decay = last.exp().view(N, BHv, 1, 1)
+    ec = gc.exp()  # [N,B,Hv,C] or [N,B,Hv,C,K]
+    if per_channel:  # the decays scale K and Q channel by channel
+        Tu = torch.mul(Tinv, bc.view(N, B, Hk, G, 1, C)).view(N, BHv, C, C)
+        W = torch.matmul(Tu, torch.mul(kc, ec).view(N, BHv, C, K))  # [N,BHv,C,K]
+        Qd = torch.mul(qk[..., :C, :], ec).view(N * BHv, C, K)
+        last = gc[..., -1:, :]  # [N,B,Hv,1,K]
+        KdT = torch.mul(kc, (last - gc).exp()).view(N, BHv, C, K).transpose(-1, -2)  # [N,BHv,K,C]
+        chunk_decay = last.exp().view(N, BHv, K, 1)
+    else:
+        # Diagonal scalings folded into Tinv's columns, so W's matmul can share K across the G value heads
+        Tw = torch.mul(Tinv, (bc * ec).view(N, B, Hk, G, 1, C))
+        W = torch.matmul(Tw.view(N, BHk, G * C, C), kc.reshape(N, BHk, C, K)).view(N, BHv, C, K)
+        Tu = torch.mul(Tinv, bc.view(N, B, Hk, G, 1, C)).view(N, BHv, C, C)
+        Qd = torch.mul(qk[..., :C, :].unsqueeze(3), ec.view(N, B, Hk, G, C, 1)).view(N * BHv, C, K)
+        last = gc[..., -1:]  # [N,B,Hv,1]
+        Kd = torch.mul(kc.unsqueeze(3), (last - gc).exp_().view(N, B, Hk, G, C, 1))  # [N,B,Hk,G,C,K]
+        KdT = Kd.view(N, BHv, C, K).transpose(-1, -2)  # [N,BHv,K,C]
+        chunk_decay = last.exp().view(N, BHv, 1, 1)
+    U = torch.matmul(Tu, vc.view(N, BHv, C, V))  # [N,BHv,C,V]
 
     # Sequential part: only the products with the running state.  The state at the start of every chunk
     # is kept, so the state's contribution to the outputs is one batched matmul after the loop.
@@ -234,6 +284,10 @@ def gated_delta_rule_chunked(
         (I + L) u = beta*v - beta*exp(c)*K S0,      L_ij = beta_i D_ij (k_i.k_j) for j < i,
     so with Tinv = (I + L)^-1:  u = U - W S0,  U = Tinv diag(beta) v,  W = Tinv diag(beta exp(c)) K.
     Then  o = diag(exp(c)) Q S0 + (Q K^T * D) u  and  S1 = exp(c_C) S0 + (diag(exp(c_C - c)) K)^T u.
+    Per-channel decay (g [B,T,Hv,K], KDA) is the same system with c_i a vector over the key channels: exp(c) scales
+    K and Q channel by channel, D_ij (k_i.k_j) becomes sum_d k_i[d] k_j[d] exp(c_i[d] - c_j[d]) (_channel_grams,
+    stable for any decay) and the end-of-chunk decay diag(exp(c_C)) multiplies the rows of S0; q/k heads are
+    repeated to the value heads first (each value head decays its own channels).
     Everything except the products with S0 is computed for many chunks at once in batched matmuls;
     the sequential loop over chunks does two batched matmuls per chunk.  The sequence is processed in
     blocks of `block_chunks` chunks so the intermediates stay cache-sized and memory stays O(block);
@@ -242,10 +296,10 @@ def gated_delta_rule_chunked(
     """
     B, T, Hk, K = q.shape
     Hv, V = v.shape[-2:]
-    _check_heads(q, v)
-    if _channel_decay(g, v, K):
-        raise NotImplementedError("the chunked form takes one log decay per head (g [B,T,Hv]); per-channel decay "
-                                  "(KDA, g [B,T,Hv,K]) has only the recurrent and one-step forms so far")
+    groups = _check_heads(q, v)
+    if _channel_decay(g, v, K) and groups > 1:  # per-channel decays differ per value head: no Gram sharing
+        q, k = q.repeat_interleave(groups, dim=2), k.repeat_interleave(groups, dim=2)
+        Hk = Hv
     dt = compute_dtype(v)
     scale = K**-0.5 if scale is None else scale
     if initial_state is None:

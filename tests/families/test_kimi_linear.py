@@ -1,10 +1,15 @@
-"""Kimi Delta Attention's recurrence: the gated delta rule with one log decay per key channel (ops/gated_delta_rule.py).
+"""Kimi Linear: Kimi Delta Attention (the gated delta rule with one log decay per key channel, ops/gated_delta_rule.py,
+and the `kda` mixer), NoPE MLA, and the kimi_linear Hugging Face format.
 
-Checked against transformers 5.23's torch recurrence (`recurrent_kimi_delta_attention`), and the scalar decay of
-Gated DeltaNet checked to be the special case (a per-head g broadcast over the key channels)."""
+The op's recurrence is checked against transformers 5.23's torch recurrence (`recurrent_kimi_delta_attention`), its
+chunked form against the recurrence (odd T, chunks that do not divide T, decays with no lower bound, gradients) and
+against transformers' torch chunked form, and the scalar decay of Gated DeltaNet checked to be the special case (a
+per-head g broadcast over the key channels)."""
 
 import pytest
 import torch
+import torch.nn.functional as F
+from harness.chunked import assert_forms_match, assert_gradients_match, assert_state_carry
 
 from hybridlm.ops.gated_delta_rule import (
     gated_delta_rule_chunked,
@@ -71,8 +76,58 @@ def test_bad_decay_shape_names_g():
     q, k, v, g, beta, _ = _inputs()
     with pytest.raises(ValueError, match="g has shape"):
         gated_delta_rule_recurrent(q, k, v, g[..., :5], beta)
-    with pytest.raises(NotImplementedError, match="per-channel"):
-        gated_delta_rule_chunked(q, k, v, g, beta)
+
+
+def _channel_inputs(B, T, H, K, V, strength, seed=0, dtype=torch.float64, hk=None):
+    """(q, k, v, g, beta) with per-channel log decays in [-strength, 0), then an initial state."""
+    gen = torch.Generator().manual_seed(seed)
+    hk = hk or H
+    q = F.normalize(torch.randn(B, T, hk, K, generator=gen, dtype=dtype), dim=-1)
+    k = F.normalize(torch.randn(B, T, hk, K, generator=gen, dtype=dtype), dim=-1)
+    v = torch.randn(B, T, H, V, generator=gen, dtype=dtype)
+    g = -torch.rand(B, T, H, K, generator=gen, dtype=dtype) * strength
+    beta = torch.rand(B, T, H, generator=gen, dtype=dtype)
+    return (q, k, v, g, beta), torch.randn(B, H, K, V, generator=gen, dtype=dtype)
+
+
+# (T, chunk, decay strength): odd T, chunks that do not divide T, chunk sizes with 1, 2 and 4 sub-blocks, and
+# decays of up to 8, 40 and 200 per token (a chunk of 64 then decays by thousands: any exp(-c) factor overflows)
+@pytest.mark.parametrize(("T", "chunk", "strength"), [(19, 8, 1.0), (77, 64, 8.0), (101, 32, 40.0), (130, 64, 200.0),
+                                                      (45, 24, 8.0)])
+def test_channel_chunked_matches_recurrent(T, chunk, strength):
+    seqs, s0 = _channel_inputs(2, T, 3, 12, 10, strength, seed=T)
+    assert_forms_match(gated_delta_rule_recurrent, gated_delta_rule_chunked, seqs, s0, atol=1e-10, rtol=1e-10,
+                       chunk_size=chunk)
+    assert_forms_match(gated_delta_rule_recurrent, gated_delta_rule_chunked, seqs, None, atol=1e-10, rtol=1e-10,
+                       chunk_size=chunk, block_chunks=1)  # zero start state, one chunk per block
+
+
+def test_channel_chunked_float32_grouped_heads_and_state_carry():
+    """float32 against the float64 recurrence with strong decays; grouped q/k heads (Hv = 2 Hk); and the state
+    carried across two calls."""
+    seqs, s0 = _channel_inputs(1, 150, 4, 16, 8, 20.0, seed=5, hk=2)
+    want, S_want = gated_delta_rule_recurrent(*seqs, initial_state=s0)
+    got, S = gated_delta_rule_chunked(*(x.float() for x in seqs), initial_state=s0.float())
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got.double(), want, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(S.double(), S_want, atol=2e-5, rtol=1e-4)
+    assert_state_carry(gated_delta_rule_chunked, seqs, s0, split=70, atol=1e-10, chunk_size=32)
+
+
+def test_channel_chunked_gradients_match_recurrent():
+    seqs, s0 = _channel_inputs(1, 37, 2, 8, 6, 8.0, seed=3)
+    assert_gradients_match(gated_delta_rule_recurrent, gated_delta_rule_chunked, seqs, s0,
+                           "q k v g beta state".split(), atol=1e-9, rtol=1e-9, chunk_size=32, block_chunks=1)
+
+
+def test_channel_chunked_matches_transformers_chunked():
+    from transformers.models.kimi_linear.modeling_kimi_linear import chunk_kimi_delta_attention
+
+    (q, k, v, g, beta), s0 = _channel_inputs(2, 70, 3, 16, 12, 1.0, seed=9, dtype=torch.float32)
+    o_hf, S_hf = chunk_kimi_delta_attention(q, k, v, g, beta, initial_state=s0.clone(), output_final_state=True)
+    o, S = gated_delta_rule_chunked(q, k, v, g, beta, initial_state=s0)
+    torch.testing.assert_close(o, o_hf, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(S, S_hf, atol=1e-5, rtol=1e-5)
 
 
 def test_mla_without_rope_matches_kimi_linear_attention():
