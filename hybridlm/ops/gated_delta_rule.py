@@ -258,14 +258,15 @@ def _chunk_block(q, k, v, g, beta, S, scale, C, out):
             us.append(u)
             S = torch.baddbmm(S * chunk_decay[n], KdT[n], u)
         Sh, U = torch.stack(starts), torch.stack(us)  # [N,BHv,K,V], [N,BHv,C,V]
-    else:  # same loop, in place in preallocated buffers
+    else:  # same loop, in place in preallocated buffers (out= rather than baddbmm_, which FlopCounterMode misses)
         Sh = torch.empty(N + 1, BHv, K, V, dtype=dt, device=q.device)
         Sh[0] = S
         for n in range(N):
-            U[n].baddbmm_(W[n], Sh[n], alpha=-1)
-            torch.mul(Sh[n], chunk_decay[n], out=Sh[n + 1]).baddbmm_(KdT[n], U[n])
+            torch.baddbmm(U[n], W[n], Sh[n], alpha=-1, out=U[n])
+            torch.baddbmm(torch.mul(Sh[n], chunk_decay[n], out=Sh[n + 1]), KdT[n], U[n], out=Sh[n + 1])
         S, Sh = Sh[N], Sh[:N]
-    o = torch.bmm(Qd, Sh.reshape(N * BHv, K, V)).baddbmm_(attn, U.view(N * BHv, C, V))  # [N*BHv,C,V]
+    o = torch.bmm(Qd, Sh.reshape(N * BHv, K, V))
+    o = torch.baddbmm(o, attn, U.view(N * BHv, C, V), out=o)  # [N*BHv,C,V]
     o = o.view(N, B, Hv, C, V).permute(1, 0, 3, 2, 4)  # [B,N,C,Hv,V] view; the copy into out is the transpose
     if pad:
         out.copy_(o.reshape(B, N * C, Hv, V)[:, :T])

@@ -10,7 +10,7 @@ chooses a behaviour.
 """
 
 from ...registry import MIXERS
-from . import attention, compressed_attention, gated_deltanet, gmu, mamba, mamba2, mla, none  # noqa: F401 (each registers)
+from . import attention, compressed_attention, gated_deltanet, gmu, kda, mamba, mamba2, mla, none  # noqa: F401 (each registers)
 
 
 def build_mixer(cfg, d_model: int, norm_eps: float, zero_centered: bool):
