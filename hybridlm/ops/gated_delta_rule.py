@@ -265,8 +265,8 @@ def _chunk_block(q, k, v, g, beta, S, scale, C, out):
             torch.baddbmm(U[n], W[n], Sh[n], alpha=-1, out=U[n])
             torch.baddbmm(torch.mul(Sh[n], chunk_decay[n], out=Sh[n + 1]), KdT[n], U[n], out=Sh[n + 1])
         S, Sh = Sh[N], Sh[:N]
-    o = torch.bmm(Qd, Sh.reshape(N * BHv, K, V))
-    o = torch.baddbmm(o, attn, U.view(N * BHv, C, V), out=o)  # [N*BHv,C,V]
+    o = torch.bmm(Qd, Sh.reshape(N * BHv, K, V))  # [N*BHv,C,V], then + attn u (in place unless autograd records)
+    o = torch.baddbmm(o, attn, U.view(N * BHv, C, V), **({} if torch.is_grad_enabled() else {"out": o}))
     o = o.view(N, B, Hv, C, V).permute(1, 0, 3, 2, 4)  # [B,N,C,Hv,V] view; the copy into out is the transpose
     if pad:
         out.copy_(o.reshape(B, N * C, Hv, V)[:, :T])
