@@ -154,3 +154,132 @@ def test_mla_without_rope_matches_kimi_linear_attention():
         expected, _ = ref(x, attention_mask=mask)
         torch.testing.assert_close(ours(x), expected, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(ours(x, pos0=7), expected, atol=1e-5, rtol=1e-5)  # no position enters
+
+
+# -- the model against transformers' KimiLinearForCausalLM (harness.hf_parity) -----------------------------------
+V = 101
+# Odd sizes on purpose: 5 layers (KKKL then one more KDA), 3 KDA heads x 16, 5 experts; the last MLA slot is not
+# where transformers' default layer_types would put it.
+TINY = dict(vocab_size=V, hidden_size=48, intermediate_size=72, moe_intermediate_size=24, num_hidden_layers=5,
+            num_attention_heads=3, num_key_value_heads=3, kv_lora_rank=16, q_lora_rank=None, qk_rope_head_dim=8,
+            qk_nope_head_dim=12, v_head_dim=10, num_experts=5, num_experts_per_token=2, num_shared_experts=1,
+            first_k_dense_replace=1, routed_scaling_factor=2.446, pad_token_id=None, bos_token_id=0, eos_token_id=1,
+            linear_attn_config={"num_heads": 3, "head_dim": 16, "short_conv_kernel_size": 4,
+                                "kda_layers": [1, 2, 3, 5], "full_attn_layers": [4]})
+
+
+def _hf_model():
+    import transformers
+    from harness.hf_parity import build_hf, randomise
+
+    hf = build_hf(transformers.KimiLinearConfig(**TINY), seed=0)
+    # transformers initialises the norms to 1, the routing bias to 0 and A_log / dt_bias to fixed ranges
+    hf = randomise(hf, norm_names=("norm", "A_log", "dt_bias"))
+    with torch.no_grad():
+        for name, buf in hf.named_buffers():
+            if name.endswith("e_score_correction_bias"):
+                buf.copy_(0.05 * torch.randn_like(buf))
+    return hf
+
+
+def test_matches_transformers_round_trip_cached_decode_and_generate(tmp_path):
+    from harness.cached_decode import split_steps
+    from harness.hf_parity import check_hf_parity
+
+    hf = _hf_model()
+    ids = torch.randint(0, V, (2, 77))  # > one 64-token KDA chunk, not a multiple of it
+    res = check_hf_parity(hf, tmp_path, ids, atol=1e-5, cached_steps=split_steps(77, [9, 70]),
+                          generate_prompt=ids[:1, :7], max_new_tokens=12)
+    cfg = res.ours.config
+    assert cfg.layer_mixers == list("KKKLK") and cfg.layer_ffns == list("DMMMM")
+    assert type(res.back).__name__ == "KimiLinearForCausalLM"
+    assert res.back.config.layer_types == hf.config.layer_types
+    # the routing bias survives the round trip in float32
+    got = res.ours.layers[1].ffn.expert_bias
+    assert got.dtype == torch.float32 and torch.equal(got, hf.model.layers[1].mlp.gate.e_score_correction_bias)
+
+
+def test_cached_decode_equals_transformers_cached_decode(tmp_path):
+    """Both caches, fed the same pieces (a 9-token prefill, then single tokens), give the same logits."""
+    from harness.cached_decode import cached_logits, split_steps
+    from harness.hf_parity import convert
+
+    hf = _hf_model()
+    ours = convert(hf, tmp_path)
+    ids = torch.randint(0, V, (1, 16))
+    steps = split_steps(16, [9])
+    got, cache = cached_logits(ours, ids, steps)
+    parts, past = [], None
+    with torch.no_grad():
+        for a, b in steps:
+            out = hf(input_ids=ids[:, a:b], past_key_values=past, use_cache=True)
+            parts.append(out.logits)
+            past = out.past_key_values
+    torch.testing.assert_close(got, torch.cat(parts, 1), atol=1e-5, rtol=1e-5)
+    assert cache.layers[0].state.dtype == torch.float32 and cache.layers[0].state.shape == (1, 3, 16, 16)
+
+
+def test_published_layout_comes_from_the_one_indexed_lists():
+    """The checkpoint's config.json has no layer_types: the 1-indexed full_attn_layers give KKKL x 6 then KKL, not
+    transformers' default (full attention at 0-indexed 4, 8, ...); a layer_types that disagrees is refused."""
+    import json
+    from pathlib import Path
+
+    from hybridlm import get_config
+    from hybridlm.interop.hf.kimi_linear import config_from_hf, config_to_hf
+
+    published = Path(__file__).resolve().parents[2] / "hybridlm" / "resources" / "published-configs.json"
+    fields = next(m["fields"] for m in json.loads(published.read_text())["models"]
+                  if m["fields"].get("model_type") == "kimi_linear")
+    cfg = config_from_hf(fields)
+    assert [i for i, x in enumerate(cfg.layer_mixers) if x == "L"] == [3, 7, 11, 15, 19, 23, 26]
+    assert cfg.layer_ffns == ["D"] + ["M"] * 26
+    assert cfg.mixers == get_config("kimi-linear-48b-a3b").mixers and cfg.ffns == get_config("kimi-linear-48b-a3b").ffns
+    assert config_to_hf(cfg)["linear_attn_config"]["full_attn_layers"] == fields["linear_attn_config"]["full_attn_layers"]
+    default = ["full_attention" if i and i % 4 == 0 else "linear_attention" for i in range(27)]
+    with pytest.raises(ValueError, match="layer_types disagrees with linear_attn_config.full_attn_layers"):
+        config_from_hf({**fields, "layer_types": default})
+    with pytest.raises(ValueError, match="mla_use_nope"):
+        config_from_hf({**fields, "mla_use_nope": False})
+
+
+def test_full_scale_preset_reproduces_the_published_total():
+    """Kimi-Linear-48B-A3B: HF safetensors total 49,122,681,728 = parameters + 26 x 256 selection biases; the
+    caveats' 48.368B without embeddings and 2.729B / 3.484B active (without / with embedding and head)."""
+    from hybridlm import HybridLM, get_config
+    from hybridlm.interop.hf import checkpoint_total
+
+    cfg = get_config("kimi-linear-48b-a3b")
+    m = HybridLM(cfg, device="meta")
+    assert checkpoint_total(cfg) == 49_122_681_728
+    assert m.num_params() == 49_122_681_728 - 26 * 256
+    assert round((m.num_params() - 2 * 163_840 * 2304) / 1e9, 3) == 48.368
+    assert round(m.active_params(embedding=False, head=False) / 1e9, 3) == 2.729
+    assert round(m.active_params() / 1e9, 3) == 3.484
+    assert m.num_params() == sum(p.numel() for p in m.parameters())
+
+
+def test_tiny_preset_accounting_cache_and_decode(tmp_path):
+    """tiny-kimi-linear: comparable active parameters to tiny-hybrid; cached decode (chunks then steps) equals its
+    full forward; the cache holds what cache_bytes says; the FLOP accounting equals torch's counter; save_hf then
+    from_hf gives the same logits."""
+    from harness.cache_bytes import assert_cache_bytes_match
+    from harness.cached_decode import assert_cached_decode_matches, split_steps
+    from harness.flops import assert_flops_match_counter, assert_params_counted
+
+    from hybridlm import HybridLM, get_config
+
+    torch.manual_seed(0)
+    m = HybridLM(get_config("tiny-kimi-linear")).eval()
+    base = HybridLM(get_config("tiny-hybrid"), device="meta")
+    assert abs(m.active_params() / base.active_params() - 1) < 0.2
+    assert m.num_params() == m.num_params_analytic()
+    assert_params_counted([b.mixer for b in m.layers])
+    assert_cached_decode_matches(m, torch.randint(0, 256, (2, 29)), split_steps(29, [11, 20]))
+    assert_cache_bytes_match(m, 256, 37, batch=2, dtype_bytes=4, chunk=16, decode_steps=2, total=True)
+    assert_flops_match_counter(m, 256, tokens=64, decode_at=64)  # one whole 64-token KDA chunk
+    m.save_hf(tmp_path)
+    back = HybridLM.from_hf(tmp_path).eval()
+    ids = torch.randint(0, 256, (1, 19))
+    with torch.no_grad():
+        torch.testing.assert_close(back(ids).logits, m(ids).logits)
