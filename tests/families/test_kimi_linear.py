@@ -117,7 +117,7 @@ def test_channel_chunked_float32_grouped_heads_and_state_carry():
 def test_channel_chunked_gradients_match_recurrent():
     seqs, s0 = _channel_inputs(1, 37, 2, 8, 6, 8.0, seed=3)
     assert_gradients_match(gated_delta_rule_recurrent, gated_delta_rule_chunked, seqs, s0,
-                           "q k v g beta state".split(), atol=1e-9, rtol=1e-9, chunk_size=32, block_chunks=1)
+                           ["q", "k", "v", "g", "beta", "state"], atol=1e-9, rtol=1e-9, chunk_size=32, block_chunks=1)
 
 
 def test_channel_chunked_matches_transformers_chunked():
@@ -160,12 +160,13 @@ def test_mla_without_rope_matches_kimi_linear_attention():
 V = 101
 # Odd sizes on purpose: 5 layers (KKKL then one more KDA), 3 KDA heads x 16, 5 experts; the last MLA slot is not
 # where transformers' default layer_types would put it.
-TINY = dict(vocab_size=V, hidden_size=48, intermediate_size=72, moe_intermediate_size=24, num_hidden_layers=5,
-            num_attention_heads=3, num_key_value_heads=3, kv_lora_rank=16, q_lora_rank=None, qk_rope_head_dim=8,
-            qk_nope_head_dim=12, v_head_dim=10, num_experts=5, num_experts_per_token=2, num_shared_experts=1,
-            first_k_dense_replace=1, routed_scaling_factor=2.446, pad_token_id=None, bos_token_id=0, eos_token_id=1,
-            linear_attn_config={"num_heads": 3, "head_dim": 16, "short_conv_kernel_size": 4,
-                                "kda_layers": [1, 2, 3, 5], "full_attn_layers": [4]})
+TINY = {"vocab_size": V, "hidden_size": 48, "intermediate_size": 72, "moe_intermediate_size": 24,
+        "num_hidden_layers": 5, "num_attention_heads": 3, "num_key_value_heads": 3, "kv_lora_rank": 16,
+        "q_lora_rank": None, "qk_rope_head_dim": 8, "qk_nope_head_dim": 12, "v_head_dim": 10, "num_experts": 5,
+        "num_experts_per_token": 2, "num_shared_experts": 1, "first_k_dense_replace": 1,
+        "routed_scaling_factor": 2.446, "pad_token_id": None, "bos_token_id": 0, "eos_token_id": 1,
+        "linear_attn_config": {"num_heads": 3, "head_dim": 16, "short_conv_kernel_size": 4,
+                               "kda_layers": [1, 2, 3, 5], "full_attn_layers": [4]}}
 
 
 def _hf_model():
