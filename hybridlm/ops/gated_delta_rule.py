@@ -155,37 +155,56 @@ def _unit_lower_inverse(L: Tensor, base: int = 8) -> Tensor:
     return X.view(*lead, C, C)
 
 
-def _channel_grams(q: Tensor, k: Tensor, c: Tensor, s: int) -> tuple[Tensor, Tensor]:
-    """Decayed Gram matrices of one chunk for a per-channel decay, with every exp factor <= 1.
+# A sub-block whose channels all decay by at most this much (in log space, over its tokens) factorises safely:
+# relative to the decay just before it, every factor exp(+-(c - r)) lies within e^+-40, finite in float32.
+_FACTOR_SPAN = 40.0
 
-    q, k, c [M,C,K] (c the cumulative log decay inside the chunk, non-increasing) -> (Q K^T * D, K K^T * D), each
-    [M,C,C] with entry (i, j) = sum_d x_i[d] k_j[d] exp(c_i[d] - c_j[d]) for j <= i and 0 above the diagonal.
-    A factorisation q exp(c) . k exp(-c) overflows once a chunk decays by more than ~88 in some channel (the decay
-    has no lower bound), so the chunk is cut into sub-blocks of s tokens: row block a against every earlier column
-    is one matmul of x_i exp(c_i - r_a) and k_j exp(r_a - c_j), r_a the cumulative decay at the end of block a-1
-    (both exponents <= 0); the s x s diagonal blocks take exp(c_i - c_j) elementwise."""
-    M, C, K = k.shape
-    nb = C // s
-    x = torch.stack((q.view(M, nb, s, K), k.view(M, nb, s, K)), dim=2)  # [M,nb,2,s,K]: q rows, then k rows
-    cb = c.view(M, nb, s, K)
-    full = k.new_zeros(M, nb, 2, s, C)  # [M, row block, q|k, row, column]
-    # diagonal blocks: D_ij = exp(c_i - c_j), j <= i (the clamp keeps the masked j > i entries finite)
-    causal = torch.ones(s, s, dtype=torch.bool, device=k.device).tril_()[..., None]  # [s,s,1]
-    D = (cb[:, :, :, None, :] - cb[:, :, None, :, :]).clamp_max(0).exp() * causal  # [M,nb,s(i),s(j),K]
-    kD = D * k.view(M, nb, 1, s, K)  # k_j exp(c_i - c_j)  [M,nb,s,s,K]
-    diag = torch.matmul(kD, x.permute(0, 1, 3, 4, 2))  # [M,nb,s(i),s(j),2]: x_i . (k_j exp(c_i - c_j))
-    for a in range(nb):
-        full[:, a, :, :, a * s:(a + 1) * s] = diag[:, a].permute(0, 3, 1, 2)
-    if nb > 1:  # off-diagonal: row block a >= 1 against columns j < a s, relative to r_a = c[a s - 1]
-        W = C - s  # the columns any row block needs
-        ref = c[:, s - 1:W:s]  # [M,nb-1,K]
-        xr = x[:, 1:] * (cb[:, 1:, None] - ref[:, :, None, None, :]).exp()  # [M,nb-1,2,s,K]
-        kr = k[:, None, :W] * (ref[:, :, None, :] - c[:, None, :W]).clamp_max(0).exp()  # [M,nb-1,W,K]
-        off = torch.matmul(xr.view(M, nb - 1, 2 * s, K), kr.transpose(-1, -2)).view(M, nb - 1, 2, s, W)
-        for a in range(1, nb):
-            full[:, a, :, :, :a * s] = off[:, a - 1, :, :, :a * s]
-    full = full.transpose(1, 2).reshape(M, 2, C, C)
-    return full[:, 0], full[:, 1]
+
+def _channel_chunks(qk: Tensor, c: Tensor, s: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The decay-weighted pieces of chunks with a per-channel decay, with every exp factor bounded.
+
+    qk [M,2C,K] (q rows pre-scaled, then k rows), c [M,C,K] cumulative log decay inside the chunk (non-increasing)
+    -> attn = Q K^T * D and A = K K^T * D, each [M,C,C] with entry (i, j) = sum_d x_i[d] k_j[d] exp(c_i[d] - c_j[d])
+    for j <= i and 0 above the diagonal; Qd = Q exp(c), Kw = K exp(c), Kd = K exp(c_C - c), each [M,C,K].
+
+    A factorisation x exp(c) . k exp(-c) overflows once a chunk decays by more than ~88 in some channel (the decay
+    has no lower bound), so the chunk is cut into sub-blocks of s tokens, with r_a the cumulative decay just before
+    sub-block a (0 for the first) and rho_b the one at the end of sub-block b (r_a = rho_{a-1}):
+      off-diagonal (b < a): exp(c_i - c_j) = exp(c_i - r_a) exp(rho_{a-1} - rho_b) exp(rho_b - c_j), three factors
+        <= 1, so row block a against every earlier column is one matmul of x F and the per-block-scaled k~;
+      diagonal (a = b): x_i exp(c_i - r_a) against k_j exp(r_a - c_j) when the sub-block decays by at most
+        _FACTOR_SPAN (the second factor <= e^40), else exp(c_i - c_j) elementwise (any decay)."""
+    M, C, K = c.shape
+    nb, W = C // s, C - s
+    xb = qk.view(M, 2, nb, s, K)  # q rows then k rows, by sub-block
+    kb, cb = xb[:, 1], c.view(M, nb, s, K)
+    rho = cb[:, :, -1]  # [M,nb,K]: decay at the end of each sub-block
+    r = torch.cat((rho.new_zeros(M, 1, K), rho[:, :-1]), dim=1)  # [M,nb,K]: decay just before each sub-block
+    F_ = (cb - r[:, :, None]).exp_()  # exp(c_i - r_a) <= 1  [M,nb,s,K]
+    xf = xb * F_[:, None]  # [M,2,nb,s,K]
+    causal = torch.ones(s, s, dtype=torch.bool, device=c.device).tril_()
+    if bool((r - rho).max() <= _FACTOR_SPAN):
+        kf = kb / F_  # k_j exp(r_a - c_j), within e^_FACTOR_SPAN
+        diag = torch.matmul(xf, kf[:, None].transpose(-1, -2)).mul_(causal)  # [M,2,nb,s,s]
+        ktil = kf * (rho - r).exp_()[:, :, None]  # k_j exp(rho_b - c_j) <= 1
+    else:  # exp(c_i - c_j) elementwise; the clamp keeps the masked j > i entries finite
+        D = (cb[:, :, :, None] - cb[:, :, None]).clamp_max_(0).exp_() * causal[..., None]  # [M,nb,s(i),s(j),K]
+        kD = D * kb[:, :, None]  # k_j exp(c_i - c_j)
+        diag = torch.matmul(kD, xb.permute(0, 2, 3, 4, 1)).permute(0, 4, 1, 2, 3)  # [M,2,nb,s(i),s(j)]
+        ktil = kb * (rho[:, :, None] - cb).exp_()
+    grams = c.new_zeros(M, 2, nb, s, C)  # [M, q|k, row block, row, column]
+    if nb > 1:  # row blocks a >= 1 against columns j < W; E zero for column blocks b >= a
+        E = (rho[:, :-1, None] - rho[:, None, :-1]).clamp_max_(0).exp_()  # [M,nb-1(a-1),nb-1(b),K]
+        E = E * torch.ones(nb - 1, nb - 1, dtype=torch.bool, device=c.device).tril_()[..., None]
+        kr = (ktil[:, None, :-1] * E[:, :, :, None]).view(M, nb - 1, W, K).transpose(-1, -2)  # [M,nb-1,K,W]
+        for i in range(2):  # q rows, k rows
+            grams[:, i, 1:, :, :W] = torch.matmul(xf[:, i, 1:], kr)  # [M,nb-1,s,W]
+    # the diagonal blocks last: the off-diagonal products wrote zeros over those of row blocks 1 .. nb-2
+    grams.view(M, 2, nb, s, nb, s).diagonal(dim1=2, dim2=4).copy_(diag.permute(0, 1, 3, 4, 2))
+    qkd = xf * r.exp()[:, None, :, None]  # [Q; K] exp(c)  [M,2,nb,s,K]
+    Kd = ktil * (rho[:, -1:] - rho).exp_()[:, :, None]  # k_j exp(c_C - c_j)
+    grams, qkd = grams.view(M, 2, C, C), qkd.view(M, 2, C, K)
+    return grams[:, 0], grams[:, 1], qkd[:, 0], qkd[:, 1], Kd.view(M, C, K)
 
 
 def _chunk_block(q, k, v, g, beta, S, scale, C, out):
@@ -215,9 +234,8 @@ def _chunk_block(q, k, v, g, beta, S, scale, C, out):
     gc = _chunked(g, C, dt).cumsum(3)  # [N,B,Hv,C] or [N,B,Hv,C,K]: cumulative log decay inside each chunk
     bc = _chunked(beta, C, dt)  # [N,B,Hv,C]
 
-    if per_channel:  # G = 1: the decayed Gram matrices per head, in sub-blocks (_channel_grams)
-        attn, L = _channel_grams(qk[..., :C, :].reshape(N * BHv, C, K), kc.reshape(N * BHv, C, K),
-                                 gc.view(N * BHv, C, K), math.gcd(C, 16))
+    if per_channel:  # G = 1: the decay-weighted pieces per head (_channel_chunks)
+        attn, L, Qd, Kw, Kd = _channel_chunks(qk.view(N * BHv, 2 * C, K), gc.view(N * BHv, C, K), math.gcd(C, 16))
         L = L.view(N, B, Hk, G, C, C) * bc.view(N, B, Hk, G, C, 1)  # strict lower used
     else:
         # Gram matrices once per key head, shared by the G value heads of the group
@@ -228,15 +246,14 @@ def _chunk_block(q, k, v, g, beta, S, scale, C, out):
         attn = torch.mul(gram[..., :C, :], dec).tril_().view(N * BHv, C, C)  # intra-chunk causal (scale Q K^T * D)
         L = torch.mul(gram[..., C:, :], dec).mul_(bc.view(N, B, Hk, G, C, 1))  # [N,B,Hk,G,C,C], strict lower used
     Tinv = _unit_lower_inverse(L)  # (I + L)^-1, [N,B,Hk,G,C,C]
-    ec = gc.exp()  # [N,B,Hv,C] or [N,B,Hv,C,K]
     if per_channel:  # the decays scale K and Q channel by channel
         Tu = torch.mul(Tinv, bc.view(N, B, Hk, G, 1, C)).view(N, BHv, C, C)
-        W = torch.matmul(Tu, torch.mul(kc, ec).view(N, BHv, C, K))  # [N,BHv,C,K]
-        Qd = torch.mul(qk[..., :C, :], ec).view(N * BHv, C, K)
-        last = gc[..., -1:, :]  # [N,B,Hv,1,K]
-        KdT = torch.mul(kc, (last - gc).exp()).view(N, BHv, C, K).transpose(-1, -2)  # [N,BHv,K,C]
-        chunk_decay = last.exp().view(N, BHv, K, 1)
+        W = torch.matmul(Tu, Kw.view(N, BHv, C, K))  # [N,BHv,C,K]
+        Qd = Qd.reshape(N * BHv, C, K)
+        KdT = Kd.view(N, BHv, C, K).transpose(-1, -2)  # [N,BHv,K,C]
+        chunk_decay = gc[..., -1, :].exp().view(N, BHv, K, 1)
     else:
+        ec = gc.exp()  # [N,B,Hv,C]
         # Diagonal scalings folded into Tinv's columns, so W's matmul can share K across the G value heads
         Tw = torch.mul(Tinv, (bc * ec).view(N, B, Hk, G, 1, C))
         W = torch.matmul(Tw.view(N, BHk, G * C, C), kc.reshape(N, BHk, C, K)).view(N, BHv, C, K)
@@ -286,7 +303,7 @@ def gated_delta_rule_chunked(
     so with Tinv = (I + L)^-1:  u = U - W S0,  U = Tinv diag(beta) v,  W = Tinv diag(beta exp(c)) K.
     Then  o = diag(exp(c)) Q S0 + (Q K^T * D) u  and  S1 = exp(c_C) S0 + (diag(exp(c_C - c)) K)^T u.
     Per-channel decay (g [B,T,Hv,K], KDA) is the same system with c_i a vector over the key channels: exp(c) scales
-    K and Q channel by channel, D_ij (k_i.k_j) becomes sum_d k_i[d] k_j[d] exp(c_i[d] - c_j[d]) (_channel_grams,
+    K and Q channel by channel, D_ij (k_i.k_j) becomes sum_d k_i[d] k_j[d] exp(c_i[d] - c_j[d]) (_channel_chunks,
     stable for any decay) and the end-of-chunk decay diag(exp(c_C)) multiplies the rows of S0; q/k heads are
     repeated to the value heads first (each value head decays its own channels).
     Everything except the products with S0 is computed for many chunks at once in batched matmuls;
