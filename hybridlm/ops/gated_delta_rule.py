@@ -187,10 +187,10 @@ def _channel_chunks(qk: Tensor, c: Tensor, s: int) -> tuple[Tensor, Tensor, Tens
         kf = kb / F_  # k_j exp(r_a - c_j), within e^_FACTOR_SPAN
         diag = torch.matmul(xf, kf[:, None].transpose(-1, -2)).mul_(causal)  # [M,2,nb,s,s]
         ktil = kf * (rho - r).exp_()[:, :, None]  # k_j exp(rho_b - c_j) <= 1
-    else:  # exp(c_i - c_j) elementwise; the clamp keeps the masked j > i entries finite
-        D = (cb[:, :, :, None] - cb[:, :, None]).clamp_max_(0).exp_() * causal[..., None]  # [M,nb,s(i),s(j),K]
+    else:  # exp(c_i - c_j) elementwise; the clamp keeps the j > i entries finite, the mask drops them after
+        D = (cb[:, :, :, None] - cb[:, :, None]).clamp_max_(0).exp_()  # [M,nb,s(i),s(j),K]
         kD = D * kb[:, :, None]  # k_j exp(c_i - c_j)
-        diag = torch.matmul(kD, xb.permute(0, 2, 3, 4, 1)).permute(0, 4, 1, 2, 3)  # [M,2,nb,s(i),s(j)]
+        diag = torch.matmul(kD, xb.permute(0, 2, 3, 4, 1)).permute(0, 4, 1, 2, 3) * causal  # [M,2,nb,s(i),s(j)]
         ktil = kb * (rho[:, :, None] - cb).exp_()
     grams = c.new_zeros(M, 2, nb, s, C)  # [M, q|k, row block, row, column]
     if nb > 1:  # row blocks a >= 1 against columns j < W; E zero for column blocks b >= a
