@@ -114,10 +114,25 @@ def test_channel_chunked_float32_grouped_heads_and_state_carry():
     assert_state_carry(gated_delta_rule_chunked, seqs, s0, split=70, atol=1e-10, chunk_size=32)
 
 
-def test_channel_chunked_gradients_match_recurrent():
-    seqs, s0 = _channel_inputs(1, 37, 2, 8, 6, 8.0, seed=3)
+@pytest.mark.parametrize("strength", [1.0, 8.0])  # sub-blocks factorised (decay <= 40 each) / elementwise
+def test_channel_chunked_gradients_match_recurrent(strength):
+    seqs, s0 = _channel_inputs(1, 37, 2, 8, 6, strength, seed=3)
     assert_gradients_match(gated_delta_rule_recurrent, gated_delta_rule_chunked, seqs, s0,
                            ["q", "k", "v", "g", "beta", "state"], atol=1e-9, rtol=1e-9, chunk_size=32, block_chunks=1)
+
+
+def test_channel_chunked_one_sudden_forgetting():
+    """One token that forgets everything (g = -1000 in every channel) in the middle of a chunk that otherwise
+    decays slowly: the sub-block holding it takes the elementwise path, and nothing overflows."""
+    seqs, s0 = _channel_inputs(1, 96, 2, 16, 8, 0.2, seed=4)
+    q, k, v, g, beta = seqs
+    g = g.clone()
+    g[:, 40] = -1000.0
+    o, S = assert_forms_match(gated_delta_rule_recurrent, gated_delta_rule_chunked, (q, k, v, g, beta), s0,
+                              atol=1e-10, rtol=1e-10)
+    # nothing before the forgetting token reaches the outputs after it through the state
+    o_cut, _ = gated_delta_rule_recurrent(*(x[:, 40:] for x in (q, k, v, g, beta)), initial_state=s0)
+    torch.testing.assert_close(o[:, 40:], o_cut, atol=1e-10, rtol=1e-10)
 
 
 def test_channel_chunked_matches_transformers_chunked():
