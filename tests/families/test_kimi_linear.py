@@ -128,7 +128,7 @@ def test_channel_chunked_one_sudden_forgetting():
     q, k, v, g, beta = seqs
     g = g.clone()
     g[:, 40] = -1000.0
-    o, S = assert_forms_match(gated_delta_rule_recurrent, gated_delta_rule_chunked, (q, k, v, g, beta), s0,
+    o, _ = assert_forms_match(gated_delta_rule_recurrent, gated_delta_rule_chunked, (q, k, v, g, beta), s0,
                               atol=1e-10, rtol=1e-10)
     # nothing before the forgetting token reaches the outputs after it through the state
     o_cut, _ = gated_delta_rule_recurrent(*(x[:, 40:] for x in (q, k, v, g, beta)), initial_state=s0)
