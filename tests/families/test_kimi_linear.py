@@ -285,6 +285,12 @@ def test_tiny_preset_accounting_cache_and_decode(tmp_path):
 
     from hybridlm import HybridLM, get_config
 
+    from hybridlm.analysis.compare import default_presets
+    from hybridlm.analysis.families import full_scale_of, lab_of
+
+    assert "tiny-kimi-linear" in default_presets()  # joins compare --quick / --budget large by its name
+    assert (lab_of("tiny-kimi-linear"), full_scale_of("tiny-kimi-linear")) == ("Kimi (Moonshot AI)",
+                                                                             "kimi-linear-48b-a3b")
     torch.manual_seed(0)
     m = HybridLM(get_config("tiny-kimi-linear")).eval()
     base = HybridLM(get_config("tiny-hybrid"), device="meta")
