@@ -284,7 +284,6 @@ def test_tiny_preset_accounting_cache_and_decode(tmp_path):
     from harness.flops import assert_flops_match_counter, assert_params_counted
 
     from hybridlm import HybridLM, get_config
-
     from hybridlm.analysis.compare import default_presets
     from hybridlm.analysis.families import full_scale_of, lab_of
 
