@@ -44,18 +44,19 @@ TINY: dict[str, tuple[str | None, str | None]] = {
     "tiny-titans-mag": ("Google (Titans)", None),
     "tiny-titans-mac": ("Google (Titans)", None),
     "tiny-minimax": ("MiniMax", "minimax-m1"),
+    "tiny-kimi-linear": ("Kimi (Moonshot AI)", "kimi-linear-48b-a3b"),
 }
 # Families not in TINY (a new preset, a checkpoint) get their lab from the HF model_type of their config.
 MODEL_TYPE_LAB = {
     "qwen3_next": "Qwen (Alibaba)", "qwen3_5_moe": "Qwen (Alibaba)", "qwen3_5": "Qwen (Alibaba)",
     "qwen3_moe": "Qwen (Alibaba)", "deepseek_v3": "DeepSeek", "deepseek_v32": "DeepSeek", "deepseek_v4": "DeepSeek",
-    "kimi_k2": "Kimi (Moonshot AI)", "llama4_text": "Meta (Llama 4)", "llama4": "Meta (Llama 4)",
+    "kimi_k2": "Kimi (Moonshot AI)", "kimi_linear": "Kimi (Moonshot AI)", "llama4_text": "Meta (Llama 4)", "llama4": "Meta (Llama 4)",
     "jamba": "AI21 Labs (Jamba)", "nemotron_h": "NVIDIA (Nemotron-H)", "granitemoehybrid": "IBM (Granite)",
     "minimax": "MiniMax",
 }
 
 ATTENTION_KINDS = {"attention", "mla", "compressed_attention"}  # caches that grow with the context
-LINEAR_KINDS = {"gated_deltanet", "mamba", "mamba2", "lightning", "titans"}  # a fixed-size recurrent state (Titans: its memory)
+LINEAR_KINDS = {"gated_deltanet", "kda", "lightning", "mamba", "mamba2", "titans"}  # a fixed-size recurrent state (Titans: its memory)
 
 
 def lab_of(label: str, model_type: str | None = None) -> str | None:

@@ -3,7 +3,8 @@
 - `RMSNorm(zero_centered=False)`: x_hat * w, w initialised to 1 (Llama, DeepSeek).
 - `RMSNorm(zero_centered=True)`: x_hat * (1 + w), w initialised to 0 (Qwen3-Next / Qwen3.5), so weight
   decay pulls the scale toward 1 rather than 0.
-- `GatedRMSNorm`: per-head norm of the Gated DeltaNet output, then * silu(z) (norm before gate).
+- `GatedRMSNorm`: per-head norm of the Gated DeltaNet output, then * silu(z) (norm before gate); with
+  activation="sigmoid", Kimi Delta Attention's output norm.
 - `LayerNorm`: (x - mean) / std * w + b, w at 1, b at 0 (Phi-4-mini-flash / SambaY's block and final norms).
 - `build_norm`: the model's block / final norm from ModelConfig.norm ("rmsnorm" or "layernorm").
 
@@ -80,16 +81,18 @@ def norm_params(kind: str, dim: int) -> int:
 
 
 class GatedRMSNorm(nn.Module):
-    """y = w * rmsnorm(x) * silu(gate), over the last dim (one value head)."""
+    """y = w * rmsnorm(x) * act(gate), over the last dim (one value head); act silu (Gated DeltaNet) or sigmoid
+    (Kimi Delta Attention)."""
 
-    def __init__(self, dim: int, eps: float = 1e-6):
+    def __init__(self, dim: int, eps: float = 1e-6, activation: str = "silu"):
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.empty(dim))
+        self.act = {"silu": F.silu, "sigmoid": torch.sigmoid}[activation]
 
     def init_weights(self) -> None:
         nn.init.ones_(self.weight)
 
     def forward(self, x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
         y = self.weight * rms_normalize(x, self.eps).type_as(x)
-        return (y * F.silu(gate.float())).type_as(x)
+        return (y * self.act(gate.float())).type_as(x)

@@ -22,6 +22,8 @@ Forms:
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -153,17 +155,71 @@ def _unit_lower_inverse(L: Tensor, base: int = 8) -> Tensor:
     return X.view(*lead, C, C)
 
 
+# A sub-block whose channels all decay by at most this much (in log space, over its tokens) factorises safely:
+# relative to the decay just before it, every factor exp(+-(c - r)) lies within e^+-40, finite in float32.
+_FACTOR_SPAN = 40.0
+
+
+def _channel_chunks(qk: Tensor, c: Tensor, s: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The decay-weighted pieces of chunks with a per-channel decay, with every exp factor bounded.
+
+    qk [M,2C,K] (q rows pre-scaled, then k rows), c [M,C,K] cumulative log decay inside the chunk (non-increasing)
+    -> attn = Q K^T * D and A = K K^T * D, each [M,C,C] with entry (i, j) = sum_d x_i[d] k_j[d] exp(c_i[d] - c_j[d])
+    for j <= i and 0 above the diagonal; Qd = Q exp(c), Kw = K exp(c), Kd = K exp(c_C - c), each [M,C,K].
+
+    A factorisation x exp(c) . k exp(-c) overflows once a chunk decays by more than ~88 in some channel (the decay
+    has no lower bound), so the chunk is cut into sub-blocks of s tokens, with r_a the cumulative decay just before
+    sub-block a (0 for the first) and rho_b the one at the end of sub-block b (r_a = rho_{a-1}):
+      off-diagonal (b < a): exp(c_i - c_j) = exp(c_i - r_a) exp(rho_{a-1} - rho_b) exp(rho_b - c_j), three factors
+        <= 1, so row block a against every earlier column is one matmul of x F and the per-block-scaled k~;
+      diagonal (a = b): x_i exp(c_i - r_a) against k_j exp(r_a - c_j) when the sub-block decays by at most
+        _FACTOR_SPAN (the second factor <= e^40), else exp(c_i - c_j) elementwise (any decay)."""
+    M, C, K = c.shape
+    nb, W = C // s, C - s
+    xb = qk.view(M, 2, nb, s, K)  # q rows then k rows, by sub-block
+    kb, cb = xb[:, 1], c.view(M, nb, s, K)
+    rho = cb[:, :, -1]  # [M,nb,K]: decay at the end of each sub-block
+    r = torch.cat((rho.new_zeros(M, 1, K), rho[:, :-1]), dim=1)  # [M,nb,K]: decay just before each sub-block
+    F_ = (cb - r[:, :, None]).exp_()  # exp(c_i - r_a) <= 1  [M,nb,s,K]
+    xf = xb * F_[:, None]  # [M,2,nb,s,K]
+    causal = torch.ones(s, s, dtype=torch.bool, device=c.device).tril_()
+    if bool((r - rho).max() <= _FACTOR_SPAN):
+        kf = kb / F_  # k_j exp(r_a - c_j), within e^_FACTOR_SPAN
+        diag = torch.matmul(xf, kf[:, None].transpose(-1, -2)).mul_(causal)  # [M,2,nb,s,s]
+        ktil = kf * (rho - r).exp_()[:, :, None]  # k_j exp(rho_b - c_j) <= 1
+    else:  # exp(c_i - c_j) elementwise; the clamp keeps the j > i entries finite, the mask drops them after
+        D = (cb[:, :, :, None] - cb[:, :, None]).clamp_max_(0).exp_()  # [M,nb,s(i),s(j),K]
+        kD = D * kb[:, :, None]  # k_j exp(c_i - c_j)
+        diag = torch.matmul(kD, xb.permute(0, 2, 3, 4, 1)).permute(0, 4, 1, 2, 3) * causal  # [M,2,nb,s(i),s(j)]
+        ktil = kb * (rho[:, :, None] - cb).exp_()
+    grams = c.new_zeros(M, 2, nb, s, C)  # [M, q|k, row block, row, column]
+    if nb > 1:  # row blocks a >= 1 against columns j < W; E zero for column blocks b >= a
+        E = (rho[:, :-1, None] - rho[:, None, :-1]).clamp_max_(0).exp_()  # [M,nb-1(a-1),nb-1(b),K]
+        E = E * torch.ones(nb - 1, nb - 1, dtype=torch.bool, device=c.device).tril_()[..., None]
+        kr = (ktil[:, None, :-1] * E[:, :, :, None]).view(M, nb - 1, W, K).transpose(-1, -2)  # [M,nb-1,K,W]
+        for i in range(2):  # q rows, k rows
+            grams[:, i, 1:, :, :W] = torch.matmul(xf[:, i, 1:], kr)  # [M,nb-1,s,W]
+    # the diagonal blocks last: the off-diagonal products wrote zeros over those of row blocks 1 .. nb-2
+    grams.view(M, 2, nb, s, nb, s).diagonal(dim1=2, dim2=4).copy_(diag.permute(0, 1, 3, 4, 2))
+    qkd = xf * r.exp()[:, None, :, None]  # [Q; K] exp(c)  [M,2,nb,s,K]
+    Kd = ktil * (rho[:, -1:] - rho).exp_()[:, :, None]  # k_j exp(c_C - c_j)
+    grams, qkd = grams.view(M, 2, C, C), qkd.view(M, 2, C, K)
+    return grams[:, 0], grams[:, 1], qkd[:, 0], qkd[:, 1], Kd.view(M, C, K)
+
+
 def _chunk_block(q, k, v, g, beta, S, scale, C, out):
-    """Chunked form over one block of tokens.  q,k [B,T,Hk,K]; v [B,T,Hv,V]; g,beta [B,T,Hv];
-    S [B*Hv,K,V] start state (compute dtype).  Writes the outputs into out [B,T,Hv,V]; returns the end state."""
+    """Chunked form over one block of tokens.  q,k [B,T,Hk,K]; v [B,T,Hv,V]; g [B,T,Hv] (scalar decay) or
+    [B,T,Hv,K] (per key channel, with Hk = Hv); beta [B,T,Hv]; S [B*Hv,K,V] start state (compute dtype).
+    Writes the outputs into out [B,T,Hv,V]; returns the end state."""
     B, T, Hk, K = q.shape
     Hv, V = v.shape[-2:]
     G = Hv // Hk
+    per_channel = g.dim() == 4
     dt = S.dtype
     pad = -T % C
     if pad:  # padded tokens have k = 0 (no write), g = 0 (no decay): the end state is unchanged
         q, k, v = (F.pad(x, (0, 0, 0, 0, 0, pad)) for x in (q, k, v))
-        g, beta = (F.pad(x, (0, 0, 0, pad)) for x in (g, beta))
+        g, beta = (F.pad(x, (0, 0) * (x.dim() - 2) + (0, pad)) for x in (g, beta))
     N = (T + pad) // C
     BHk, BHv = B * Hk, B * Hv
 
@@ -175,28 +231,39 @@ def _chunk_block(q, k, v, g, beta, S, scale, C, out):
     qk = qk.view(N, B, Hk, 2 * C, K)
     kc = qk[..., C:, :]  # [N,B,Hk,C,K]
     vc = _chunked(v, C, dt)  # [N,B,Hv,C,V]
-    gc = _chunked(g, C, dt).cumsum(-1)  # [N,B,Hv,C]: cumulative log decay inside each chunk
+    gc = _chunked(g, C, dt).cumsum(3)  # [N,B,Hv,C] or [N,B,Hv,C,K]: cumulative log decay inside each chunk
     bc = _chunked(beta, C, dt)  # [N,B,Hv,C]
 
-    # Gram matrices once per key head, shared by the G value heads of the group
-    gram = torch.matmul(qk, kc.transpose(-1, -2)).view(N, B, Hk, 1, 2 * C, C)  # [N,B,Hk,1,2C,C]
-    # Pairwise decay exp(c_i - c_j) for j <= i.  Clamping at 0 keeps the unused j > i entries finite
-    # (cheaper than masking with -inf, and exp of -inf is slow); they are zeroed or ignored below.
-    dec = (gc.unsqueeze(-1) - gc.unsqueeze(-2)).clamp_max_(0).exp_().view(N, B, Hk, G, C, C)
-    attn = torch.mul(gram[..., :C, :], dec).tril_().view(N * BHv, C, C)  # intra-chunk causal (scale Q K^T * D)
-    L = torch.mul(gram[..., C:, :], dec).mul_(bc.view(N, B, Hk, G, C, 1))  # [N,B,Hk,G,C,C], strict lower used
+    if per_channel:  # G = 1: the decay-weighted pieces per head (_channel_chunks)
+        attn, L, Qd, Kw, Kd = _channel_chunks(qk.view(N * BHv, 2 * C, K), gc.view(N * BHv, C, K), math.gcd(C, 16))
+        L = L.view(N, B, Hk, G, C, C) * bc.view(N, B, Hk, G, C, 1)  # strict lower used
+    else:
+        # Gram matrices once per key head, shared by the G value heads of the group
+        gram = torch.matmul(qk, kc.transpose(-1, -2)).view(N, B, Hk, 1, 2 * C, C)  # [N,B,Hk,1,2C,C]
+        # Pairwise decay exp(c_i - c_j) for j <= i.  Clamping at 0 keeps the unused j > i entries finite
+        # (cheaper than masking with -inf, and exp of -inf is slow); they are zeroed or ignored below.
+        dec = (gc.unsqueeze(-1) - gc.unsqueeze(-2)).clamp_max_(0).exp_().view(N, B, Hk, G, C, C)
+        attn = torch.mul(gram[..., :C, :], dec).tril_().view(N * BHv, C, C)  # intra-chunk causal (scale Q K^T * D)
+        L = torch.mul(gram[..., C:, :], dec).mul_(bc.view(N, B, Hk, G, C, 1))  # [N,B,Hk,G,C,C], strict lower used
     Tinv = _unit_lower_inverse(L)  # (I + L)^-1, [N,B,Hk,G,C,C]
-    ec = gc.exp()  # [N,B,Hv,C]
-    # Diagonal scalings folded into Tinv's columns, so W's matmul can share K across the G value heads
-    Tw = torch.mul(Tinv, (bc * ec).view(N, B, Hk, G, 1, C))
-    W = torch.matmul(Tw.view(N, BHk, G * C, C), kc.reshape(N, BHk, C, K)).view(N, BHv, C, K)
-    Tu = torch.mul(Tinv, bc.view(N, B, Hk, G, 1, C))
-    U = torch.matmul(Tu.view(N, BHv, C, C), vc.view(N, BHv, C, V))  # [N,BHv,C,V]
-    Qd = torch.mul(qk[..., :C, :].unsqueeze(3), ec.view(N, B, Hk, G, C, 1)).view(N * BHv, C, K)
-    last = gc[..., -1:]  # [N,B,Hv,1]
-    Kd = torch.mul(kc.unsqueeze(3), (last - gc).exp_().view(N, B, Hk, G, C, 1))  # [N,B,Hk,G,C,K]
-    KdT = Kd.view(N, BHv, C, K).transpose(-1, -2)  # [N,BHv,K,C]
-    chunk_decay = last.exp().view(N, BHv, 1, 1)
+    if per_channel:  # the decays scale K and Q channel by channel
+        Tu = torch.mul(Tinv, bc.view(N, B, Hk, G, 1, C)).view(N, BHv, C, C)
+        W = torch.matmul(Tu, Kw.view(N, BHv, C, K))  # [N,BHv,C,K]
+        Qd = Qd.reshape(N * BHv, C, K)
+        KdT = Kd.view(N, BHv, C, K).transpose(-1, -2)  # [N,BHv,K,C]
+        chunk_decay = gc[..., -1, :].exp().view(N, BHv, K, 1)
+    else:
+        ec = gc.exp()  # [N,B,Hv,C]
+        # Diagonal scalings folded into Tinv's columns, so W's matmul can share K across the G value heads
+        Tw = torch.mul(Tinv, (bc * ec).view(N, B, Hk, G, 1, C))
+        W = torch.matmul(Tw.view(N, BHk, G * C, C), kc.reshape(N, BHk, C, K)).view(N, BHv, C, K)
+        Tu = torch.mul(Tinv, bc.view(N, B, Hk, G, 1, C)).view(N, BHv, C, C)
+        Qd = torch.mul(qk[..., :C, :].unsqueeze(3), ec.view(N, B, Hk, G, C, 1)).view(N * BHv, C, K)
+        last = gc[..., -1:]  # [N,B,Hv,1]
+        Kd = torch.mul(kc.unsqueeze(3), (last - gc).exp_().view(N, B, Hk, G, C, 1))  # [N,B,Hk,G,C,K]
+        KdT = Kd.view(N, BHv, C, K).transpose(-1, -2)  # [N,BHv,K,C]
+        chunk_decay = last.exp().view(N, BHv, 1, 1)
+    U = torch.matmul(Tu, vc.view(N, BHv, C, V))  # [N,BHv,C,V]
 
     # Sequential part: only the products with the running state.  The state at the start of every chunk
     # is kept, so the state's contribution to the outputs is one batched matmul after the loop.
@@ -208,14 +275,15 @@ def _chunk_block(q, k, v, g, beta, S, scale, C, out):
             us.append(u)
             S = torch.baddbmm(S * chunk_decay[n], KdT[n], u)
         Sh, U = torch.stack(starts), torch.stack(us)  # [N,BHv,K,V], [N,BHv,C,V]
-    else:  # same loop, in place in preallocated buffers
+    else:  # same loop, in place in preallocated buffers (out= rather than baddbmm_, which FlopCounterMode misses)
         Sh = torch.empty(N + 1, BHv, K, V, dtype=dt, device=q.device)
         Sh[0] = S
         for n in range(N):
-            U[n].baddbmm_(W[n], Sh[n], alpha=-1)
-            torch.mul(Sh[n], chunk_decay[n], out=Sh[n + 1]).baddbmm_(KdT[n], U[n])
+            torch.baddbmm(U[n], W[n], Sh[n], alpha=-1, out=U[n])
+            torch.baddbmm(torch.mul(Sh[n], chunk_decay[n], out=Sh[n + 1]), KdT[n], U[n], out=Sh[n + 1])
         S, Sh = Sh[N], Sh[:N]
-    o = torch.bmm(Qd, Sh.reshape(N * BHv, K, V)).baddbmm_(attn, U.view(N * BHv, C, V))  # [N*BHv,C,V]
+    o = torch.bmm(Qd, Sh.reshape(N * BHv, K, V))  # [N*BHv,C,V], then + attn u (in place unless autograd records)
+    o = torch.baddbmm(o, attn, U.view(N * BHv, C, V), **({} if torch.is_grad_enabled() else {"out": o}))
     o = o.view(N, B, Hv, C, V).permute(1, 0, 3, 2, 4)  # [B,N,C,Hv,V] view; the copy into out is the transpose
     if pad:
         out.copy_(o.reshape(B, N * C, Hv, V)[:, :T])
@@ -234,6 +302,10 @@ def gated_delta_rule_chunked(
         (I + L) u = beta*v - beta*exp(c)*K S0,      L_ij = beta_i D_ij (k_i.k_j) for j < i,
     so with Tinv = (I + L)^-1:  u = U - W S0,  U = Tinv diag(beta) v,  W = Tinv diag(beta exp(c)) K.
     Then  o = diag(exp(c)) Q S0 + (Q K^T * D) u  and  S1 = exp(c_C) S0 + (diag(exp(c_C - c)) K)^T u.
+    Per-channel decay (g [B,T,Hv,K], KDA) is the same system with c_i a vector over the key channels: exp(c) scales
+    K and Q channel by channel, D_ij (k_i.k_j) becomes sum_d k_i[d] k_j[d] exp(c_i[d] - c_j[d]) (_channel_chunks,
+    stable for any decay) and the end-of-chunk decay diag(exp(c_C)) multiplies the rows of S0; q/k heads are
+    repeated to the value heads first (each value head decays its own channels).
     Everything except the products with S0 is computed for many chunks at once in batched matmuls;
     the sequential loop over chunks does two batched matmuls per chunk.  The sequence is processed in
     blocks of `block_chunks` chunks so the intermediates stay cache-sized and memory stays O(block);
@@ -242,10 +314,10 @@ def gated_delta_rule_chunked(
     """
     B, T, Hk, K = q.shape
     Hv, V = v.shape[-2:]
-    _check_heads(q, v)
-    if _channel_decay(g, v, K):
-        raise NotImplementedError("the chunked form takes one log decay per head (g [B,T,Hv]); per-channel decay "
-                                  "(KDA, g [B,T,Hv,K]) has only the recurrent and one-step forms so far")
+    groups = _check_heads(q, v)
+    if _channel_decay(g, v, K) and groups > 1:  # per-channel decays differ per value head: no Gram sharing
+        q, k = q.repeat_interleave(groups, dim=2), k.repeat_interleave(groups, dim=2)
+        Hk = Hv
     dt = compute_dtype(v)
     scale = K**-0.5 if scale is None else scale
     if initial_state is None:

@@ -3,7 +3,7 @@ under its model_types by the import below (adding a format: one file plus one li
 also registers the pipeline as HybridLM.from_hf / save_hf's (registry.HF_IO), so the model never imports upward."""
 
 from ...registry import register_hf_io
-from . import deepseek, deepseek_v4, llama4, qwen  # noqa: F401  (each registers its converter)
+from . import deepseek, deepseek_v4, kimi_linear, llama4, qwen  # noqa: F401  (each registers its converter)
 from . import jamba  # noqa: F401
 from . import minimax  # noqa: F401
 from . import falcon_h1, granite, mamba2, nemotron_h  # noqa: F401

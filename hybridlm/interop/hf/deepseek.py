@@ -253,7 +253,8 @@ class DeepSeekConverter(Converter):
         return config_to_hf(cfg)
 
     def default_model_type(self, cfg: ModelConfig) -> str | None:
-        return "deepseek_v3" if any(m.kind == "mla" for m in cfg.mixers.values()) else None
+        # MLA on every layer: a KDA + MLA layout is kimi_linear
+        return "deepseek_v3" if all(m.kind == "mla" for m in cfg.mixers.values()) else None
 
     def prepare(self, path, cfg: ModelConfig, get) -> ModelConfig:
         if cfg.mtp_depth and not any(k.startswith(f"model.layers.{cfg.num_layers}.") for k in get.specs):

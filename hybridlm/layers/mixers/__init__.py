@@ -10,7 +10,8 @@ chooses a behaviour.
 """
 
 from ...registry import MIXERS
-from . import attention, compressed_attention, gated_deltanet, gmu, lightning, mamba, mamba2, mla, none, titans  # noqa: F401 (each registers)
+from . import (attention, compressed_attention, gated_deltanet, gmu, kda, lightning, mamba, mamba2, mla,  # noqa: F401 (each registers)
+               none, titans)
 
 
 def build_mixer(cfg, d_model: int, norm_eps: float, zero_centered: bool):
