@@ -1,11 +1,13 @@
 """Sampling: greedy, temperature, top-k, top-p; stop tokens; streaming.
 
 Prefill runs the prompt into a HybridCache in chunks, then each new token costs one single-token forward:
-attention layers read their KV cache, linear layers update a constant-size state.
+attention layers read their KV cache, linear layers update a constant-size state. With compile=True that forward
+runs through torch.compile (decode_step).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Iterator
 
 import torch
@@ -36,15 +38,38 @@ def sample_next(logits_BV: torch.Tensor, temperature: float = 0.0, top_k: int | 
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+def decode_step(model, compile: bool = False):
+    """The one-token forward of a decode step, (ids [B, 1], cache) -> logits [B, V].
+
+    compile=True: the step through torch.compile, built once per model and reused by every later generate call
+    (torch's on-disk graph cache also serves later processes). dynamic=True: the position, the KV length and the
+    batch are symbolic, so the step compiles once rather than once per position. A decode step is hundreds of small
+    ops whose dispatch, not arithmetic, is its time; compiled, they fuse (docs/decode.md). Every tiny family's step
+    traces as one graph with no breaks (tests/test_generate_compile.py)."""
+    if not compile:
+        return lambda tok, cache: model(tok, cache=cache).logits[:, -1]
+    step = model.__dict__.get("_compiled_decode_step")
+    if step is None:
+        def one_token(tok: torch.Tensor, cache) -> torch.Tensor:
+            return model(tok, cache=cache).logits[:, -1]
+        step = torch.compile(one_token, dynamic=True)
+        model.__dict__["_compiled_decode_step"] = step
+    return step
+
+
 @torch.no_grad()
 def stream(model, input_ids: torch.Tensor, max_new_tokens: int = 32, temperature: float = 0.0,
            top_k: int | None = None, top_p: float | None = None, stop_tokens: list[int] | tuple[int, ...] = (),
-           seed: int | None = None, prefill_chunk: int = 1024, max_len: int | None = None) -> Iterator[torch.Tensor]:
+           seed: int | None = None, prefill_chunk: int = 1024, max_len: int | None = None, compile: bool = False,
+           timings: dict | None = None) -> Iterator[torch.Tensor]:
     """Yield one [B] tensor of new token ids per step. Rows that hit a stop token keep repeating it;
     iteration ends when every row has stopped or after max_new_tokens.
 
     Prompt + new tokens may not pass max_len (default: the model's max_seq_len, the context it was built for);
-    raise it to generate further anyway. The intra-op thread count follows the machine's load (LoadGovernor)."""
+    raise it to generate further anyway. The intra-op thread count follows the machine's load (LoadGovernor).
+    compile: run the decode steps through torch.compile (decode_step), all but the first. timings: a dict that
+    receives "prefill_s", "first_step_s" (the second decode step: with compile, the warm-up, tracing and compiling
+    or loading the compiled step) and "step_s" (the mean of the steps after it)."""
     from ..core.runtime import LoadGovernor
     if input_ids.dim() == 1:
         input_ids = input_ids[None]
@@ -60,8 +85,14 @@ def stream(model, input_ids: torch.Tensor, max_new_tokens: int = 32, temperature
     generator = None
     if seed is not None:
         generator = torch.Generator(device=input_ids.device).manual_seed(seed)
+    # The first decode step runs eagerly even with compile: it turns the prefill's states (some are views into the
+    # chunked forms' outputs, at other storage offsets) into the step's own, so the compiled step meets one layout
+    # from its first call on (a second layout recompiled it: 18 s, measured on tiny-hybrid).
+    eager_fn, step_fn = decode_step(model), decode_step(model, compile)
     cache = model.new_cache()
+    t0 = time.perf_counter()
     logits = model.prefill(input_ids, cache, chunk=prefill_chunk)
+    clock = {"prefill_s": time.perf_counter() - t0, "steps": []}
     stop = torch.tensor(list(stop_tokens), dtype=torch.long, device=input_ids.device)
     done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
     governor = LoadGovernor()
@@ -77,9 +108,16 @@ def stream(model, input_ids: torch.Tensor, max_new_tokens: int = 32, temperature
             if bool(done.all()) or step == max_new_tokens - 1:
                 return
             last = tok
-            logits = model(tok[:, None], cache=cache).logits[:, -1]
+            t0 = time.perf_counter()
+            logits = (step_fn if step else eager_fn)(tok[:, None], cache)
+            clock["steps"].append(time.perf_counter() - t0)
     finally:
         governor.close()
+        if timings is not None:
+            steps = clock.pop("steps")
+            steps = steps[1:]  # the eager first step (above) is neither the warm-up nor the steady state
+            timings.update(clock, first_step_s=steps[0] if steps else None,
+                           step_s=sum(steps[1:]) / (len(steps) - 1) if len(steps) > 1 else None)
 
 
 def generate(model, input_ids: torch.Tensor, max_new_tokens: int = 32, **kwargs) -> torch.Tensor:

@@ -30,9 +30,10 @@ def run(args) -> int:
     if max(ids) >= model.config.vocab_size:
         raise ValueError(f"tokenizer {tok.name} produced id {max(ids)} >= model vocab_size {model.config.vocab_size}")
     prompt = torch.tensor([ids], device=args.device)
+    timings: dict = {}
     tokens = model.stream(prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                           top_k=args.top_k, top_p=args.top_p, stop_tokens=args.stop, seed=args.seed,
-                          max_len=args.max_len)
+                          max_len=args.max_len, compile=args.compile, timings=timings)
     out: list[int] = []
     shown = ""
     try:
@@ -49,6 +50,11 @@ def run(args) -> int:
         print(f"hybridlm generate: interrupted after {len(out)} new tokens", file=sys.stderr)
         return 130
     sys.stdout.write("\n")
+    if args.compile and timings.get("first_step_s") is not None:
+        step = timings["step_s"]
+        print(f"hybridlm generate: --compile: first decode step {timings['first_step_s']:.1f} s (tracing and "
+              f"compiling, or loading torch's cached graph), then "
+              + (f"{1e3 * step:.2f} ms/token" if step is not None else "no further steps"), file=sys.stderr)
     return 0
 
 
@@ -64,6 +70,9 @@ def register(sub) -> None:
     p.add_argument("--top-p", type=float, default=None)
     p.add_argument("--stop", type=token_ids, default=[], help="comma-separated stop token ids")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--compile", action="store_true",
+                   help="run the decode steps through torch.compile (a one-off warm-up, then several times faster "
+                        "per token; docs/decode.md)")
     p.add_argument("--device", default="cpu")
     add_quantize(p, "applied after the weights are loaded")
     p.set_defaults(fn=run)

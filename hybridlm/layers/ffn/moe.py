@@ -98,6 +98,9 @@ _GROUPED_MM_OK: dict[tuple[str, torch.dtype], bool] = {}
 # and 3-7% slower at 256-512 rows/expert with 2 threads (a tie with 1). Few rows per expert is the common
 # case for fine-grained MoE, and the grouped path has no host sync, so "auto" picks it wherever it works.
 PREFER_GROUPED_MM_ON_CPU = True
+# Up to this many token-expert assignments (a decode step of a few sequences), no grad: gathered expert weights and
+# two batched matmuls instead of the sorted per-expert dispatch (MoE._decode_experts).
+DECODE_ASSIGNMENTS = 16
 
 
 def _grouped_mm_works(device: torch.device, dtype: torch.dtype) -> bool:
@@ -245,6 +248,24 @@ class MoE(nn.Module):
             outs.append(F.linear(act_nI if g_n1 is None else act_nI * g_n1, down_DI))
         return torch.cat(outs) if outs else x_ND.new_zeros(0, self.d_model)
 
+    def _decode_experts(self, x_TD: Tensor, idx_TK: Tensor, gates_TK: Tensor) -> Tensor:
+        """A decode step's few assignments (T * K <= DECODE_ASSIGNMENTS, no grad): each assignment's expert weights
+        gathered and applied as one batched matmul each: no sort, no split, no per-expert loop and no host sync, so
+        the step has static shapes (what torch.compile needs: generate(compile=True)). -> the routed output [T, D]
+        (gates applied, summed over the K)."""
+        T, K = idx_TK.shape
+        x_ND = x_TD.repeat_interleave(K, dim=0)  # [N, D], assignment n = t*K + k
+        g_N1 = gates_TK.reshape(-1, 1).to(x_TD.dtype)
+        if self.cfg.scale_input:
+            x_ND = x_ND * g_N1
+        e_N = idx_TK.reshape(-1)
+        h_N2I = torch.bmm(self.gate_up_proj.index_select(0, e_N), x_ND.unsqueeze(-1)).squeeze(-1)  # [N, 2I]
+        act_NI = swiglu(*h_N2I.chunk(2, dim=-1), self.cfg.swiglu_limit)
+        if not self.cfg.scale_input:
+            act_NI = act_NI * g_N1
+        y_ND = torch.bmm(self.down_proj.index_select(0, e_N), act_NI.unsqueeze(-1)).squeeze(-1)  # [N, D]
+        return y_ND.view(T, K, -1).sum(1)
+
     def _use_grouped_mm(self, x: Tensor) -> bool:
         if self.impl == "loop" or self.is_int8:  # int8 experts: the loop dequantises one expert at a time
             return False
@@ -274,19 +295,22 @@ class MoE(nn.Module):
         T = x_TD.shape[0]
         scores_TE, idx_TK, gates_TK = self.route(x_TD, None if token_ids is None else token_ids.reshape(-1))
 
-        # Sort the N = T*K assignments by expert; stable, so each segment keeps token order.
         expert_N = idx_TK.reshape(-1)
-        order_N = torch.argsort(expert_N, stable=True)
-        token_N = order_N // K  # assignment n = t*K + k came from token t
         counts_E = torch.zeros(E, dtype=torch.long, device=x_TD.device).scatter_add_(
             0, expert_N, torch.ones_like(expert_N))  # scatter_add, not bincount: no device->host sync
-        # index_select rather than x[idx]: its backward is an index_add_, faster than index_put on CPU.
-        x_ND = x_TD.index_select(0, token_N)  # gather each token row once per assignment
-        gates_N = gates_TK.reshape(-1)[order_N]
-        if cfg.scale_input:  # Llama 4: E(g * x), not g * E(x) (SwiGLU is not linear, so they differ)
-            x_ND, gates_N = x_ND * gates_N.to(x_ND.dtype).unsqueeze(-1), None
-        y_ND = self.run_experts(x_ND, counts_E, gates_N)
-        y_TD = torch.zeros_like(x_TD).index_add_(0, token_N, y_ND.to(x_TD.dtype))
+        if T * K <= DECODE_ASSIGNMENTS and not self.is_int8 and not torch.is_grad_enabled():
+            y_TD = self._decode_experts(x_TD, idx_TK, gates_TK)
+        else:
+            # Sort the N = T*K assignments by expert; stable, so each segment keeps token order.
+            order_N = torch.argsort(expert_N, stable=True)
+            token_N = order_N // K  # assignment n = t*K + k came from token t
+            # index_select rather than x[idx]: its backward is an index_add_, faster than index_put on CPU.
+            x_ND = x_TD.index_select(0, token_N)  # gather each token row once per assignment
+            gates_N = gates_TK.reshape(-1)[order_N]
+            if cfg.scale_input:  # Llama 4: E(g * x), not g * E(x) (SwiGLU is not linear, so they differ)
+                x_ND, gates_N = x_ND * gates_N.to(x_ND.dtype).unsqueeze(-1), None
+            y_ND = self.run_experts(x_ND, counts_E, gates_N)
+            y_TD = torch.zeros_like(x_TD).index_add_(0, token_N, y_ND.to(x_TD.dtype))
 
         if self.shared is not None:
             s_TD = self.shared(x_TD)

@@ -158,7 +158,10 @@ class Indexer(nn.Module):
         # those rows take a stable sort instead, so ties go to the earliest entries whatever N is and a cached step
         # picks what the whole-sequence pass picks. (Ties inside the top-K, or among -inf, change nothing.)
         tied_BT = (vals_BTk[..., K - 1] == vals_BTk[..., K]) & torch.isfinite(vals_BTk[..., K - 1])
-        if tied_BT.any():
+        if torch.compiler.is_compiling():  # a compiled decode step branches on no data: the stable picks where tied
+            stable_BTK = index_BTN.sort(dim=-1, descending=True, stable=True).indices[..., :K]
+            top_BTK = torch.where(tied_BT[..., None], stable_BTK, top_BTK)
+        elif tied_BT.any():
             top_BTK = top_BTK.clone()
             top_BTK[tied_BT] = index_BTN[tied_BT].sort(dim=-1, descending=True, stable=True).indices[..., :K]
         return top_BTK, top_BTK < limit_T1
