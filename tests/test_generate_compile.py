@@ -1,0 +1,56 @@
+"""The compiled decode path (generate(compile=True), model/generate.py decode_step): every tiny family's decode step
+traces as one graph with no breaks (torch._dynamo.explain; run on each family's 2-layer recall twin, which keeps
+every mixer kind of the family, so the check stays cheap), the MoE's decode path equals its sorted dispatch, and a
+compiled greedy generate gives exactly the eager tokens."""
+
+import pytest
+import torch
+import torch._dynamo
+from harness.tiny import tiny_config
+
+from hybridlm import HybridLM, get_config
+from hybridlm.analysis.compare import default_presets
+from hybridlm.analysis.recall import twin_config
+from hybridlm.layers.ffn import moe as moe_module
+from hybridlm.model.generate import decode_step
+
+
+@pytest.mark.parametrize("name", default_presets())
+def test_every_tiny_familys_decode_step_is_one_graph(name):
+    cfg = get_config(name)
+    torch.manual_seed(0)
+    model = HybridLM(twin_config(cfg, width=64, max_layers=2, ffn="own")).eval()
+    cache = model.new_cache()
+    with torch.no_grad():
+        model.prefill(torch.randint(0, 64, (2, 21)), cache)
+        model(torch.randint(0, 64, (2, 1)), cache=cache)  # the eager first step, as stream() runs it
+        explained = torch._dynamo.explain(lambda ids: model(ids, cache=cache).logits)(torch.randint(0, 64, (2, 1)))
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), \
+        [str(b.reason).splitlines()[0] for b in explained.break_reasons]
+
+
+def test_moe_decode_path_equals_the_sorted_dispatch(monkeypatch):
+    for name in ("tiny-hybrid", "tiny-llama4", "tiny-deepseek-v4"):  # softmax gates; scaled input; hash + sqrt-softplus
+        torch.manual_seed(0)
+        model = HybridLM(get_config(name)).eval()
+        moe = next(b.ffn for b in model.layers if type(b.ffn).__name__ == "MoE")
+        x, ids = torch.randn(3, 1, model.config.d_model), torch.randint(0, 256, (3, 1))
+        with torch.no_grad():
+            fast = moe(x, ids)
+            monkeypatch.setattr(moe_module, "DECODE_ASSIGNMENTS", 0)
+            sorted_ = moe(x, ids)
+            monkeypatch.setattr(moe_module, "DECODE_ASSIGNMENTS", 16)
+        torch.testing.assert_close(fast, sorted_, atol=1e-6, rtol=1e-6)
+
+
+def test_compiled_generate_gives_the_eager_tokens():
+    torch.manual_seed(0)
+    model = HybridLM(tiny_config().replace(num_layers=3, mixer_pattern="G A S", ffn_pattern="M D M", mtp_depth=0,
+                                           mtp_mixer=None, mtp_ffn=None)).eval()  # delta rule, attention, SWA; MoE
+    ids = torch.randint(0, 97, (2, 9))
+    timings: dict = {}
+    eager = model.generate(ids, max_new_tokens=12)
+    compiled = model.generate(ids, max_new_tokens=12, compile=True, timings=timings)
+    assert torch.equal(compiled, eager)
+    assert timings["first_step_s"] > 0 and timings["step_s"] > 0
+    assert decode_step(model, compile=True) is decode_step(model, compile=True)  # built once, reused
