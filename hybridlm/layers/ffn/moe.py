@@ -298,7 +298,8 @@ class MoE(nn.Module):
         expert_N = idx_TK.reshape(-1)
         counts_E = torch.zeros(E, dtype=torch.long, device=x_TD.device).scatter_add_(
             0, expert_N, torch.ones_like(expert_N))  # scatter_add, not bincount: no device->host sync
-        if T * K <= DECODE_ASSIGNMENTS and not self.is_int8 and not torch.is_grad_enabled():
+        compiling = torch.compiler.is_compiling()  # a compiled decode step: static shapes, whatever the batch
+        if (compiling or T * K <= DECODE_ASSIGNMENTS) and not self.is_int8 and not torch.is_grad_enabled():
             y_TD = self._decode_experts(x_TD, idx_TK, gates_TK)
         else:
             # Sort the N = T*K assignments by expert; stable, so each segment keeps token order.

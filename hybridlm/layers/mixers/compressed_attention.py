@@ -206,7 +206,9 @@ class CompressedAttention(nn.Module):
         kv_BSd = cache.append(kv_BTd) if cache is not None else kv_BTd  # window keys from position key0 on
         key0 = pos0 + T - kv_BSd.shape[1]
         self.aux_loss = index_BTN = entries_BNd = top_BTK = valid_BTK = None
-        train_index = self.indexer is not None and c.index_loss_coef > 0 and self.training and torch.is_grad_enabled()
+        # grad mode first: under no_grad it is False before any config float is compared (torch.compile(dynamic=True)
+        # traces floats as symbols, and set_grad_enabled takes no symbol)
+        train_index = torch.is_grad_enabled() and self.training and self.indexer is not None and c.index_loss_coef > 0
         if self.compressor is not None:
             state = cache.compressor if cache is not None else CompressorState()
             entries_BNd = self.compressor(x_BTD, state, inv_freq)
