@@ -13,53 +13,11 @@ compiling, or loading torch's on-disk graph cache) is timed separately, then exc
 
 from __future__ import annotations
 
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 import torch
 from common import setup
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-
-def qwen3_next_pair():
-    import transformers
-
-    from hybridlm import HybridLM
-    cfg = transformers.AutoConfig.for_model(  # as model_vs_transformers.py: Qwen3-Next-80B-A3B's widths / 8
-        "qwen3_next", vocab_size=2048, hidden_size=256, num_hidden_layers=4, num_attention_heads=8,
-        num_key_value_heads=1, head_dim=64, linear_num_key_heads=4, linear_num_value_heads=8, linear_key_head_dim=64,
-        linear_value_head_dim=64, num_experts=64, num_experts_per_tok=10, moe_intermediate_size=64,
-        shared_expert_intermediate_size=64, intermediate_size=512)
-    hf = transformers.AutoModelForCausalLM.from_config(cfg).eval()
-    with tempfile.TemporaryDirectory() as d:
-        hf.save_pretrained(d)
-        return "Qwen3-Next-shaped (GGGA, d 256, 64 experts top-10 + shared)", hf, HybridLM.from_hf(d).eval()
-
-
-def deepseek_v4_pair():
-    import transformers
-
-    from hybridlm import HybridLM
-    kinds = ["sliding_attention", "compressed_sparse_attention", "heavily_compressed_attention",
-             "compressed_sparse_attention"]
-    cfg = transformers.DeepseekV4Config(  # as deepseek_v4_vs_transformers.py
-        vocab_size=2048, hidden_size=256, num_hidden_layers=4, num_attention_heads=8, head_dim=64,
-        qk_rope_head_dim=8, q_lora_rank=64, o_groups=2, o_lora_rank=64, sliding_window=128, index_n_heads=8,
-        index_head_dim=32, index_topk=64, n_routed_experts=32, num_experts_per_tok=6, moe_intermediate_size=128,
-        layer_types=kinds, mlp_layer_types=["hash_moe", "moe", "moe", "moe"], max_position_embeddings=4096,
-        rope_scaling={"type": "yarn", "factor": 16, "original_max_position_embeddings": 256, "beta_fast": 32,
-                      "beta_slow": 1})
-    hf = transformers.AutoModelForCausalLM.from_config(cfg).eval()
-    with torch.no_grad():
-        for name, b in hf.named_buffers():
-            if name.endswith("tid2eid"):
-                b.copy_(torch.rand(b.shape[0], 32).argsort(-1)[:, :b.shape[1]])
-    with tempfile.TemporaryDirectory() as d:
-        hf.save_pretrained(d)
-        return "DeepSeek-V4-Flash layout (S C H C, d 256, mHC x4, 32 experts top-6)", hf, HybridLM.from_hf(d).eval()
+from pairs import deepseek_v4_pair, qwen3_next_pair
 
 
 def clock(fn) -> float:

@@ -11,41 +11,20 @@ Run: python benchmarks/deepseek_v4_vs_transformers.py [--quick] [--threads N]
 
 from __future__ import annotations
 
-import tempfile
-
 import torch
 from common import alternate, greedy_agreement, line, setup
+from pairs import deepseek_v4_pair
 
 
 def main() -> None:
     args, reps = setup(__doc__)
     import transformers
 
-    from hybridlm import HybridLM
-
     T = 512 if args.quick else 2048
     prompt_len, new = (128, 16) if args.quick else (512, 32)
     torch.manual_seed(0)
-    # DeepSeek-V4-Flash's layout at d_model 256: heads 8 x 64 (64 x 512 there) with 8 RoPE dims (the same 1/8 share),
-    # q_lora 64, 2 output groups x 64, window 128, CSA 4x with an 8 x 32 indexer keeping 64 entries, HCA 128x,
-    # 32 experts of width 128 top-6 + 1 shared (256 x 2048 there), the first layer hash-routed, 4 mHC copies.
-    kinds = ["sliding_attention", "compressed_sparse_attention", "heavily_compressed_attention",
-             "compressed_sparse_attention"]
-    cfg = transformers.DeepseekV4Config(
-        vocab_size=2048, hidden_size=256, num_hidden_layers=4, num_attention_heads=8, head_dim=64,
-        qk_rope_head_dim=8, q_lora_rank=64, o_groups=2, o_lora_rank=64, sliding_window=128, index_n_heads=8,
-        index_head_dim=32, index_topk=64, n_routed_experts=32, num_experts_per_tok=6, moe_intermediate_size=128,
-        layer_types=kinds, mlp_layer_types=["hash_moe", "moe", "moe", "moe"], max_position_embeddings=4096,
-        rope_scaling={"type": "yarn", "factor": 16, "original_max_position_embeddings": 256, "beta_fast": 32,
-                      "beta_slow": 1})
-    hf = transformers.AutoModelForCausalLM.from_config(cfg).eval()
-    with torch.no_grad():
-        for name, b in hf.named_buffers():
-            if name.endswith("tid2eid"):  # transformers initialises the hash table to zeros (every token to expert 0)
-                b.copy_(torch.rand(b.shape[0], 32).argsort(-1)[:, :b.shape[1]])
-    with tempfile.TemporaryDirectory() as d:
-        hf.save_pretrained(d)
-        ours = HybridLM.from_hf(d).eval()
+    _, hf, ours = deepseek_v4_pair()
+    cfg = hf.config
     ids = torch.randint(0, 2048, (1, T))
     with torch.no_grad():
         diff = (ours(ids[:, :256]).logits - hf(input_ids=ids[:, :256]).logits).abs().max().item()

@@ -9,33 +9,19 @@ Run: python benchmarks/model_vs_transformers.py [--quick] [--threads N]
 
 from __future__ import annotations
 
-import tempfile
-
 import torch
 from common import alternate, best_of, greedy_agreement, line, setup
+from pairs import qwen3_next_pair
 
 
 def main() -> None:
     args, reps = setup(__doc__)
-    import transformers
-
-    from hybridlm import HybridLM
 
     T = 512 if args.quick else 2048
     prompt_len, new = (128, 16) if args.quick else (512, 32)
     torch.manual_seed(0)
-    # Qwen3-Next-80B-A3B's proportions at d_model 256 instead of 2048 (every width / 8): GDN key dim = d and
-    # value dim = 2d (heads of 64 instead of 128), attention q = 2d with 8 query heads per KV head, 64 experts of
-    # width d/4 with top-10 + 1 shared (512 experts in the original), vocabulary 8x d.
-    cfg = transformers.AutoConfig.for_model(
-        "qwen3_next", vocab_size=2048, hidden_size=256, num_hidden_layers=4, num_attention_heads=8,
-        num_key_value_heads=1, head_dim=64, linear_num_key_heads=4, linear_num_value_heads=8, linear_key_head_dim=64,
-        linear_value_head_dim=64, num_experts=64, num_experts_per_tok=10, moe_intermediate_size=64,
-        shared_expert_intermediate_size=64, intermediate_size=512)
-    hf = transformers.AutoModelForCausalLM.from_config(cfg).eval()
-    with tempfile.TemporaryDirectory() as d:
-        hf.save_pretrained(d)
-        ours = HybridLM.from_hf(d).eval()
+    _, hf, ours = qwen3_next_pair()
+    cfg = hf.config
     ids = torch.randint(0, 2048, (1, T))
     with torch.no_grad():
         diff = (ours(ids[:, :256]).logits - hf(input_ids=ids[:, :256]).logits).abs().max().item()
