@@ -28,7 +28,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from common import best_of, setup  # benchmarks/common.py, beside this script
 
-from hybridlm.layers.mixers.kda import inverse_unit_lower_flops
+from hybridlm.ops.gated_delta_rule import inverse_unit_lower_flops
 from hybridlm.ops.gated_delta_rule import gated_delta_rule_chunked
 
 try:

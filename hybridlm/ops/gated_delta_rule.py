@@ -40,7 +40,22 @@ __all__ = [
     "gated_delta_rule_chunked",
     "gated_delta_rule_recurrent",
     "gated_delta_rule_step",
+    "inverse_unit_lower_flops",
 ]
+
+
+def inverse_unit_lower_flops(C: int, base: int = 8) -> int:
+    """Matmul FLOPs per chunk row of the chunked form's (I + L)^-1: each merge level of block size b does two
+    b x b x b products per pair of blocks (2 b^2 C FLOPs per level, 2 b^2 per row); the base blocks' triangular
+    solves are not matmuls."""
+    b = C
+    while b > base and b % 2 == 0:
+        b //= 2
+    total = 0
+    while b < C:
+        total += 2 * b * b
+        b *= 2
+    return total
 
 
 def _check_heads(q: Tensor, v: Tensor) -> int:

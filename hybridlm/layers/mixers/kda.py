@@ -26,10 +26,11 @@ from torch import nn
 
 from ...core.config import at_least_one
 from ...core.norms import GatedRMSNorm
-from ...ops.gated_delta_rule import gated_delta_rule, gated_delta_rule_step
+from ...ops.gated_delta_rule import gated_delta_rule, gated_delta_rule_step, inverse_unit_lower_flops
 from ...registry import register_mixer
 from ..cache import RecurrentState
 from ..context import ForwardContext
+from .gated_deltanet import l2norm
 from .mamba import causal_conv, init_conv, inverse_softplus_dt
 
 
@@ -51,25 +52,6 @@ class KDAConfig:
         if brief:
             return "Kimi Delta Attention"
         return f"kda {self.num_heads} heads x {self.head_dim}, per-channel decay, conv {self.conv_kernel}"
-
-
-def l2norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """x / sqrt(sum x^2 + eps): transformers' (and fla's) KDA normalisation, not F.normalize's max(norm, eps)."""
-    return x / torch.sqrt((x * x).sum(-1, keepdim=True) + eps)
-
-
-def inverse_unit_lower_flops(C: int, base: int = 8) -> int:
-    """Matmul FLOPs per chunk row of ops.gated_delta_rule's (I + L)^-1: each merge level of block size b does two
-    b x b x b products per pair of blocks (2 b^2 C FLOPs per level, 2 b^2 per row); the base blocks' triangular
-    solves are not matmuls."""
-    b = C
-    while b > base and b % 2 == 0:
-        b //= 2
-    total = 0
-    while b < C:
-        total += 2 * b * b
-        b *= 2
-    return total
 
 
 @register_mixer("kda", KDAConfig)
