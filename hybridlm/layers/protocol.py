@@ -47,6 +47,10 @@ class LayerCache(Protocol):
 
     def memory_bytes(self) -> int: ...
 
+    # Optional, for a cache that holds several kinds (Titans' MAG / MAC: a KV and a memory state):
+    # memory_by_kind() -> {kind: bytes}, which HybridCache.memory_by_kind uses instead of {kind: memory_bytes()};
+    # its mixer then defines cache_bytes_by_kind(context, batch, dtype_bytes, state_bytes) the same way.
+
 
 @runtime_checkable
 class Mixer(Protocol):

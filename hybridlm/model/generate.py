@@ -46,16 +46,17 @@ def decode_step(model, compile: bool = False):
     batch are symbolic, so the step compiles once rather than once per position. A decode step is hundreds of small
     ops whose dispatch, not arithmetic, is its time; compiled, they fuse (docs/decode.md). Every tiny family's step
     traces as one graph with no breaks (tests/test_generate_compile.py)."""
+    def one_token(tok: torch.Tensor, cache) -> torch.Tensor:
+        return model(tok, cache=cache).logits[:, -1]
+
     if not compile:
-        return lambda tok, cache: model(tok, cache=cache).logits[:, -1]
+        return one_token
     step = model.__dict__.get("_compiled_decode_step")
     if step is None:
         # Dynamo keeps one cache per code object, so every model's step (and DeepSeek-V4's few graphs, one per shape
         # class of its compressors' pending tokens: 0, 1, more) counts toward one limit; at its default of 8 a
         # second model in the process fell back to eager (measured in benchmarks/decode.py)
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
-        def one_token(tok: torch.Tensor, cache) -> torch.Tensor:
-            return model(tok, cache=cache).logits[:, -1]
         # cpp_wrapper: the compiled step's launcher in C++ rather than Python, 1.62 -> 1.30 ms/token on tiny-hybrid
         # for a longer first compile (27 -> 43 s), measured on 2 cores
         step = torch.compile(one_token, dynamic=True, options={"cpp_wrapper": True})
@@ -120,8 +121,7 @@ def stream(model, input_ids: torch.Tensor, max_new_tokens: int = 32, temperature
     finally:
         governor.close()
         if timings is not None:
-            steps = clock.pop("steps")
-            steps = steps[1:]  # the eager first step (above) is neither the warm-up nor the steady state
+            steps = clock.pop("steps")[1:]  # the eager first step (above) is neither the warm-up nor the steady state
             timings.update(clock, first_step_s=steps[0] if steps else None,
                            step_s=sum(steps[1:]) / (len(steps) - 1) if len(steps) > 1 else None)
 

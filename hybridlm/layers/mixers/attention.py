@@ -20,7 +20,7 @@ and `Llama4TextAttention` (tests/families/test_llama4.py).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -174,6 +174,7 @@ class KVCache:
     k: torch.Tensor | None = None
     v: torch.Tensor | None = None
     start: int = 0
+    _buf: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False, compare=False)  # k, v storage
     kind = "kv"  # not a field: the label memory_by_kind groups by
     GROW = 256  # not a field: the growing buffer's step (tokens)
 
@@ -196,7 +197,7 @@ class KVCache:
     def _append_in_place(self, k_new: torch.Tensor, v_new: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
         n0 = 0 if self.k is None else self.k.shape[2]
         n = n0 + k_new.shape[2]
-        buf_k, buf_v = getattr(self, "_buf", (None, None))
+        buf_k, buf_v = self._buf or (None, None)
         if buf_k is None or buf_k.shape[2] < n or buf_k.shape[:2] != k_new.shape[:2] or buf_k.dtype != k_new.dtype:
             cap = -(-n // self.GROW) * self.GROW
             B, G, _, d = k_new.shape
