@@ -46,6 +46,8 @@ class TrainConfig:
                                               "(default: the model config's; e.g. 1e-3)")
     seed: int = _f(0, "seeds init, data order and every RNG")
     device: str = _f("auto", "auto (cuda when available), cpu, cuda")
+    ep: int = _f(1, "expert-parallel degree: every MoE's routed experts split over this many ranks, tokens sent to "
+                    "them by all-to-all; the world size must be a multiple (data parallel = world / ep)")
     precision: Literal["auto", "fp32", "bf16"] = _f("auto", "auto = fp32 on CPU, bf16 autocast on CUDA")
     out: str = _f("runs/hybridlm", "run directory: checkpoints, metrics.jsonl, tokenizer")
     resume: bool = _f(False, "continue from OUT/latest (starts fresh when OUT has no checkpoint)")
@@ -60,7 +62,7 @@ class TrainConfig:
     debug_nan_step: int | None = _f(None, "testing aid: make the loss NaN at this step")
 
     def __post_init__(self) -> None:
-        positive = ("seq_len", "steps", "batch_size", "grad_accum", "val_sequences", "log_every", "corpus_max_bytes")
+        positive = ("seq_len", "steps", "batch_size", "grad_accum", "val_sequences", "log_every", "corpus_max_bytes", "ep")
         for name in positive:
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r}: must be a positive integer")
