@@ -23,8 +23,8 @@ RTOL = 1e-5
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: one intra-op thread
 
 
-def torchrun(cfg, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+def torchrun(cfg, *extra: str, nproc: int = 2) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
            "-m", "hybridlm.cli", "train", cfg.model, "--data", cfg.data, "--out", cfg.out,
            "--steps", str(cfg.steps), "--batch-size", str(cfg.batch_size), "--seq-len", str(cfg.seq_len),
            "--warmup-steps", str(cfg.warmup_steps), "--save-every", str(cfg.save_every),

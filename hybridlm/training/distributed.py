@@ -4,6 +4,7 @@ calls (world size 1, no process group)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 
@@ -44,14 +45,55 @@ def resolve_device(spec: str) -> torch.device:
     return torch.device("cpu")
 
 
-def shard(model) -> None:
-    """FSDP2 over the process group: every block, the MTP module, then the rest of the model."""
+def parallel_mesh(world: int, ep: int, device: torch.device) -> dict:
+    """The meshes of world = dp x ep ranks: {"dp", "ep"} (1-D slices of the 2-D (dp, ep) mesh; rank = dp_index * ep
+    + ep_index, so an ep group is ep consecutive ranks) and "world" (the flattened 1-D mesh over all of them)."""
+    from torch.distributed.device_mesh import init_device_mesh
+    if ep < 1 or world % ep:
+        raise ValueError(f"--ep {ep}: the world size {world} must be a multiple of the expert-parallel degree")
+    mesh = init_device_mesh(device.type, (world // ep, ep), mesh_dim_names=("dp", "ep"))
+    return {"dp": mesh["dp"], "ep": mesh["ep"], "world": mesh._flatten("world")}
+
+
+def shard(model, meshes: dict | None = None) -> None:
+    """FSDP2 over the process group: every block, the MTP module, then the rest of the model.
+
+    With parallel_mesh's meshes and ep > 1, every MoE's routed experts are first split over the ep ranks
+    (MoE.shard_experts) and made their own FSDP2 unit over the dp ranks that hold the same experts; the MoE's
+    router and shared expert become units over all ranks first, so that unit holds the experts alone. Everything
+    else is sharded over all ranks, as without expert parallelism."""
     from torch.distributed.fsdp import fully_shard
+    world = None if meshes is None else meshes["world"]
+    if meshes is not None and meshes["ep"].size() > 1:
+        # Gathering a (dp-sharded, ep-sharded) expert tensor whole (checkpoints, Muon) takes two all-gathers, and
+        # DTensor warns about it on every call; an all-gather reduces nothing, so its "inconsistent results" caveat
+        # does not apply.
+        logging.getLogger("torch.distributed.tensor._redistribute").setLevel(logging.ERROR)
+        for moe in (m for m in model.modules() if hasattr(m, "shard_experts")):
+            moe.shard_experts(meshes["ep"])
+            for child in moe.children():  # router, shared expert, shared gate: replicated data, sharded over all
+                fully_shard(child, mesh=world)
+            fully_shard(moe, mesh=meshes["dp"])  # what is left: gate_up_proj and down_proj
     for block in model.layers:
-        fully_shard(block)
+        fully_shard(block, mesh=world)
     if model.mtp is not None:
-        fully_shard(model.mtp)
-    fully_shard(model)
+        fully_shard(model.mtp, mesh=world)
+    fully_shard(model, mesh=world)
+
+
+def grad_norm_and_clip(params, max_norm: float, device: torch.device) -> float:
+    """The global gradient norm of sharded parameters whose local shards partition every tensor over the ranks
+    (FSDP2 over all ranks, and expert-parallel experts: each element lives on exactly one rank), clipped to max_norm
+    like torch.nn.utils.clip_grad_norm_ (coefficient max_norm / (norm + 1e-6), at most 1). Computed from the local
+    shards, so parameters on different meshes (the experts' dp mesh, the rest's world mesh) mix freely."""
+    grads = [p.grad.to_local() if hasattr(p.grad, "to_local") else p.grad for p in params if p.grad is not None]
+    sq = torch.stack([g.detach().float().pow(2).sum() for g in grads]).sum().reshape(1).to(torch.float64)
+    norm = float(all_reduce_sum(sq.cpu(), device)[0].sqrt())
+    coef = max_norm / (norm + 1e-6)
+    if coef < 1.0:
+        for g in grads:
+            g.mul_(coef)
+    return norm
 
 
 def all_reduce_sum(t: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -30,7 +30,9 @@ from .distributed import (
     barrier,
     close_distributed,
     dist_info,
+    grad_norm_and_clip,
     init_distributed,
+    parallel_mesh,
     resolve_device,
     rng_state,
     seed_all,
@@ -131,6 +133,8 @@ def _setup(cfg: TrainConfig, device: torch.device) -> _Run:
     if rem or micro == 0:
         raise ValueError(f"batch_size={cfg.batch_size} must be a multiple of world size {world} x "
                          f"grad_accum={cfg.grad_accum}")
+    if cfg.ep > 1:
+        _check_expert_parallel(cfg.ep, world, mc)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out}: is a file, not a directory")
     resume_from = ckpt.latest_step_dir(out) if cfg.resume else None
@@ -167,7 +171,7 @@ def _setup(cfg: TrainConfig, device: torch.device) -> _Run:
     model.to_empty(device=device)
     model.init_weights(seed=cfg.seed)
     if world > 1:
-        shard(model)
+        shard(model, parallel_mesh(world, cfg.ep, device) if cfg.ep > 1 else None)
     model.train()
     opt = build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2),
                           muon_lr=cfg.muon_lr)
@@ -183,6 +187,19 @@ def _setup(cfg: TrainConfig, device: torch.device) -> _Run:
     if resume_from is not None:
         _resume(run, ckpt.Checkpoint(resume_from))
     return run
+
+
+def _check_expert_parallel(ep: int, world: int, mc) -> None:
+    """--ep N: a world size that N divides, and a model whose every MoE has a multiple of N experts."""
+    if world % ep:
+        raise ValueError(f"--ep {ep}: the world size is {world}, not a multiple of {ep} (run under torchrun with "
+                         f"--nproc_per_node a multiple of {ep})")
+    moes = {name: f for name, f in mc.ffns.items() if f.kind == "moe"}
+    if not moes:
+        raise ValueError(f"--ep {ep}: the model has no MoE layer whose experts could be split")
+    for name, f in moes.items():
+        if f.num_experts % ep:
+            raise ValueError(f"--ep {ep}: ffns[{name!r}].num_experts={f.num_experts} is not a multiple of {ep}")
 
 
 def _resume(run: _Run, c) -> None:
@@ -222,7 +239,8 @@ def _announce(run: _Run) -> None:
     """The full config as JSON at the start (rank 0)."""
     from ..model import HybridLM
     print(json.dumps({"model": run.mc.to_dict(), "train": run.cfg.to_dict(), "world_size": run.world,
-                      "device": str(run.device), "data": run.data.summary(), "tokenizer": run.tok.name,
+                      "parallel": {"dp": run.world // run.cfg.ep, "ep": run.cfg.ep}, "device": str(run.device),
+                      "data": run.data.summary(), "tokenizer": run.tok.name,
                       "parameters": run.model.num_params() if run.world == 1 else sum(
                           p.numel() for p in HybridLM(run.mc, device="meta").parameters()),
                       "resumed_from": str(run.resume_from) if run.resume_from else None}, indent=2), flush=True)
@@ -250,8 +268,11 @@ def _train_step(run: _Run) -> StepStats:
         sums += torch.tensor([float(loss.detach()), float(o.ce_loss.detach()), aux, mtp], dtype=torch.float64)
     sums /= cfg.grad_accum * world
     sums = all_reduce_sum(sums, run.device)
-    gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf"))
-    gnorm = float(gnorm.full_tensor() if hasattr(gnorm, "full_tensor") else gnorm)
+    if cfg.ep > 1:  # parameters on two meshes (experts over dp, the rest over all ranks): a norm of local shards
+        gnorm = grad_norm_and_clip(model.parameters(), cfg.grad_clip or float("inf"), run.device)
+    else:
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf"))
+        gnorm = float(gnorm.full_tensor() if hasattr(gnorm, "full_tensor") else gnorm)
     loss_v = float(sums[0])
     if not (math.isfinite(loss_v) and math.isfinite(gnorm)):
         what = "loss" if not math.isfinite(loss_v) else "gradient norm"

@@ -7,7 +7,8 @@ Shape legend (suffixes on variable names):
 MoE dispatch (dropless, no capacity factor): flatten the T*K assignments, sort them by expert id, gather
 the token rows once, run every expert on its contiguous segment (one grouped matmul, or a loop of plain
 matmuls), scale by the gates and scatter-add back. `run_experts(x_ND, counts_E, gates_N)` is the only step that
-touches expert weights, so expert parallelism can replace it with an all-to-all + local experts later.
+touches expert weights. Under expert parallelism (`shard_experts`, expert_parallel.py) the sorted rows go to their
+experts' ranks by all-to-all, `run_experts` runs this rank's experts on what it received, and the outputs come back.
 
 ExpertsInt8 (Jamba 1.5's serving format, docs/quantize.md): `quantize_experts_int8(model)` turns every MoE's routed
 expert weights into int8 with one fp32 scale per output channel (ops/int8.py): gate_up_proj [E, 2I, D] int8 +
@@ -28,6 +29,7 @@ from torch import Tensor, nn
 from ...core.config import at_least_one, fail
 from ...ops.int8 import dequantize_rows, quantize_rows
 from ...registry import register_ffn
+from . import expert_parallel
 from .dense import SwiGLU, swiglu
 
 
@@ -150,6 +152,7 @@ class MoE(nn.Module):
         self.impl = "auto"  # "auto" | "grouped_mm" | "loop": how run_experts computes
         self.aux_loss: Tensor | None = None
         self.last_load: Tensor | None = None
+        self.ep_group = None  # expert parallelism (shard_experts): the ranks the routed experts are split over
 
     @torch.no_grad()
     def init_weights(self, std: float) -> None:
@@ -212,14 +215,15 @@ class MoE(nn.Module):
         The gate is applied to the [N, I] activation before down_proj (linear, so the same result): a 4x
         cheaper multiply than scaling the [N, D] output when D = 4I."""
         gates_N1 = None if gates_N is None else gates_N.to(x_ND.dtype).unsqueeze(-1)
-        if self._use_grouped_mm(x_ND):
+        gate_up_E2ID, down_EDI = self.local_experts()
+        if self._use_grouped_mm(x_ND, counts_E.numel()):
             offs_E = counts_E.cumsum(0).to(torch.int32)  # end offset of each segment, stays on device
             # _grouped_mm wants [E, in, out] weights: transposed views, no copies.
-            h_N2I = torch._grouped_mm(x_ND, self.gate_up_proj.transpose(1, 2), offs=offs_E)
+            h_N2I = torch._grouped_mm(x_ND, gate_up_E2ID.transpose(1, 2), offs=offs_E)
             act_NI = swiglu(*h_N2I.chunk(2, dim=-1), self.cfg.swiglu_limit)
             if gates_N1 is not None:
                 act_NI = act_NI * gates_N1
-            return torch._grouped_mm(act_NI, self.down_proj.transpose(1, 2), offs=offs_E)
+            return torch._grouped_mm(act_NI, down_EDI.transpose(1, 2), offs=offs_E)
         counts = counts_E.tolist()  # one host sync
         if self.is_int8:  # dequantised as each expert runs: one expert's float weights exist at a time
             def expert(e: int) -> tuple[Tensor, Tensor]:
@@ -229,9 +233,9 @@ class MoE(nn.Module):
             # split/unbind once: slicing x[a:b] or indexing w[e] per expert would make autograd build one
             # full-size zero gradient per expert (E x [N, D] memsets); split/unbind backward is a single cat/stack.
             if torch.is_grad_enabled():
-                gate_up, down = self.gate_up_proj.unbind(0), self.down_proj.unbind(0)
+                gate_up, down = gate_up_E2ID.unbind(0), down_EDI.unbind(0)
             else:  # no backward to protect: index only the experts that have tokens (decode touches top_k of E)
-                gate_up, down = self.gate_up_proj, self.down_proj
+                gate_up, down = gate_up_E2ID, down_EDI
 
             def expert(e: int) -> tuple[Tensor, Tensor]:
                 return gate_up[e], down[e]
@@ -263,7 +267,33 @@ class MoE(nn.Module):
         y_ND = torch.bmm(self.down_proj.index_select(0, e_N), act_NI.unsqueeze(-1)).squeeze(-1)  # [N, D]
         return y_ND.view(T, K, -1).sum(1)
 
-    def _use_grouped_mm(self, x: Tensor) -> bool:
+    # -- expert parallelism ------------------------------------------------------------------------
+    def shard_experts(self, ep_mesh) -> None:
+        """Split the routed experts over the ranks of ep_mesh (a 1-D DeviceMesh of R ranks): rank j keeps experts
+        [j*E/R, (j+1)*E/R) as its shard of a DTensor (Shard(0)); forward then exchanges assignments by all-to-all.
+        The router, shared expert and expert bias stay whole on every rank."""
+        from torch.distributed.tensor import Shard, distribute_tensor
+        R = ep_mesh.size()
+        if self.cfg.num_experts % R:
+            raise ValueError(f"expert parallelism over {R} ranks: num_experts={self.cfg.num_experts} is not a "
+                             f"multiple of {R}")
+        if self.is_int8:
+            raise ValueError("int8 experts (quantize_experts_int8) are inference-only and cannot be expert-parallel")
+        for name in ("gate_up_proj", "down_proj"):
+            full = getattr(self, name)
+            setattr(self, name, nn.Parameter(distribute_tensor(full.data, ep_mesh, [Shard(0)], src_data_rank=None)))
+        self.ep_group = ep_mesh.get_group()
+
+    def local_experts(self) -> tuple[Tensor, Tensor]:
+        """(gate_up_proj, down_proj) of the experts this rank runs: all of them, or its shard under expert
+        parallelism, with the gradient scaled by 1/R (expert_parallel.py: the data-parallel average spans dp only)."""
+        w = (self.gate_up_proj, self.down_proj)
+        if self.ep_group is None:
+            return w
+        scale = 1.0 / torch.distributed.get_world_size(self.ep_group)
+        return tuple(expert_parallel.scale_grad(t.to_local() if hasattr(t, "to_local") else t, scale) for t in w)
+
+    def _use_grouped_mm(self, x: Tensor, num_experts: int | None = None) -> bool:
         if self.impl == "loop" or self.is_int8:  # int8 experts: the loop dequantises one expert at a time
             return False
         works = _grouped_mm_works(x.device, x.dtype)
@@ -274,7 +304,7 @@ class MoE(nn.Module):
         row_bytes = [n * x.element_size() for n in (self.d_model, self.cfg.expert_size)]
         if any(b % 16 for b in row_bytes):  # _grouped_mm needs 16-byte aligned strides (e.g. bf16 widths of 8k)
             return False
-        if x.device.type == "cpu" and x.shape[0] < self.cfg.num_experts:
+        if x.device.type == "cpu" and x.shape[0] < (num_experts or self.cfg.num_experts):
             # CPU _grouped_mm walks every expert, empty or not; with fewer rows than experts (decode, short
             # prompts) most are empty, and the loop that skips them is faster (benchmarks/model_vs_transformers.py).
             return False
@@ -298,7 +328,7 @@ class MoE(nn.Module):
         # a compiled decode step needs static shapes and no host sync, whatever the batch: the gathered-weight path
         # (eager keeps the sorted dispatch, which slices views instead of copying weights: 0.46 against 0.57 ms a
         # decode step on the DeepSeek-V4-shaped benchmark MoE, measured)
-        if torch.compiler.is_compiling() and not self.is_int8 and not torch.is_grad_enabled():
+        if torch.compiler.is_compiling() and not self.is_int8 and not torch.is_grad_enabled() and self.ep_group is None:
             y_TD = self._decode_experts(x_TD, idx_TK, gates_TK)
         else:
             # Sort the N = T*K assignments by expert; stable, so each segment keeps token order.
@@ -309,7 +339,13 @@ class MoE(nn.Module):
             gates_N = gates_TK.reshape(-1)[order_N]
             if cfg.scale_input:  # Llama 4: E(g * x), not g * E(x) (SwiGLU is not linear, so they differ)
                 x_ND, gates_N = x_ND * gates_N.to(x_ND.dtype).unsqueeze(-1), None
-            y_ND = self.run_experts(x_ND, counts_E, gates_N)
+            if self.ep_group is None:
+                y_ND = self.run_experts(x_ND, counts_E, gates_N)
+            else:  # the gate travels with its row, as a last column
+                xg_ND = x_ND if gates_N is None else torch.cat([x_ND, gates_N.to(x_ND.dtype)[:, None]], dim=1)
+                xg_MD, counts_El, route = expert_parallel.dispatch(xg_ND, counts_E, self.ep_group)
+                x_MD, g_M = (xg_MD, None) if gates_N is None else (xg_MD[:, :-1].contiguous(), xg_MD[:, -1])
+                y_ND = expert_parallel.combine(self.run_experts(x_MD, counts_El, g_M), route)
             y_TD = torch.zeros_like(x_TD).index_add_(0, token_N, y_ND.to(x_TD.dtype))
 
         if self.shared is not None:
@@ -328,7 +364,10 @@ class MoE(nn.Module):
             # E * sum_e (count_e / T) * mean_t p_te  (count over T, not T*K: a uniform router gives K).
             probs_TE = scores_TE if cfg.score_func == "softmax" else scores_TE / scores_TE.sum(-1, keepdim=True)
             self.aux_loss = cfg.aux_loss_coef * E * torch.sum(load_E / T * probs_TE.mean(0))
-        return y_TD.reshape(x_BTD.shape)
+        y_BTD = y_TD.reshape(x_BTD.shape)
+        # under expert parallelism this module is an FSDP2 unit, whose output must not be a view (an in-place op on
+        # it would skip the unit's backward hook; FSDP2 warns): one copy of the output
+        return y_BTD if self.ep_group is None else y_BTD.clone()
 
     @torch.no_grad()
     def update_bias(self) -> None:
