@@ -65,8 +65,9 @@ def test_two_ranks_match_one_process_stop_on_nan_and_resume(tmp_path):
     a, b = Checkpoint.open(tmp_path / "one" / "run").model_state(), Checkpoint.open(cfg.out).model_state()
     assert a.keys() == b.keys()
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
-    assert torch.equal(a["layers.1.ffn.expert_bias"], b["layers.1.ffn.expert_bias"])  # loads all-reduced
-    assert a["layers.1.ffn.expert_bias"].abs().sum() > 0
+    biases = [k for k in a if k.endswith("expert_bias")]
+    assert all(torch.equal(a[k], b[k]) for k in biases)  # loads all-reduced
+    assert any(a[k].abs().sum() > 0 for k in biases)  # and the bias really moved
     print(json.dumps({"max_rel_loss_diff": max(abs(x - y) / abs(y) for x, y in zip(losses, ref.losses))}))
 
 

@@ -190,21 +190,29 @@ class HybridLM(nn.Module):
     @torch.no_grad()
     def init_weights(self, seed: int | None = None) -> None:
         """Normal(0, init_std) for projections and embeddings; output projections scaled by 1/sqrt(2 L)
-        (GPT-2) so the residual stream's variance does not grow with depth; norms at identity."""
+        (GPT-2) so the residual stream's variance does not grow with depth; norms at identity. Routed experts come
+        from per-expert generators (MoE.init_experts), so a shard can be initialised alone
+        (training/sharded_init.py gives a sharded model exactly these values)."""
         if seed is not None:
             torch.manual_seed(seed)
+        for name, init in self.init_steps():
+            init(self.get_submodule(name))
+
+    def init_steps(self) -> list[tuple[str, object]]:
+        """The initialisation in order, one (submodule name, init function of that submodule) per step; every step
+        draws from the global RNG in this order (a sharded init replays it unit by unit)."""
         std = self.config.init_std
         out_std = std / (2 * self.config.num_layers) ** 0.5
-        nn.init.normal_(self.embed.weight, std=std)
-        for block in self.layers:
-            block.init_weights(std, out_std)
-        self.norm.init_weights()
+        steps = [("embed", lambda m: nn.init.normal_(m.weight, std=std))]
+        steps += [(f"layers.{i}", lambda m: m.init_weights(std, out_std)) for i in range(len(self.layers))]
+        steps.append(("norm", lambda m: m.init_weights()))
         if self.hc_head is not None:
-            self.hc_head.init_weights(std)
+            steps.append(("hc_head", lambda m: m.init_weights(std)))
         if self.lm_head is not None:
-            nn.init.normal_(self.lm_head.weight, std=std)
+            steps.append(("lm_head", lambda m: nn.init.normal_(m.weight, std=std)))
         if self.mtp is not None:
-            self.mtp.init_weights(std, out_std)
+            steps.append(("mtp", lambda m: m.init_weights(std, out_std)))
+        return steps
 
     @property
     def head_weight(self) -> torch.Tensor:

@@ -40,6 +40,7 @@ from .distributed import (
     shard,
 )
 from .metrics import Metrics, StepStats, progress_bar, step_line, step_record, val_line
+from .sharded_init import init_sharded
 
 
 def _moe_modules(model) -> list:
@@ -168,10 +169,13 @@ def _setup(cfg: TrainConfig, device: torch.device) -> _Run:
     seed_all(cfg.seed)
     check_fits(mc)
     model = HybridLM(mc, device="meta")
-    model.to_empty(device=device)
-    model.init_weights(seed=cfg.seed)
-    if world > 1:
+    if world > 1:  # shard on the meta device, then allocate and initialise only this rank's shards
         shard(model, parallel_mesh(world, cfg.ep, device) if cfg.ep > 1 else None)
+        model.to_empty(device=device)
+        init_sharded(model, cfg.seed)
+    else:
+        model.to_empty(device=device)
+        model.init_weights(seed=cfg.seed)
     model.train()
     opt = build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2),
                           muon_lr=cfg.muon_lr)

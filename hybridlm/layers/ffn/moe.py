@@ -156,8 +156,11 @@ class MoE(nn.Module):
 
     @torch.no_grad()
     def init_weights(self, std: float) -> None:
-        for p in (self.router.weight, self.gate_up_proj, self.down_proj):
-            nn.init.normal_(p, 0.0, std)
+        nn.init.normal_(self.router.weight, 0.0, std)
+        # one draw from the global RNG seeds every expert's own generator (init_experts), so a rank that holds some
+        # experts initialises exactly those, with the values a whole model would give them
+        self.expert_init = (int(torch.randint(0, 2**62, ())), std)
+        self.init_experts(self.gate_up_proj, self.down_proj, first=0)
         if self.shared is not None:
             self.shared.init_weights(std)
         if self.shared_gate is not None:
@@ -168,6 +171,19 @@ class MoE(nn.Module):
             g = torch.Generator().manual_seed(0)
             table = torch.rand(self.tid2eid.shape[0], self.cfg.num_experts, generator=g).argsort(-1)
             self.tid2eid.copy_(table[:, :self.cfg.top_k])
+
+    @torch.no_grad()
+    def init_experts(self, gate_up_E2ID: Tensor, down_EDI: Tensor, first: int) -> None:
+        """Normal(0, std) weights for experts first, first+1, ... in gate_up_E2ID / down_EDI (all experts or a
+        shard of them), each from a CPU generator seeded (expert_init seed + its global index): the same values
+        whatever the sharding and the device. No-op on the meta device."""
+        if gate_up_E2ID.device.type == "meta":
+            return
+        seed, std = self.expert_init
+        for e in range(gate_up_E2ID.shape[0]):
+            g = torch.Generator().manual_seed(seed + first + e)
+            for w in (gate_up_E2ID[e], down_EDI[e]):
+                w.copy_(torch.randn(w.shape, generator=g).mul_(std))
 
     # -- routing ---------------------------------------------------------------------------------
     def route(self, x_TD: Tensor, token_ids_T: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
