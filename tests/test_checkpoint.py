@@ -124,7 +124,7 @@ def test_sigkill_while_writing_checkpoints_leaves_a_loadable_latest(tmp_path):
 
 
 def test_export_to_hugging_face_and_generate(tmp_path):
-    train(setup_run(tmp_path / "biased", steps=2))
+    train(setup_run(tmp_path / "biased", steps=3))  # an odd count of +-gamma steps: the bias cannot return to 0
     with pytest.raises(ValueError, match="non-zero expert_bias .* pass --drop-expert-bias"):
         export_hf(tmp_path / "biased" / "run", tmp_path / "refused")
     train(setup_run(tmp_path, steps=2, tokenizer="bpe", vocab_size=300, seq_len=16, bias_update_rate=0.0))
