@@ -7,7 +7,8 @@ Target shape: one Kimi-Linear-48B KDA layer's op, B=1, T=2048, 32 heads x 128 (k
     python3 benchmarks/kda_chunked.py --quick    # fewer repetitions
 
 The two implementations and a 2048^3 torch.mm are alternated inside one process, best of N each, so they see the
-same machine state. "% of mm" divides hybridlm's algorithm GFLOP/s (the matmuls its chunked form does, the count
+same machine state; then the op's own matmuls are replayed alone (benchmarks/matmul_replay.py), with warm and
+with cold operands, which bounds what any fusion of the other work could reach. "% of mm" divides hybridlm's algorithm GFLOP/s (the matmuls its chunked form does, the count
 `KDA.flops_per_token` uses, which equals torch's FlopCounterMode) by the mm rate measured in the run. Decays are
 drawn as KDA's gate produces them at initialisation (-exp(A_log) softplus(dt_bias): A in [1, 16] per head, a rate
 in [1e-3, 0.1] per channel, jittered per token; the fastest channels decay by ~100 per chunk, so the sub-blocks are
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from common import best_of, setup  # benchmarks/common.py, beside this script
+from matmul_replay import record_matmuls, replay_time
 
 from hybridlm.ops.gated_delta_rule import inverse_unit_lower_flops
 from hybridlm.ops.gated_delta_rule import gated_delta_rule_chunked
@@ -86,6 +88,13 @@ def main():
             label = "strong decays (to -8/token)" if strong else "KDA-init decays"
             print(f"[{label}] mm 2048^3: {mm_rate:.1f} GFLOP/s")
             print(f"  hybridlm chunked: {best['ours'] * 1e3:8.1f} ms  {rate:6.1f} GFLOP/s = {rate / mm_rate:5.1%} of mm")
+            if not strong:  # the same matmuls alone: what the op's shapes allow with every other op free
+                calls = record_matmuls(ours)
+                for reuse, how in ((True, "warm operands"), (False, "cold operands")):
+                    t = min(replay_time(calls, reps, reuse=reuse), float("inf"))
+                    r = algorithm_flops(2048, H, d) / t / 1e9
+                    print(f"  its {len(calls)} matmuls alone, {how}: {t * 1e3:8.1f} ms  {r:6.1f} GFLOP/s = "
+                          f"{r / mm_rate:5.1%} of mm")
             if best["hf"] < float("inf"):
                 print(f"  transformers chunk_kimi_delta_attention: {best['hf'] * 1e3:8.1f} ms  "
                       f"-> hybridlm {best['hf'] / best['ours']:.1f}x faster")
