@@ -56,8 +56,10 @@ def record_matmuls(fn) -> list[Call]:
 def _make(spec, gen):
     if isinstance(spec, tuple) and spec and spec[0] == "T":
         _, shape, stride, dtype = spec
-        t = torch.empty_strided(shape, stride, dtype=dtype)
-        return t.normal_(generator=gen) if dtype.is_floating_point else t.zero_()
+        size = 1 + sum((n - 1) * st for n, st in zip(shape, stride)) if all(shape) else 0  # storage it spans
+        base = torch.empty(size, dtype=dtype)
+        base = base.normal_(generator=gen) if dtype.is_floating_point else base.zero_()
+        return base.as_strided(shape, stride)  # broadcast (stride-0) views stay views
     return spec
 
 
@@ -74,9 +76,12 @@ def _materialise(calls: list[Call], reuse: bool):
         args = tuple(_make(a, gen) for a in c.args)
         kwargs = {k: _make(v, gen) for k, v in c.kwargs.items()}
         if c.op is aten._grouped_mm.default:  # offsets of equal segments over the rows
-            rows = args[0].shape[0]
-            n = kwargs["offs"].numel()
-            kwargs["offs"] = torch.linspace(rows / n, rows, n).round().to(torch.int32)
+            rows, n = args[0].shape[0], args[1].shape[0]
+            offs = torch.linspace(rows / n, rows, n).round().to(torch.int32)
+            if "offs" in kwargs:
+                kwargs["offs"] = offs
+            else:
+                args = args[:2] + (offs,) + args[3:]
         made[key] = (c.op, args, kwargs)
         out.append(made[key])
     return out
