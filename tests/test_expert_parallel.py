@@ -21,13 +21,15 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: one intra-op 
 KW = {"steps": 4, "seq_len": 33, "warmup_steps": 1, "save_every": 0, "eval_every": 0, "val_sequences": 8}
 
 
-@pytest.mark.parametrize("world, ep, optimizer", [(2, 2, "adamw"), (4, 2, "adamw"), (4, 4, "adamw"), (2, 2, "muon")])
-def test_expert_parallel_matches_one_process(tmp_path, world, ep, optimizer):
-    # Muon orthogonalises each expert's gathered matrices whole and keeps this rank's experts
-    kw = {**KW, "batch_size": world, "optimizer": optimizer}
-    ref = train(setup_run(tmp_path / "one", grad_accum=world, **kw))
+@pytest.mark.parametrize("world, ep, optimizer, accum", [(2, 2, "adamw", 1), (4, 2, "adamw", 1), (4, 4, "adamw", 1),
+                                                         (2, 2, "muon", 1), (2, 2, "adamw", 2)])
+def test_expert_parallel_matches_one_process(tmp_path, world, ep, optimizer, accum):
+    # Muon orthogonalises each expert's gathered matrices whole and keeps this rank's experts; with accum 2 the
+    # first micro-batch's gradients stay unreduced on each rank (FSDP2's gradient sync off) until the second's
+    kw = {**KW, "batch_size": world * accum, "optimizer": optimizer}
+    ref = train(setup_run(tmp_path / "one", grad_accum=world * accum, **kw))
     cfg = setup_run(tmp_path / "ep", **kw)
-    run = torchrun(cfg, "--ep", str(ep), "--optimizer", optimizer, nproc=world)
+    run = torchrun(cfg, "--ep", str(ep), "--optimizer", optimizer, "--grad-accum", str(accum), nproc=world)
     assert run.returncode == 0, run.stderr[-3000:]
     assert f'"parallel":{{"dp":{world // ep},"ep":{ep}}}' in re.sub(r"\s", "", run.stdout)  # the announced layout
     recs = [r for r in metrics(tmp_path / "ep" / "run") if "loss" in r]
