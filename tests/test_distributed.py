@@ -23,15 +23,20 @@ RTOL = 1e-5
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: one intra-op thread
 
 
-def torchrun(cfg, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "hybridlm.cli", "train", cfg.model, "--data", cfg.data, "--out", cfg.out,
-           "--steps", str(cfg.steps), "--batch-size", str(cfg.batch_size), "--seq-len", str(cfg.seq_len),
-           "--warmup-steps", str(cfg.warmup_steps), "--save-every", str(cfg.save_every),
-           "--eval-every", str(cfg.eval_every), "--val-sequences", str(cfg.val_sequences),
-           "--log-every", "1", "--no-progress", "--device", "cpu", *extra]
+def torchrun_cmd(cfg, *extra: str, nproc: int = 2) -> list[str]:
+    """`hybridlm train` under torchrun on `nproc` CPU processes with cfg's run settings (later flags override)."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+            "-m", "hybridlm.cli", "train", cfg.model, "--data", cfg.data, "--out", cfg.out,
+            "--steps", str(cfg.steps), "--batch-size", str(cfg.batch_size), "--seq-len", str(cfg.seq_len),
+            "--warmup-steps", str(cfg.warmup_steps), "--save-every", str(cfg.save_every),
+            "--eval-every", str(cfg.eval_every), "--val-sequences", str(cfg.val_sequences),
+            "--log-every", "1", "--no-progress", "--device", "cpu", *extra]
+
+
+def torchrun(cfg, *extra: str, nproc: int = 2) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
+    return subprocess.run(torchrun_cmd(cfg, *extra, nproc=nproc), env=env, capture_output=True, text=True,
+                          timeout=300, check=False)
 
 
 def test_two_ranks_match_one_process_stop_on_nan_and_resume(tmp_path):
