@@ -131,6 +131,7 @@ def test_export_a_sharded_checkpoint_to_the_single_directory_layout_and_to_huggi
         main(["export", str(out), str(tmp_path / "x"), "--format", "dcp"])
     assert main(["export", str(out), str(single), "--format", "hybridlm"]) == 2  # holds a run already
 
+    assert main(["generate", str(out), "--prompt", "the", "--max-new-tokens", "3"]) == 0  # reads the shards too
     assert main(["export", str(out), str(hf), "--drop-expert-bias"]) == 0  # the default: Hugging Face
     x = torch.randint(0, 256, (1, 19))
     with torch.no_grad():
@@ -217,3 +218,26 @@ def test_sigkill_inside_a_two_rank_save_keeps_the_previous_checkpoint(runs, tmp_
     train(dataclasses.replace(cfg, stop_at=3, checkpoint_format="dcp"))  # resumes; its own save clears the .tmp
     torch.testing.assert_close(torch.tensor(losses(out)[-1]), torch.tensor(ref.losses[2]), rtol=RTOL, atol=0)
     assert not tmp.exists() and Checkpoint.open(out).step == 3 and Checkpoint.open(out).layout == "dcp"
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_one_process_dcp_resume_is_bitwise_and_a_failed_shard_write_keeps_latest(tmp_path, monkeypatch, optimizer):
+    kw = {**KW, "steps": 3, "grad_accum": 2, "optimizer": optimizer}
+    straight = train(setup_run(tmp_path / "a", **kw))
+    cfg = setup_run(tmp_path / "b", checkpoint_format="dcp", stop_at=2, **kw)
+    first = train(cfg)
+    assert Checkpoint.open(cfg.out).layout == "dcp"
+    second = train(dataclasses.replace(cfg, stop_at=None, resume=True))
+    assert first.losses + second.losses == straight.losses  # bitwise: same process layout, same order
+
+    import safetensors.torch  # DCP's writer serialises each rank's file with safetensors.torch.save
+
+    def full_disk(*a, **kw):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(safetensors.torch, "save", full_disk)
+    msg = one_line_error(lambda: train(dataclasses.replace(cfg, steps=4, resume=True)),
+                         "step_000004.tmp: could not write the shard files", "No space left on device",
+                         "removed the partial step_000004.tmp", "latest still names step_000003")
+    assert "Traceback" not in msg
+    assert (tmp_path / "b" / "run" / "latest").read_text() == "step_000003\n"
+    assert not list((tmp_path / "b" / "run").glob("*.tmp"))

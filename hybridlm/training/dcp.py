@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint import HuggingFaceStorageReader, HuggingFaceStorageWriter
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import (
     get_model_state_dict,
     get_optimizer_state_dict,
@@ -48,7 +49,7 @@ from torch.distributed.tensor import DTensor
 
 from ..interop import checkpoint as ckpt
 from ..interop import shards
-from ..interop.safeio import CheckpointError, check_finite, spec, tensor_bytes, tensor_mismatch
+from ..interop.safeio import CheckpointError, check_finite, reason, spec, tensor_bytes, tensor_mismatch
 from .distributed import all_reduce_sum, dist_info
 
 PAUSE_ENV = "HYBRIDLM_DEBUG_SAVE_PAUSE"
@@ -59,10 +60,12 @@ def _local(t: torch.Tensor) -> torch.Tensor:
 
 
 def _why(e: BaseException) -> str:
-    """One line from an exception DCP raised (its CheckpointException lists each rank's traceback)."""
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    last = next((ln for ln in reversed(lines) if not ln.startswith(("File ", "Traceback", "^", "~"))), "")
-    return f"{type(e).__name__}: {last or e}"[:400]
+    """One line for an exception from dcp.save / dcp.load: its CheckpointException (a BaseException) carries each
+    failed rank's exception; the first one's reason is enough to name the problem."""
+    if isinstance(e, CheckpointException) and e.failures:
+        rank, (inner, _) = sorted(e.failures.items(), key=lambda kv: kv[0])[0]
+        return f"rank {rank}: {type(inner).__name__}: {reason(inner)}"[:400]
+    return f"{type(e).__name__}: {reason(e)}"[:400]
 
 
 def _any_failed(failed: bool, device: torch.device) -> bool:
@@ -97,7 +100,7 @@ def save_sharded(out: str | Path, step: int, *, model, optimizer, device: torch.
             for sub, tensors in (("model", msd), ("optim", opt_tensors)):
                 # returns on every rank only once all ranks' files are written and fsynced
                 dcp.save(tensors, storage_writer=HuggingFaceStorageWriter(str(tmp / sub), save_distributed=True))
-    except Exception as e:  # noqa: BLE001 - DCP wraps every rank's failure (ENOSPC, ...) in CheckpointException
+    except (Exception, CheckpointException) as e:  # DCP wraps every rank's failure (ENOSPC, ...)
         err = CheckpointError(f"{tmp}: could not write the shard files ({_why(e)})")
     if _any_failed(err is not None, device):
         if rank == 0:
@@ -141,7 +144,7 @@ def load_sharded(c: ckpt.Checkpoint, model, optimizer, device: torch.device) -> 
             warnings.filterwarnings("ignore", message=".*assuming the intent is to.*")
             dcp.load(msd, storage_reader=HuggingFaceStorageReader(str(c.path / "model")))
             dcp.load(opt_tensors, storage_reader=HuggingFaceStorageReader(str(c.path / "optim")))
-    except Exception as e:  # noqa: BLE001 - a file that changed after the checks above
+    except (Exception, CheckpointException) as e:  # a file that changed after the checks above
         raise CheckpointError(f"{c.path}: reading the shard files failed ({_why(e)})") from None
     err = None
     try:  # each rank sees only its pieces: agree before anyone goes on
