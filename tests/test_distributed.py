@@ -44,7 +44,7 @@ def test_two_ranks_match_one_process_stop_on_nan_and_resume(tmp_path):
     ref = train(setup_run(tmp_path / "one", grad_accum=2, **kw))
     cfg = setup_run(tmp_path / "two", **kw)
 
-    # Run 1: a NaN at step 5 stops both ranks; the step-3 checkpoint (written by rank 0 from FSDP2 shards) stays.
+    # Run 1: a NaN at step 5 stops both ranks; the step-3 checkpoint (dcp: each rank wrote its shards) stays.
     first = torchrun(cfg, "--debug-nan-step", "5")
     assert first.returncode != 0
     assert "hybridlm train: error: step 5: loss is nan" in first.stderr
@@ -66,7 +66,7 @@ def test_two_ranks_match_one_process_stop_on_nan_and_resume(tmp_path):
     torch.testing.assert_close(torch.tensor(gnorm), torch.tensor([r["gnorm"] for r in ref_recs]), rtol=RTOL,
                                atol=0)  # the gradient norm too: gradients are averaged over ranks, not summed
     torch.testing.assert_close(torch.tensor(vals), torch.tensor([v["val_loss"] for v in ref.val]), rtol=RTOL, atol=0)
-    # The checkpoint holds full (unsharded) weights: the 1-process run's, to well under one lr step (3e-3).
+    # The checkpoint's shards, put together, are the 1-process run's weights, to well under one lr step (3e-3).
     a, b = Checkpoint.open(tmp_path / "one" / "run").model_state(), Checkpoint.open(cfg.out).model_state()
     assert a.keys() == b.keys()
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5

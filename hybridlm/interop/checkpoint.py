@@ -12,7 +12,13 @@ A run directory holds step directories and a `latest` pointer:
         model_config.json           ModelConfig.to_json
         train_config.json           TrainConfig as JSON
         tokenizer.json              only when the run used a BPE / Hugging Face tokenizer (otherwise bytes)
-        hybridlm_checkpoint.json    the marker: format, step, and the size of every file above; written last
+        hybridlm_checkpoint.json    the marker: format, layout, step, and the size of every file above; written last
+
+That is the `full` layout. The `dcp` layout (training/dcp.py: torch.distributed.checkpoint, every rank writing its
+own pieces) replaces model.safetensors / optimizer.safetensors with the folders model/ and optim/, one safetensors
+shard file per rank, each piece's place in the whole tensor in its header (interop/shards.py reads them in one
+process); the other files, the marker (listing model/<file> and optim/<file> too) and the atomic scheme below are
+the same. `Checkpoint` reads both layouts; `export_full` turns any checkpoint into a `full` run directory.
 
 Saving writes everything into `step_000200.tmp/`, fsyncs each file, renames the directory to `step_000200/`,
 fsyncs the parent, then moves `latest`. A process killed at any moment therefore leaves `latest` naming a

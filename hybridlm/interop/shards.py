@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from .safeio import CheckpointError, Spec, check_finite, header_specs, open_safetensors
 
@@ -74,8 +75,9 @@ def _offsets(f: Path, handle) -> dict[str, list[int]]:
 
 def layout(directory: str | Path) -> dict[str, Entry]:
     """Every tensor of a shard directory: dtype, whole shape and pieces, from the headers alone. Checks that each
-    tensor's pieces agree in dtype and rank and cover it exactly (volumes add up to the whole, none overlaps an
-    end), so a missing or foreign shard file is reported here, naming a tensor it held."""
+    tensor's pieces agree in dtype and rank and that their volumes add up to the whole (its extent over all pieces),
+    so a missing or foreign shard file is reported here, naming a tensor it held. (Without the pieces at the far end
+    the extent itself shrinks: the check against the model's shapes then names the tensor.)"""
     entries: dict[str, Entry] = {}
     for f in shard_files(directory):
         handle = open_safetensors(f)
@@ -113,10 +115,11 @@ def assemble(entries: dict[str, Entry], keys=None) -> dict[str, torch.Tensor]:
         e = entries[key]
         whole = None
         for p in e.pieces:
-            h = handles.get(p.file) or handles.setdefault(p.file, open_safetensors(p.file))
+            if p.file not in handles:
+                handles[p.file] = open_safetensors(p.file)
             try:
-                t = h.get_tensor(key)
-            except Exception as err:  # safetensors' own error types vary: a file cut short after its header
+                t = handles[p.file].get_tensor(key)
+            except (SafetensorError, OSError) as err:  # e.g. a file cut short after its header
                 raise CheckpointError(f"{p.file}: tensor {key} unreadable ({' '.join(str(err).split())})") from None
             if whole is None:
                 whole = torch.empty(e.shape, dtype=t.dtype)
