@@ -187,6 +187,10 @@ def test_missing_truncated_and_misshaped_shards_give_one_line_errors(runs, tmp_p
     refresh_manifest(d)
     one_line_error(lambda: train(cfg), f"{d / 'model'} does not match the model", "mis-shaped (1): "
                    "layers.1.ffn.expert_bias: checkpoint (5,) vs model (4,)")
+    two = torchrun(cfg, "--resume")  # both ranks check the headers before DCP reads: both stop, neither hangs
+    assert two.returncode != 0
+    assert two.stderr.count("hybridlm train: error: ") == 2 and "CheckpointException" not in two.stderr
+    assert "layers.1.ffn.expert_bias: checkpoint (5,) vs model (4,)" in two.stderr
 
     def nan(t, info):
         t["layers.1.ffn.expert_bias"] = torch.full((4,), float("nan"))
