@@ -4,7 +4,7 @@ A run directory holds step directories and a `latest` pointer:
 
     OUT/latest                      "step_000200\n", replaced atomically (temp file + fsync + os.replace)
     OUT/step_000200/
-        model.safetensors           full (unsharded) model state: weights and persistent buffers (expert bias)
+        model.safetensors           whole (unsharded) model state: weights and persistent buffers (expert bias)
         optimizer.safetensors       optimizer tensors, keyed "<param name>::<state key>"
         optimizer.json              param groups (hyperparameters, parameter names) and non-tensor state
         rng.safetensors             torch RNG state of every rank ([world, S] per device kind)
