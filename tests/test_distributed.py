@@ -23,15 +23,20 @@ RTOL = 1e-5
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: one intra-op thread
 
 
+def torchrun_cmd(cfg, *extra: str, nproc: int = 2) -> list[str]:
+    """`hybridlm train` under torchrun on `nproc` CPU processes with cfg's run settings (later flags override)."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+            "-m", "hybridlm.cli", "train", cfg.model, "--data", cfg.data, "--out", cfg.out,
+            "--steps", str(cfg.steps), "--batch-size", str(cfg.batch_size), "--seq-len", str(cfg.seq_len),
+            "--warmup-steps", str(cfg.warmup_steps), "--save-every", str(cfg.save_every),
+            "--eval-every", str(cfg.eval_every), "--val-sequences", str(cfg.val_sequences),
+            "--log-every", "1", "--no-progress", "--device", "cpu", *extra]
+
+
 def torchrun(cfg, *extra: str, nproc: int = 2) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-           "-m", "hybridlm.cli", "train", cfg.model, "--data", cfg.data, "--out", cfg.out,
-           "--steps", str(cfg.steps), "--batch-size", str(cfg.batch_size), "--seq-len", str(cfg.seq_len),
-           "--warmup-steps", str(cfg.warmup_steps), "--save-every", str(cfg.save_every),
-           "--eval-every", str(cfg.eval_every), "--val-sequences", str(cfg.val_sequences),
-           "--log-every", "1", "--no-progress", "--device", "cpu", *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
+    return subprocess.run(torchrun_cmd(cfg, *extra, nproc=nproc), env=env, capture_output=True, text=True,
+                          timeout=300, check=False)
 
 
 def test_two_ranks_match_one_process_stop_on_nan_and_resume(tmp_path):
@@ -39,7 +44,7 @@ def test_two_ranks_match_one_process_stop_on_nan_and_resume(tmp_path):
     ref = train(setup_run(tmp_path / "one", grad_accum=2, **kw))
     cfg = setup_run(tmp_path / "two", **kw)
 
-    # Run 1: a NaN at step 5 stops both ranks; the step-3 checkpoint (written by rank 0 from FSDP2 shards) stays.
+    # Run 1: a NaN at step 5 stops both ranks; the step-3 checkpoint (dcp: each rank wrote its shards) stays.
     first = torchrun(cfg, "--debug-nan-step", "5")
     assert first.returncode != 0
     assert "hybridlm train: error: step 5: loss is nan" in first.stderr
@@ -61,7 +66,7 @@ def test_two_ranks_match_one_process_stop_on_nan_and_resume(tmp_path):
     torch.testing.assert_close(torch.tensor(gnorm), torch.tensor([r["gnorm"] for r in ref_recs]), rtol=RTOL,
                                atol=0)  # the gradient norm too: gradients are averaged over ranks, not summed
     torch.testing.assert_close(torch.tensor(vals), torch.tensor([v["val_loss"] for v in ref.val]), rtol=RTOL, atol=0)
-    # The checkpoint holds full (unsharded) weights: the 1-process run's, to well under one lr step (3e-3).
+    # The checkpoint's shards, put together, are the 1-process run's weights, to well under one lr step (3e-3).
     a, b = Checkpoint.open(tmp_path / "one" / "run").model_state(), Checkpoint.open(cfg.out).model_state()
     assert a.keys() == b.keys()
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5

@@ -4,7 +4,7 @@ A run directory holds step directories and a `latest` pointer:
 
     OUT/latest                      "step_000200\n", replaced atomically (temp file + fsync + os.replace)
     OUT/step_000200/
-        model.safetensors           full (unsharded) model state: weights and persistent buffers (expert bias)
+        model.safetensors           whole (unsharded) model state: weights and persistent buffers (expert bias)
         optimizer.safetensors       optimizer tensors, keyed "<param name>::<state key>"
         optimizer.json              param groups (hyperparameters, parameter names) and non-tensor state
         rng.safetensors             torch RNG state of every rank ([world, S] per device kind)
@@ -12,7 +12,13 @@ A run directory holds step directories and a `latest` pointer:
         model_config.json           ModelConfig.to_json
         train_config.json           TrainConfig as JSON
         tokenizer.json              only when the run used a BPE / Hugging Face tokenizer (otherwise bytes)
-        hybridlm_checkpoint.json    the marker: format, step, and the size of every file above; written last
+        hybridlm_checkpoint.json    the marker: format, layout, step, and the size of every file above; written last
+
+That is the `full` layout. The `dcp` layout (training/dcp.py: torch.distributed.checkpoint, every rank writing its
+own pieces) replaces model.safetensors / optimizer.safetensors with the folders model/ and optim/, one safetensors
+shard file per rank, each piece's place in the whole tensor in its header (interop/shards.py reads them in one
+process); the other files, the marker (listing model/<file> and optim/<file> too) and the atomic scheme below are
+the same. `Checkpoint` reads both layouts; `export_full` turns any checkpoint into a `full` run directory.
 
 Saving writes everything into `step_000200.tmp/`, fsyncs each file, renames the directory to `step_000200/`,
 fsyncs the parent, then moves `latest`. A process killed at any moment therefore leaves `latest` naming a
@@ -38,10 +44,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from . import shards
 from .safeio import (
     CheckpointError,
     check_free_space,
     header_specs,
+    is_float,
     open_safetensors,
     read_json,
     read_safetensors,
@@ -56,6 +64,8 @@ MARKER = "hybridlm_checkpoint.json"
 FORMAT = "hybridlm-checkpoint"
 VERSION = 1
 SEP = "::"
+SHARD_DIRS = ("model", "optim")  # a dcp checkpoint's shard folders: model weights, optimizer tensors
+LAYOUTS = ("full", "dcp")  # the marker's "layout" (absent: full, as written before sharded checkpoints)
 
 
 # -- atomic file primitives ------------------------------------------------------------------------------------
@@ -136,39 +146,71 @@ def save(out: str | Path, step: int, *, model_state: dict[str, torch.Tensor], op
     """Write one complete checkpoint of `step` under `out` (see the module docstring); returns its directory.
     Raises CheckpointError, before writing anything, when the disk lacks the space, and after removing the partial
     temporary directory when a write fails; `latest` then still names the last good checkpoint."""
+    opt_tensors, opt_meta = optimizer_to_files(optim_state)
+    tensors = {"model.safetensors": model_state, "optimizer.safetensors": opt_tensors}
+    final, tmp = begin(out, step, sum(tensor_bytes(t) for t in tensors.values()) + tensor_bytes(rng)
+                       + (Path(tokenizer_file).stat().st_size if tokenizer_file is not None else 0) + 65536)
+    try:
+        for name, t in tensors.items():
+            write_tensors(tmp / name, t)
+        write_run_files(tmp, step, optim_meta=opt_meta, trainer=trainer, model_config_json=model_config_json,
+                        train_config=train_config, rng=rng, tokenizer_file=tokenizer_file)
+    except CheckpointError as e:
+        raise abandon(tmp, e) from None
+    return commit(tmp, final, step, keep, "full")
+
+
+def begin(out: str | Path, step: int, nbytes: int) -> tuple[Path, Path]:
+    """Start a save of `step`: make OUT, clear stale temporaries, check `nbytes` fit, create the empty temporary
+    directory. -> (the step directory it will become, the temporary directory)."""
     out = Path(out)
     with writing(out):
         out.mkdir(parents=True, exist_ok=True)
     for stale in list(out.glob("step_*.tmp")) + list(out.glob("step_*.old")):
         shutil.rmtree(stale, ignore_errors=True)
-    final = out / step_name(step)
-    tmp = out / (step_name(step) + ".tmp")
-    opt_tensors, opt_meta = optimizer_to_files(optim_state)
-    tensors = {"model.safetensors": model_state, "optimizer.safetensors": opt_tensors, "rng.safetensors": rng}
-    texts = {"optimizer.json": json.dumps(opt_meta, indent=2) + "\n",
+    check_free_space(out, nbytes)
+    final, tmp = out / step_name(step), out / (step_name(step) + ".tmp")
+    with writing(tmp):
+        tmp.mkdir()
+    return final, tmp
+
+
+def write_run_files(tmp: Path, step: int, *, optim_meta: dict, trainer: dict, model_config_json: str,
+                    train_config: dict, rng: dict[str, torch.Tensor], tokenizer_file: str | Path | None) -> None:
+    """The files both layouts share: RNG states, optimizer / trainer / config JSON, the tokenizer."""
+    write_tensors(tmp / "rng.safetensors", rng)
+    texts = {"optimizer.json": json.dumps(optim_meta, indent=2) + "\n",
              "trainer.json": json.dumps({"step": step, **trainer}, indent=2) + "\n",
              "train_config.json": json.dumps(train_config, indent=2) + "\n",
              "model_config.json": model_config_json + "\n"}
-    check_free_space(out, sum(tensor_bytes(t) for t in tensors.values()) + sum(len(t.encode()) for t in texts.values())
-                     + (Path(tokenizer_file).stat().st_size if tokenizer_file is not None else 0) + 4096)
+    for name, text in texts.items():
+        write_text(tmp / name, text)
+    if tokenizer_file is not None:
+        with writing(tmp / "tokenizer.json"):
+            shutil.copyfile(tokenizer_file, tmp / "tokenizer.json")
+            _fsync_file(tmp / "tokenizer.json")
+
+
+def abandon(tmp: Path, e: CheckpointError) -> CheckpointError:
+    """Remove a partial temporary directory; -> the error to raise, saying what `latest` still names."""
+    shutil.rmtree(tmp, ignore_errors=True)
+    return CheckpointError(f"{e}; removed the partial {tmp.name}, {_still_latest(tmp.parent)}")
+
+
+def commit(tmp: Path, final: Path, step: int, keep: int, layout: str) -> Path:
+    """Finish a save whose files are all in `tmp` (fsynced): write the marker listing every file (paths relative to
+    the step directory) and its size, fsync, rename `tmp` to `final`, move `latest`, prune. -> final."""
+    assert layout in LAYOUTS, layout
+    out = final.parent
     try:
+        files = {f.relative_to(tmp).as_posix(): f.stat().st_size for f in sorted(tmp.rglob("*")) if f.is_file()}
+        write_json(tmp / MARKER, {"format": FORMAT, "version": VERSION, "layout": layout, "step": step,
+                                  "files": files})
         with writing(tmp):
-            tmp.mkdir()
-        for name, t in tensors.items():
-            write_tensors(tmp / name, t)
-        for name, text in texts.items():
-            write_text(tmp / name, text)
-        if tokenizer_file is not None:
-            with writing(tmp / "tokenizer.json"):
-                shutil.copyfile(tokenizer_file, tmp / "tokenizer.json")
-                _fsync_file(tmp / "tokenizer.json")
-        files = {f.name: f.stat().st_size for f in sorted(tmp.iterdir())}
-        write_json(tmp / MARKER, {"format": FORMAT, "version": VERSION, "step": step, "files": files})
-        with writing(tmp):
-            _fsync_dir(tmp)
+            for d in [p for p in tmp.rglob("*") if p.is_dir()] + [tmp]:
+                _fsync_dir(d)
     except CheckpointError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise CheckpointError(f"{e}; removed the partial {tmp.name}, {_still_latest(out)}") from None
+        raise abandon(tmp, e) from None
     _publish(tmp, final)
     try:
         replace_text(out / "latest", final.name + "\n")
@@ -239,11 +281,13 @@ def resolve(path: str | Path) -> Path:
     if meta["format"] != FORMAT or meta["version"] != VERSION:
         raise CheckpointError(f"{p / MARKER}: format {meta['format']!r} v{meta['version']!r}, "
                               f"expected {FORMAT!r} v{VERSION}")
+    if meta.get("layout", "full") not in LAYOUTS:
+        raise CheckpointError(f"{p / MARKER}: layout {meta['layout']!r}, expected one of {list(LAYOUTS)}")
     files = meta["files"]
     if not isinstance(files, dict) or not all(
-            isinstance(n, str) and Path(n).name == n and n not in ("", ".", "..") and type(size) is int
-            for n, size in files.items()):
-        raise CheckpointError(f"{p / MARKER}: 'files' must map plain file names to sizes in bytes")
+            isinstance(n, str) and _inside(n) and type(size) is int for n, size in files.items()):
+        raise CheckpointError(f"{p / MARKER}: 'files' must map file paths inside the step directory (a name, or "
+                              f"folder/name) to sizes in bytes")
     for name, size in files.items():
         f = p / name
         if not f.is_file():
@@ -252,7 +296,19 @@ def resolve(path: str | Path) -> Path:
         if have != size:
             raise CheckpointError(f"{f}: size differs from the manifest ({have} vs {size} bytes): the file was "
                                   f"modified or truncated")
+    if meta.get("layout") == "dcp":  # DCP's reader takes every shard file in these folders: no strays
+        for sub in SHARD_DIRS:
+            stray = sorted(f.name for f in (p / sub).glob("*.safetensors") if f"{sub}/{f.name}" not in files)
+            if stray:
+                raise CheckpointError(f"{p / sub / stray[0]}: not in the manifest {MARKER} (a shard file from another "
+                                      f"save?)")
     return p
+
+
+def _inside(name: str) -> bool:
+    """A manifest entry: a plain file name, or one folder deep (a sharded checkpoint's model/<shard file>)."""
+    parts = name.split("/")
+    return 1 <= len(parts) <= 2 and all(x not in ("", ".", "..") and "\\" not in x for x in parts)
 
 
 def latest_step_dir(out: str | Path) -> Path | None:
@@ -273,6 +329,15 @@ class Checkpoint:
         return read_json(self.path / name, required)
 
     @property
+    def layout(self) -> str:
+        """'full' (model.safetensors + optimizer.safetensors) or 'dcp' (model/ + optim/ shard files of every rank)."""
+        return self.json(MARKER).get("layout", "full")
+
+    def shard_layout(self, sub: str) -> dict[str, shards.Entry]:
+        """A dcp checkpoint's model/ or optim/ tensors: dtype, whole shape, pieces (headers only)."""
+        return shards.layout(self.path / sub)
+
+    @property
     def step(self) -> int:
         step = self.json("trainer.json", ("step",))["step"]
         if type(step) is not int or step < 0:
@@ -287,14 +352,16 @@ class Checkpoint:
         """The model's tensors. With `model` (a meta model will do), the file's names, shapes and dtypes are first
         checked against model.state_dict() from the header alone, so a mismatch is reported before anything is
         read; floating tensors are always checked finite."""
+        if self.layout == "dcp":  # whole tensors copied together from every rank's shard file
+            entries = self.shard_layout("model")
+            if model is not None:
+                check_model_specs(self.path / "model", shards.specs(entries), model)
+            return shards.assemble(entries)
         f = self.path / "model.safetensors"
         if model is None:
             return read_safetensors(f)
         handle = open_safetensors(f)
-        need = {k: spec(v) for k, v in model.state_dict().items()}
-        problems = tensor_mismatch(need, header_specs(f, handle), exact_dtype=True)
-        if problems:
-            raise CheckpointError(f"{f} does not match the model of model_config.json: {problems}")
+        need = check_model_specs(f, header_specs(f, handle), model)
         return {k: read_tensor(f, handle, k) for k in need}
 
     def optimizer_state(self, model: torch.nn.Module | None = None,
@@ -302,8 +369,18 @@ class Checkpoint:
         """The name-keyed optimizer state dict. With `model` (and `optimizer`), every state tensor must belong to
         one of its parameters with that parameter's shape (or be a scalar such as `step`), and the param groups
         must hold the same parameter names as `optimizer`'s."""
-        f = self.path / "optimizer.safetensors"
-        tensors = read_safetensors(f)
+        f = self.path / ("optim" if self.layout == "dcp" else "optimizer.safetensors")
+        tensors = shards.read_whole(f) if self.layout == "dcp" else read_safetensors(f)
+        meta = self.optimizer_meta()
+        odd = [k for k in tensors if SEP not in k]
+        if odd:
+            raise CheckpointError(f"{f}: tensor {odd[0]!r} is not named '<parameter>{SEP}<state key>'")
+        if model is not None:
+            _check_optimizer(self.path, f, tensors, meta, model, optimizer)
+        return optimizer_from_files(tensors, meta)
+
+    def optimizer_meta(self) -> dict:
+        """optimizer.json: param groups (hyperparameters, parameter names) and non-tensor state, checked in form."""
         meta = self.json("optimizer.json", ("param_groups", "scalars"))
         groups, scalars = meta["param_groups"], meta["scalars"]
         if not (isinstance(groups, list) and all(isinstance(g, dict) and isinstance(g.get("params"), list)
@@ -311,12 +388,7 @@ class Checkpoint:
                 and isinstance(scalars, dict) and all(isinstance(v, dict) for v in scalars.values())):
             raise CheckpointError(f"{self.path / 'optimizer.json'}: param_groups must be a list of objects with "
                                   f"'params' lists and scalars an object of objects")
-        odd = [k for k in tensors if SEP not in k]
-        if odd:
-            raise CheckpointError(f"{f}: tensor {odd[0]!r} is not named '<parameter>{SEP}<state key>'")
-        if model is not None:
-            _check_optimizer(self.path, tensors, meta, model, optimizer)
-        return optimizer_from_files(tensors, meta)
+        return meta
 
     def rng(self) -> dict[str, torch.Tensor]:
         f = self.path / "rng.safetensors"
@@ -350,16 +422,32 @@ class Checkpoint:
         return model
 
 
-def _check_optimizer(path: Path, tensors: dict[str, torch.Tensor], meta: dict, model: torch.nn.Module,
+def check_model_specs(f: Path, have: dict, model: torch.nn.Module) -> dict:
+    """The checkpoint's tensors (`have`: name -> (shape, dtype) of the whole tensors) against model.state_dict()
+    (a meta or sharded model will do: a DTensor's shape is the whole one); -> the model's specs."""
+    need = {k: spec(v) for k, v in model.state_dict().items()}
+    problems = tensor_mismatch(need, have, exact_dtype=True)
+    if problems:
+        raise CheckpointError(f"{f} does not match the model of model_config.json: {problems}")
+    return need
+
+
+def _check_optimizer(path: Path, f: Path, tensors: dict[str, torch.Tensor], meta: dict, model: torch.nn.Module,
                      optimizer: torch.optim.Optimizer | None) -> None:
     """Optimizer state against the model it is about to be loaded into (see Checkpoint.optimizer_state)."""
+    check_optimizer_specs(path, f, {k: spec(t) for k, t in tensors.items()}, meta, model, optimizer)
+
+
+def check_optimizer_specs(path: Path, f: Path, have: dict, meta: dict, model: torch.nn.Module,
+                          optimizer: torch.optim.Optimizer | None) -> None:
+    """Optimizer tensors (`have`: "<param>::<key>" -> (shape, dtype) of the whole tensors, from a file or from shard
+    headers) and optimizer.json's `meta` against the model's parameters and `optimizer`'s param groups."""
     params = dict(model.named_parameters())
-    f = path / "optimizer.safetensors"
-    owners = {k.split(SEP, 1)[0] for k in tensors} | set(meta["scalars"])
+    owners = {k.split(SEP, 1)[0] for k in have} | set(meta["scalars"])
     unexpected = sorted(owners - set(params))
-    misshaped = [f"{k}: checkpoint {tuple(t.shape)} vs parameter {tuple(params[n].shape)}" for k, t in tensors.items()
-                 if (n := k.split(SEP, 1)[0]) in params and tuple(t.shape) not in (tuple(params[n].shape), ())]
-    not_float = [f"{k}: {spec(t)[1]}" for k, t in tensors.items() if not t.is_floating_point()]
+    misshaped = [f"{k}: checkpoint {shape} vs parameter {tuple(params[n].shape)}" for k, (shape, _) in have.items()
+                 if (n := k.split(SEP, 1)[0]) in params and shape not in (tuple(params[n].shape), ())]
+    not_float = [f"{k}: {dtype}" for k, (_, dtype) in have.items() if not is_float(dtype)]
     parts = [f"{title} ({len(items)}): " + ", ".join(items[:20]) for title, items in (
         ("for unknown parameters", unexpected), ("mis-shaped", misshaped), ("not floating point", not_float)) if items]
     if parts:
@@ -403,3 +491,21 @@ def export_hf(checkpoint: str | Path, hf_dir: str | Path, drop_expert_bias: bool
         with writing(hf_dir / "tokenizer.json"):
             shutil.copyfile(ckpt.tokenizer_file(), hf_dir / "tokenizer.json")
     return hf_dir
+
+
+def export_full(checkpoint: str | Path, out: str | Path) -> Path:
+    """Any training checkpoint (a sharded `dcp` one included: read in this one process, no process group) -> a new
+    run directory `out` holding it in the single-directory layout (out/step_XXXXXX + out/latest): the same weights,
+    optimizer state, RNG rows, scheduler and data position, so `--out OUT --resume` continues it on any world size."""
+    ck = Checkpoint.open(checkpoint)
+    out = Path(out)
+    if (out / "latest").exists():
+        raise CheckpointError(f"{out}: already holds a run ({out / 'latest'}); choose another output directory")
+    from ..model import HybridLM
+    model = HybridLM(ck.model_config(), device="meta")  # names and shapes to check the files against
+    trainer = ck.json("trainer.json", ("step",))
+    step = ck.step
+    return save(out, step, model_state=ck.model_state(model), optim_state=ck.optimizer_state(model),
+                trainer={k: v for k, v in trainer.items() if k != "step"},
+                model_config_json=(ck.path / "model_config.json").read_text(encoding="utf-8").strip(),
+                train_config=ck.json("train_config.json"), rng=ck.rng(), tokenizer_file=ck.tokenizer_file(), keep=1)

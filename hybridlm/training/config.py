@@ -55,6 +55,9 @@ class TrainConfig:
     eval_every: int = _f(100, "steps between validations (and at the end; 0 = only at the end)")
     save_every: int = _f(100, "steps between checkpoints (and at the end; 0 = only at the end)")
     keep: int = _f(3, "checkpoints kept")
+    checkpoint_format: Literal["auto", "full", "dcp"] = _f(
+        "auto", "auto = dcp when the world size is > 1, else full; full = whole tensors gathered to rank 0 into "
+                "model.safetensors; dcp = every rank writes its own shard files (torch.distributed.checkpoint)")
     tensorboard: bool = _f(False, "also write TensorBoard events to OUT/tb (needs tensorboard)")
     progress: bool = _f(True, "show a progress bar")
     stop_at: int | None = _f(None, "end this process after this step, with a checkpoint (the schedule still spans "
@@ -76,6 +79,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.optimizer={self.optimizer!r}: must be 'adamw' or 'muon'")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"TrainConfig.precision={self.precision!r}: must be auto, fp32 or bf16")
+        if self.checkpoint_format not in ("auto", "full", "dcp"):
+            raise ValueError(f"TrainConfig.checkpoint_format={self.checkpoint_format!r}: must be auto, full or dcp")
         if self.keep < 1:
             raise ValueError(f"TrainConfig.keep={self.keep}: must keep at least 1 checkpoint")
 

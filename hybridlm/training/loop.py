@@ -24,6 +24,7 @@ import torch
 
 from ..interop import checkpoint as ckpt
 from .config import NonFiniteLossError, TrainConfig, TrainResult, model_config
+from .dcp import load_sharded, save_sharded
 from .data import Batches, PackedData, load_tokenizer, pack, read_documents, train_bpe, unigram_loss
 from .distributed import (
     all_reduce_sum,
@@ -214,12 +215,16 @@ def _resume(run: _Run, c) -> None:
         set_optimizer_state_dict,
     )
     cfg, model, opt = run.cfg, run.model, run.opt
-    # Both states are checked against this model and optimizer (names, shapes, dtypes, finite) first.
-    set_model_state_dict(model, c.model_state(model), options=StateDictOptions(full_state_dict=True))
     # The saved state tensors continue; the hyperparameters are this run's (identical when nothing changed),
     # so a flag changed on resume takes effect instead of being silently overridden by the checkpoint.
     hyper = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
-    set_optimizer_state_dict(model, opt, c.optimizer_state(model, opt), options=StateDictOptions(full_state_dict=True))
+    # Both states are checked against this model and optimizer (names, shapes, dtypes, finite) first.
+    if c.layout == "dcp":  # each rank reads the slices it holds, whatever the world size that wrote them
+        load_sharded(c, model, opt, run.device)
+    else:
+        set_model_state_dict(model, c.model_state(model), options=StateDictOptions(full_state_dict=True))
+        set_optimizer_state_dict(model, opt, c.optimizer_state(model, opt),
+                                 options=StateDictOptions(full_state_dict=True))
     for g, h in zip(opt.param_groups, hyper):
         g.update(h)
     saved_cfg = c.json("train_config.json")
@@ -298,21 +303,28 @@ def _train_step(run: _Run) -> StepStats:
 
 
 def _save(run: _Run, at: int) -> Path:
-    """Checkpoint step `at` (full state dicts gathered to rank 0, which writes them atomically)."""
+    """Checkpoint step `at`: the `full` layout (whole state dicts gathered to rank 0, which writes them atomically)
+    or the `dcp` one (every rank writes its own shards; training/dcp.py), as --checkpoint-format says."""
     from torch.distributed.checkpoint.state_dict import (
         StateDictOptions,
         get_model_state_dict,
         get_optimizer_state_dict,
     )
+    fmt = run.cfg.checkpoint_format
+    if fmt == "auto":
+        fmt = "dcp" if run.world > 1 else "full"
+    rng = rng_state(run.device)
+    trainer = {"scheduler": run.sched.state_dict(), "data": run.batches.state_dict(), "world_size": run.world,
+               "tokenizer": "tokenizer.json" if run.tok_file else "bytes"}
+    common = {"trainer": trainer, "model_config_json": run.mc.to_json(), "train_config": run.cfg.to_dict(),
+              "rng": rng, "tokenizer_file": run.tok_file, "keep": run.cfg.keep}
+    if fmt == "dcp":
+        return save_sharded(run.out, at, model=run.model, optimizer=run.opt, device=run.device, **common)
     full = StateDictOptions(full_state_dict=True, cpu_offload=True)
     msd = get_model_state_dict(run.model, options=full)
     osd = get_optimizer_state_dict(run.model, run.opt, options=full)
-    rng = rng_state(run.device)
     if run.rank == 0:
-        trainer = {"scheduler": run.sched.state_dict(), "data": run.batches.state_dict(), "world_size": run.world,
-                   "tokenizer": "tokenizer.json" if run.tok_file else "bytes"}
-        ckpt.save(run.out, at, model_state=msd, optim_state=osd, trainer=trainer, model_config_json=run.mc.to_json(),
-                  train_config=run.cfg.to_dict(), rng=rng, tokenizer_file=run.tok_file, keep=run.cfg.keep)
+        ckpt.save(run.out, at, model_state=msd, optim_state=osd, **common)
     barrier()
     return run.out / ckpt.step_name(at)
 

@@ -3,7 +3,8 @@
     TrainConfig          every knob of a run; the CLI's flags are generated from its fields (help from metadata)
     train(cfg)           the loop: data -> model (FSDP2 under torchrun) -> AdamW/Muon + warmup-cosine ->
                          log / validate / checkpoint; resumes exactly from OUT/latest with resume=True
-    add_train_parser     registers `hybridlm train` and `hybridlm export` (checkpoint -> Hugging Face dir)
+    add_train_parser     registers `hybridlm train` and `hybridlm export` (checkpoint -> Hugging Face dir, or
+                         a sharded checkpoint -> the single-directory layout)
 
 Per optimizer step: `batch_size` sequences (global, over all ranks) = world x grad_accum micro-batches.
 loss = CE + aux_loss_weight * sum(aux losses: MoE balance, trained indexers' KL) + mtp_loss_weight * CE(token after
