@@ -166,12 +166,15 @@ def _setup(cfg: TrainConfig, device: torch.device) -> _Run:
     model = HybridLM(mc, device="meta")
     model.to_empty(device=device)
     model.init_weights(seed=cfg.seed)
+    if cfg.precision == "fp8":  # float8 linears swapped in before sharding and the optimizer (training/float8.py)
+        from .float8 import convert_to_float8, fp8_backend
+        convert_to_float8(model, fp8_backend(device))
     if world > 1:
         shard(model)
     model.train()
     opt = build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2),
                           muon_lr=cfg.muon_lr)
-    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    use_bf16 = cfg.precision == "bf16" or (cfg.precision in ("auto", "fp8") and device.type == "cuda")
     run = _Run(cfg=cfg, device=device, rank=rank, world=world, micro=micro, out=out, mc=mc, data=data, tok=tok,
                tok_file=tok_file, resume_from=resume_from, model=model, moes=_moe_modules(model),
                aux_mods=_aux_modules(model), opt=opt,
