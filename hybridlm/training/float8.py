@@ -101,9 +101,12 @@ def convert_to_float8(model: nn.Module, backend: str = "emulated",
     names = [n for n, m in model.named_modules() if n and isinstance(m, nn.Linear)
              and not isinstance(m, Float8Linear) and module_filter_fn(m, n)]
     if backend == "torchao":
-        from torchao.float8 import convert_to_float8_training  # optional dependency: fp8_backend checked it
+        from torchao.float8 import Float8LinearConfig, convert_to_float8_training  # optional: fp8_backend checked it
         chosen = set(names)
-        convert_to_float8_training(model, module_filter_fn=lambda m, n: n in chosen)
+        # the default recipe (tensorwise) with pad_inner_dim: torch._scaled_mm needs the inner dim of every matmul a
+        # multiple of 16, and grad_weight's inner dim is the token count, which the filter cannot see
+        convert_to_float8_training(model, module_filter_fn=lambda m, n: n in chosen,
+                                   config=Float8LinearConfig(pad_inner_dim=True))
         return names
     for name in names:
         parent_name, _, child = name.rpartition(".")
