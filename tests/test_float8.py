@@ -268,6 +268,15 @@ def test_the_loop_refuses_fp8_before_any_step(tmp_path, monkeypatch):
         TrainConfig(precision="fp16")
 
 
+def test_a_model_without_a_qualifying_layer_is_refused(tmp_path):
+    odd = {"A": {"kind": "attention", "num_heads": 2, "num_kv_heads": 1, "head_dim": 20, "output_gate": False},
+           "G": {"kind": "gated_deltanet", "num_qk_heads": 1, "num_v_heads": 2, "head_k_dim": 10, "head_v_dim": 10,
+                 "chunk_size": 16}}
+    cfg = setup_run(tmp_path, model_changes={"d_model": 40, "mixers": odd}, precision="fp8")  # widths of 8 only
+    with pytest.raises(ValueError, match="no linear layer of this model qualifies"):
+        train(cfg)
+
+
 # -- (5) CLI --------------------------------------------------------------------------------------------------------
 def test_cli_trains_tiny_llama4_in_fp8(tmp_path, capsys):
     (tmp_path / "data.txt").write_text(" ".join(["the hybrid model reads the text"] * 200))

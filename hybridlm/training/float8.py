@@ -6,6 +6,7 @@
                                otherwise
     convert_to_float8(model)   swap the nn.Linear layers that pass `float8_filter` for Float8Linear (emulated) or
                                torchao's Float8Linear (convert_to_float8_training with the same filter), in place
+    prepare_fp8(model, device) what the training loop calls: both of the above, and an error when nothing converts
 
 What stays in high precision (DeepSeek-V3 technical report, sec. 3.3.1, keeps the embedding, the output head, the MoE
 gating, the norms and the attention operators out of FP8; torchao's float8 training swaps only nn.Linear):
@@ -112,4 +113,15 @@ def convert_to_float8(model: nn.Module, backend: str = "emulated",
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name)
         setattr(parent, child, Float8Linear.from_linear(getattr(parent, child)))
+    return names
+
+
+def prepare_fp8(model: nn.Module, device: torch.device | str) -> list[str]:
+    """--precision fp8 in the training loop: convert `model` for `device`'s backend, before sharding and the
+    optimizer. -> the converted names; ValueError when the device cannot, or when no layer qualifies (a run that
+    asked for fp8 must not silently train in fp32)."""
+    names = convert_to_float8(model, fp8_backend(device))
+    if not names:
+        raise ValueError("precision=fp8: no linear layer of this model qualifies (in and out features multiples of "
+                         "16, not lm_head / router / shared_gate), so nothing would run in float8")
     return names

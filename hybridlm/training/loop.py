@@ -167,8 +167,8 @@ def _setup(cfg: TrainConfig, device: torch.device) -> _Run:
     model.to_empty(device=device)
     model.init_weights(seed=cfg.seed)
     if cfg.precision == "fp8":  # float8 linears swapped in before sharding and the optimizer (training/float8.py)
-        from .float8 import convert_to_float8, fp8_backend
-        convert_to_float8(model, fp8_backend(device))
+        from .float8 import prepare_fp8
+        prepare_fp8(model, device)
     if world > 1:
         shard(model)
     model.train()
