@@ -17,7 +17,8 @@ gating, the norms and the attention operators out of FP8; torchao's float8 train
       indexer weights: KDA's b_proj, the lightning indexer's weights_proj at tiny widths);
     - the MoE's routed experts (3-D parameters run by torch._grouped_mm or a per-expert loop, not nn.Linear).
       torchao's float8 grouped-matmul training is a prototype; keeping the experts in the higher precision on both
-      backends keeps the CPU emulation a test of what the CUDA path computes.
+      backends keeps the CPU emulation a test of what the CUDA path computes. convert_to_float8(experts=True) puts
+      them in emulated fp8 too (MoE.expert_linear), to measure what that does.
 The weights stay in their dtype (fp32 master weights): float8 exists only inside the matmuls, so state dicts,
 checkpoints and optimizers are unchanged.
 """
@@ -93,12 +94,21 @@ def fp8_backend(device: torch.device | str) -> str:
 
 
 def convert_to_float8(model: nn.Module, backend: str = "emulated",
-                      module_filter_fn: Callable[[nn.Module, str], bool] = float8_filter) -> list[str]:
+                      module_filter_fn: Callable[[nn.Module, str], bool] = float8_filter,
+                      experts: bool = False) -> list[str]:
     """Swap every nn.Linear of `model` that passes module_filter_fn(module, qualified name) for a float8 linear of
     `backend` ("emulated": Float8Linear here; "torchao": torchao.float8's, via convert_to_float8_training), in place,
-    before any sharding or optimizer. -> the qualified names converted, in module order."""
+    before any sharding or optimizer (a meta model will do). -> the qualified names converted, in module order.
+
+    experts=True (emulated only; not what --precision fp8 does): also every MoE's routed experts, one tensorwise
+    float8_linear per expert (its own weight scale, its own token segment's scale) on the per-expert loop (impl
+    "loop"); their parameter names are listed too. For measuring what fp8 experts do to the numerics."""
+    from ..layers.ffn.moe import MoE
     if backend not in ("emulated", "torchao"):
         raise ValueError(f"convert_to_float8: backend={backend!r}: must be 'emulated' or 'torchao'")
+    if experts and backend != "emulated":
+        raise ValueError("convert_to_float8: experts=True is emulated only (torchao's float8 grouped-matmul "
+                         "training is a prototype)")
     names = [n for n, m in model.named_modules() if n and isinstance(m, nn.Linear)
              and not isinstance(m, Float8Linear) and module_filter_fn(m, n)]
     if backend == "torchao":
@@ -113,6 +123,11 @@ def convert_to_float8(model: nn.Module, backend: str = "emulated",
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name)
         setattr(parent, child, Float8Linear.from_linear(getattr(parent, child)))
+    if experts:
+        for n, m in model.named_modules():
+            if isinstance(m, MoE) and m.expert_linear is not float8_linear:
+                m.impl, m.expert_linear = "loop", float8_linear
+                names += [f"{n}.gate_up_proj", f"{n}.down_proj"]
     return names
 
 

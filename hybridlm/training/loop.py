@@ -164,11 +164,11 @@ def _setup(cfg: TrainConfig, device: torch.device) -> _Run:
     seed_all(cfg.seed)
     check_fits(mc)
     model = HybridLM(mc, device="meta")
-    model.to_empty(device=device)
-    model.init_weights(seed=cfg.seed)
-    if cfg.precision == "fp8":  # float8 linears swapped in before sharding and the optimizer (training/float8.py)
+    if cfg.precision == "fp8":  # float8 linears swapped in on meta: before init, sharding and the optimizer
         from .float8 import prepare_fp8
         prepare_fp8(model, device)
+    model.to_empty(device=device)
+    model.init_weights(seed=cfg.seed)
     if world > 1:
         shard(model)
     model.train()
