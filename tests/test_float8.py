@@ -1,7 +1,8 @@
 """FP8 training (ops/float8.py, training/float8.py): the casts' rounding bounds, the emulated linear against an
 independent reference (exactly) and fp32 (within bounds derived from the formats), torchao's emulation (exactly,
-when torchao is installed), which layers convert, a small model trained with --precision fp8 against fp32, its
-checkpoints, the unsupported-device errors, and the CLI.
+when torchao is installed), which layers convert (and the opt-in fp8 routed experts), a small model trained with
+--precision fp8 against fp32, its checkpoints and resume, 2 FSDP2 ranks against one process, the unsupported-device
+errors, and the CLI.
 
 Bounds used below (u = 2^-(m+1), m mantissa bits: E4M3 m = 3, E5M2 m = 2):
   - an element whose scaled value t*s is normal: |t~ - t| <= u |t| (round to nearest); below the smallest normal:
