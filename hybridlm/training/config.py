@@ -48,7 +48,9 @@ class TrainConfig:
     device: str = _f("auto", "auto (cuda when available), cpu, cuda")
     ep: int = _f(1, "expert-parallel degree: every MoE's routed experts split over this many ranks, tokens sent to "
                     "them by all-to-all; the world size must be a multiple (data parallel = world / ep)")
-    precision: Literal["auto", "fp32", "bf16"] = _f("auto", "auto = fp32 on CPU, bf16 autocast on CUDA")
+    precision: Literal["auto", "fp32", "bf16", "fp8"] = _f(
+        "auto", "auto = fp32 on CPU, bf16 autocast on CUDA; fp8 = float8 matmuls in the linear layers (torchao on "
+                "CUDA sm_89+ with bf16 autocast, an fp32 emulation on CPU; docs/training.md)")
     out: str = _f("runs/hybridlm", "run directory: checkpoints, metrics.jsonl, tokenizer")
     resume: bool = _f(False, "continue from OUT/latest (starts fresh when OUT has no checkpoint)")
     log_every: int = _f(10, "steps between step lines / metrics records")
@@ -77,8 +79,8 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r}: must be > 0")
         if self.optimizer not in ("adamw", "muon"):
             raise ValueError(f"TrainConfig.optimizer={self.optimizer!r}: must be 'adamw' or 'muon'")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"TrainConfig.precision={self.precision!r}: must be auto, fp32 or bf16")
+        if self.precision not in ("auto", "fp32", "bf16", "fp8"):
+            raise ValueError(f"TrainConfig.precision={self.precision!r}: must be auto, fp32, bf16 or fp8")
         if self.checkpoint_format not in ("auto", "full", "dcp"):
             raise ValueError(f"TrainConfig.checkpoint_format={self.checkpoint_format!r}: must be auto, full or dcp")
         if self.keep < 1:

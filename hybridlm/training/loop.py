@@ -170,6 +170,9 @@ def _setup(cfg: TrainConfig, device: torch.device) -> _Run:
     seed_all(cfg.seed)
     check_fits(mc)
     model = HybridLM(mc, device="meta")
+    if cfg.precision == "fp8":  # float8 linears swapped in on meta: before init, sharding and the optimizer
+        from .float8 import prepare_fp8
+        prepare_fp8(model, device)
     if world > 1:  # shard on the meta device, then allocate and initialise only this rank's shards
         shard(model, parallel_mesh(world, cfg.ep, device) if cfg.ep > 1 else None)
         model.to_empty(device=device)
@@ -180,7 +183,7 @@ def _setup(cfg: TrainConfig, device: torch.device) -> _Run:
     model.train()
     opt = build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2),
                           muon_lr=cfg.muon_lr)
-    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    use_bf16 = cfg.precision == "bf16" or (cfg.precision in ("auto", "fp8") and device.type == "cuda")
     run = _Run(cfg=cfg, device=device, rank=rank, world=world, micro=micro, out=out, mc=mc, data=data, tok=tok,
                tok_file=tok_file, resume_from=resume_from, model=model, moes=_moe_modules(model),
                aux_mods=_aux_modules(model), opt=opt,

@@ -150,6 +150,7 @@ class MoE(nn.Module):
         self.shared = SwiGLU(d_model, cfg.shared_size, cfg.swiglu_limit) if cfg.shared_size else None
         self.shared_gate = nn.Linear(d_model, 1, bias=False) if cfg.shared_gate else None
         self.impl = "auto"  # "auto" | "grouped_mm" | "loop": how run_experts computes
+        self.expert_linear = F.linear  # the loop's per-expert matmul (training/float8.py: float8_linear, impl "loop")
         self.aux_loss: Tensor | None = None
         self.last_load: Tensor | None = None
         self.ep_group = None  # expert parallelism (shard_experts): the ranks the routed experts are split over
@@ -261,8 +262,8 @@ class MoE(nn.Module):
             if counts[e] == 0:  # skip experts without tokens
                 continue
             gate_up_2ID, down_DI = expert(e)
-            act_nI = swiglu(*F.linear(seg_nD, gate_up_2ID).chunk(2, dim=-1), self.cfg.swiglu_limit)
-            outs.append(F.linear(act_nI if g_n1 is None else act_nI * g_n1, down_DI))
+            act_nI = swiglu(*self.expert_linear(seg_nD, gate_up_2ID).chunk(2, dim=-1), self.cfg.swiglu_limit)
+            outs.append(self.expert_linear(act_nI if g_n1 is None else act_nI * g_n1, down_DI))
         return torch.cat(outs) if outs else x_ND.new_zeros(0, self.d_model)
 
     def _decode_experts(self, x_TD: Tensor, idx_TK: Tensor, gates_TK: Tensor) -> Tensor:
