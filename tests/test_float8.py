@@ -1,6 +1,6 @@
 """FP8 training (ops/float8.py, training/float8.py): the casts' rounding bounds, the emulated linear against an
-independent reference (exactly) and fp32 (within bounds derived from the formats), torchao's emulation (exactly,
-when torchao is installed), which layers convert (and the opt-in fp8 routed experts), a small model trained with
+independent reference (exactly) and fp32 (within bounds derived from the formats), torchao's emulation (exactly;
+torchao is in the test extras), which layers convert (and the opt-in fp8 routed experts), a small model trained with
 --precision fp8 against fp32, its checkpoints and resume, 2 FSDP2 ranks against one process, the unsupported-device
 errors, and the CLI.
 
@@ -146,7 +146,7 @@ def test_bad_shapes_are_refused():
 
 
 def test_matches_torchao_emulation_exactly():
-    torchao_float8 = pytest.importorskip("torchao.float8")
+    import torchao.float8 as torchao_float8  # in the test extras: the independent reference
     x, w, dy = operands()
     lin = nn.Linear(w.shape[1], w.shape[0], bias=True)
     with torch.no_grad():
@@ -193,7 +193,7 @@ def test_convert_swaps_the_filtered_linears_and_keeps_the_parameters():
 
 
 def test_torchao_backend_converts_the_same_layers():
-    torchao_float8 = pytest.importorskip("torchao.float8")
+    import torchao.float8 as torchao_float8  # in the test extras: the independent reference
     a, b = HybridLM(small_config(), device="meta"), HybridLM(small_config(), device="meta")
     names = convert_to_float8(a)
     assert convert_to_float8(b, "torchao") == names
