@@ -59,3 +59,21 @@ def test_expert_parallel_layouts_that_cannot_split_are_refused(tmp_path, changes
     cfg = setup_run(tmp_path, changes, ep=2)
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         _check_expert_parallel(cfg.ep, world, model_config(cfg))
+
+
+def test_expert_parallel_shards_resume_on_other_layouts(tmp_path):
+    # dp 2 x ep 2 on 4 ranks to step 2 (sharded DCP checkpoint: each rank writes its experts' and its FSDP pieces),
+    # then ep 2 on 2 ranks for step 3, then one process for step 4: the losses of one uninterrupted process. The
+    # micro-batch stays one sequence (grad_accum = 4 / world), so the per-micro-batch balance loss means the same.
+    kw = {**KW, "batch_size": 4, "save_every": 1}
+    ref = train(setup_run(tmp_path / "one", grad_accum=4, **kw))
+    cfg = setup_run(tmp_path / "ep", **kw)
+    four = torchrun(cfg, "--ep", "2", "--stop-at", "2", nproc=4)
+    assert four.returncode == 0, four.stderr[-3000:]
+    assert Checkpoint.open(cfg.out).layout == "dcp"
+    two = torchrun(cfg, "--ep", "2", "--grad-accum", "2", "--resume", "--stop-at", "3", nproc=2)
+    assert two.returncode == 0, two.stderr[-3000:]
+    train(setup_run(tmp_path / "ep", grad_accum=4, resume=True, **kw))
+    recs = [r for r in metrics(tmp_path / "ep" / "run") if "loss" in r]
+    assert [r["step"] for r in recs] == [1, 2, 3, 4]
+    torch.testing.assert_close(torch.tensor([r["loss"] for r in recs]), torch.tensor(ref.losses), rtol=RTOL, atol=0)
