@@ -55,3 +55,37 @@ def test_compiled_generate_gives_the_eager_tokens():
     assert torch.equal(compiled, eager)
     assert timings["first_step_s"] > 0 and timings["step_s"] > 0
     assert decode_step(model, compile=True) is decode_step(model, compile=True)  # built once, reused
+
+
+def test_mhc_sinkhorn_compiles_into_one_fused_kernel():
+    # Eager, one mHC connection (DeepSeek-V4's 20 Sinkhorn iterations) is ~90 small ATen ops per token; compiled, the
+    # whole connection after its projection is two inductor kernels (the RMS factor, then softmax + every Sinkhorn
+    # normalisation + the sigmoids + the weighted sum of the copies), with the eager values.
+    import re
+
+    from torch._inductor.utils import run_and_get_code
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from hybridlm.model.hyper import HyperConnection
+
+    class Count(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Count.n += 1
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    hc = HyperConnection(4, 64, 20, 1e-6, 1e-6)
+    hc.init_weights(0.02)
+    x = torch.randn(1, 1, 4, 64)
+    with torch.no_grad(), Count():
+        eager = hc(x)
+    assert Count.n > 2 * 20  # every normalisation of every iteration is its own op
+    with torch.no_grad():
+        compiled, codes = run_and_get_code(torch.compile(hc.forward, dynamic=False), x)
+    kernels = sorted(set(re.findall(r"cpp_fused_\w+", "\n".join(codes))))
+    assert len(kernels) == 2, kernels
+    assert any("_softmax" in k and "div" in k for k in kernels), kernels  # softmax and the Sinkhorn together
+    for a, b in zip(compiled, eager):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
