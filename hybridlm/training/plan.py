@@ -10,7 +10,7 @@ Rows of the plan, bytes per rank:
     params        the shards at rest, fp32 (the trainer keeps fp32 parameters)
     grads         the sharded fp32 gradients (same layout)
     optimizer     AdamW: exp_avg + exp_avg_sq, fp32 (8 B/param); Muon: one fp32 momentum for hidden matrices
-                  (optim._is_hidden_matrix), AdamW's two for the rest
+                  (build_optimizer's Muon group), AdamW's two for the rest
     activations   one micro-batch's saved-for-backward tensors, the logits and the loss (activations.py: measured
                   on the meta device, at the precision's dtype). Under EP a rank's experts receive on average
                   micro x seq_len x top_k assignments (balanced routing): the rows one rank's own MoE keeps, so the
@@ -84,7 +84,8 @@ class MemoryPlan:
         return {**asdict(self), "total": self.total}
 
     def format(self) -> str:
-        head = (f"plan: {self.model} ({self.num_params / 1e9:.2f}B params), world {self.world} = dp {self.dp} x "
+        size = f"{self.num_params / 1e9:.2f}B" if self.num_params >= 1e9 else f"{self.num_params / 1e6:.2f}M"
+        head = (f"plan: {self.model} ({size} params), world {self.world} = dp {self.dp} x "
                 f"ep {self.ep}, micro-batch {self.micro_batch} x seq_len {self.seq_len}, {self.optimizer}, "
                 f"{self.precision} activations")
         lines = [head, "per rank                                                     GB"]
@@ -128,7 +129,7 @@ def plan_memory(cfg: TrainConfig, world: int | None = None) -> MemoryPlan:
     from ..analysis.hardware import HARDWARE, get_hardware
     from ..model import HybridLM
     from .activations import saved_bytes
-    from .optim import _is_hidden_matrix
+    from .optim import build_optimizer
 
     world = world or cfg.world_size or int(os.environ.get("WORLD_SIZE", "1"))
     hardware = [get_hardware(cfg.hardware)] if cfg.hardware else list(HARDWARE.values())
@@ -144,7 +145,10 @@ def plan_memory(cfg: TrainConfig, world: int | None = None) -> MemoryPlan:
     check_layout(model, world, ep)
     precision = "fp32" if cfg.precision == "fp32" else "bf16"  # auto: bf16 autocast on an accelerator
 
-    at_rest = one_moment = 0  # elements per rank: all shards; those Muon keeps one buffer for
+    # the parameters the optimizer keeps one moment for (Muon's group), as build_optimizer splits them
+    groups = build_optimizer(model, cfg.optimizer, cfg.lr, 0.0, (cfg.beta1, cfg.beta2)).param_groups
+    one_buffer = {id(q) for g in groups if g.get("use_muon") for q in g["params"]}
+    at_rest = one_moment = 0  # elements per rank: all shards; those of one_buffer
     largest_block = root_full = casts = 0  # elements gathered (full), of a group / over the whole forward
     for group, params in _groups(model):
         full = 0
@@ -153,7 +157,7 @@ def plan_memory(cfg: TrainConfig, world: int | None = None) -> MemoryPlan:
             mesh, rows, numel = (dp, p.shape[0] // ep, p.numel() // ep) if expert else (world, p.shape[0], p.numel())
             local = _shard(numel, rows, mesh)
             at_rest += local
-            if cfg.optimizer == "muon" and _is_hidden_matrix(n, p):
+            if id(p) in one_buffer:
                 one_moment += local
             full += numel
             if p.ndim >= 2 and not (n == "embed.weight" and model.lm_head is not None):  # an untied lookup: no cast
