@@ -103,6 +103,21 @@ def test_activations_match_a_real_cpu_forward(name):
     assert planned > 4 * B * (T - 1) * model.config.vocab_size  # the fp32 log-probabilities alone are in it
 
 
+@pytest.mark.parametrize("name", ["tiny-deepseek-v4", "tiny-sambay", "tiny-jamba"])
+def test_one_block_per_kind_equals_every_block(name):
+    """Measuring one block per kind (the others pass their input through) gives the bytes of running every block:
+    mHC streams (V4), blocks that leave values for later layers (SambaY's memory and KV), interleaved kinds (Jamba)."""
+    from hybridlm.training.activations import meta_forward, saved_bytes_by_part
+    model = HybridLM(get_config(name), device="meta")
+    ids = torch.zeros(B, T, dtype=torch.long, device="meta")
+    with meta_forward(model):
+        every, _ = measure_saved(model, lambda saved: model(ids, labels=ids))
+    parts = saved_bytes_by_part(model, B, T)
+    assert sum(parts.values()) == every
+    assert len(parts) == len(set(model.config.layer_mixers[i] + model.config.layer_ffns[i]
+                                 for i in range(model.config.num_layers))) + 1 and min(parts.values()) > 0
+
+
 def test_attention_the_cpu_runs_unfused_is_planned_fused():
     """SambaY's attention runs CPU's math kernel, which saves the [B, H, T, S] probabilities; the plan counts a fused
     kernel's (GPU) log-sum-exp instead, so it is below the CPU measurement there (measured 0.969)."""

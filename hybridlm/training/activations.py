@@ -25,6 +25,7 @@ of allocator fragmentation or of transient workspaces inside one op.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import weakref
 
@@ -139,23 +140,27 @@ def meta_forward(model: nn.Module):
 
 
 @contextlib.contextmanager
-def _once_per_kind(model: nn.Module, saved: SavedStorages, counted: list[int]):
-    """Blocks of a kind already measured return their input and add that kind's bytes to counted[0]."""
-    done: dict[tuple[str, str], int] = {}
+def _once_per_kind(model: nn.Module, saved: SavedStorages, by_kind: dict[str, int], skipped: list[int]):
+    """Blocks of a kind already measured return their input and add that kind's bytes to skipped[0]; every block's
+    bytes go to by_kind['<mixer letter><ffn letter>']."""
+    done: dict[str, int] = {}
     originals = []
     for block in model.layers:
-        kind = (block.mixer_letter, block.ffn_letter)
+        kind = block.mixer_letter + block.ffn_letter
         forward = block.forward
 
         def wrapped(x, pos0=0, cache=None, token_ids=None, ctx=None, _forward=forward, _kind=kind):
             if _kind in done:
-                counted[0] += done[_kind]
+                skipped[0] += done[_kind]
+                by_kind[_kind] += done[_kind]
                 return x
             before, written = saved.alive_bytes(), dict(ctx.values) if ctx is not None else {}
             y = _forward(x, pos0, cache, token_ids, ctx)
+            n = saved.alive_bytes() - before
+            by_kind[_kind] = by_kind.get(_kind, 0) + n
             wrote = ctx is not None and any(written.get(k) is not v for k, v in ctx.values.items())
             if not wrote:  # a block that leaves values for later layers always runs
-                done[_kind] = saved.alive_bytes() - before
+                done[_kind] = n
             return y
         block.forward = wrapped
         originals.append(block)
@@ -166,18 +171,27 @@ def _once_per_kind(model: nn.Module, saved: SavedStorages, counted: list[int]):
             del block.forward
 
 
-def saved_bytes(model: nn.Module, batch: int, seq_len: int) -> int:
+def saved_bytes_by_part(model: nn.Module, batch: int, seq_len: int) -> dict[str, int]:
     """Activation bytes of one micro-batch [batch, seq_len] of the trainer's forward (see the module docstring),
-    measured on a meta-device `model` (in the dtype the activations take)."""
+    measured on a meta-device `model` (in the dtype the activations take), by part: 'N blocks <mixer><ffn>' (the
+    pattern letters) for each block kind, summed over its N blocks, and 'embedding, head, loss, MTP' for the rest."""
     assert next(model.parameters()).is_meta, "saved_bytes measures a meta-device model; use measure_saved otherwise"
     model.train()
     ids = torch.zeros(batch, seq_len, dtype=torch.long, device="meta")
-    counted = [0]
+    by_kind: dict[str, int] = {}
+    skipped = [0]
 
     def run(saved):
-        with _once_per_kind(model, saved, counted):
+        with _once_per_kind(model, saved, by_kind, skipped):
             return model(ids, labels=ids)
 
     with meta_forward(model):
         n, _ = measure_saved(model, run)
-    return n + counted[0]
+    count = collections.Counter(b.mixer_letter + b.ffn_letter for b in model.layers)
+    parts = {f"{count[k]} block{'s' if count[k] > 1 else ''} {k}": v for k, v in by_kind.items()}
+    return {**parts, "embedding, head, loss, MTP": n + skipped[0] - sum(by_kind.values())}
+
+
+def saved_bytes(model: nn.Module, batch: int, seq_len: int) -> int:
+    """The total of saved_bytes_by_part."""
+    return sum(saved_bytes_by_part(model, batch, seq_len).values())

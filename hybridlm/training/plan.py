@@ -65,6 +65,7 @@ class MemoryPlan:
     activations: int
     weight_casts: int  # bf16: autocast's saved bf16 weight copies (0 for fp32)
     transient: int
+    activations_by_part: dict[str, int] = field(default_factory=dict)  # see activations.saved_bytes_by_part
     verdicts: list[Verdict] = field(default_factory=list)
 
     @property
@@ -76,6 +77,7 @@ class MemoryPlan:
         rows = [("parameters (fp32 shards)", self.params), ("gradients (fp32 shards)", self.grads),
                 (f"optimizer state ({self.optimizer})", self.optimizer_state),
                 (f"activations ({self.precision}, micro-batch {self.micro_batch} x {self.seq_len})", self.activations)]
+        rows += [(f"  {part}", b) for part, b in self.activations_by_part.items()]
         if self.weight_casts:
             rows.append(("autocast bf16 weight copies", self.weight_casts))
         return rows + [("FSDP2 all-gather peak (transient)", self.transient), ("total", self.total)]
@@ -128,7 +130,7 @@ def plan_memory(cfg: TrainConfig, world: int | None = None) -> MemoryPlan:
     with a verdict for cfg.hardware (or every accelerator in hardware.py when none is named)."""
     from ..analysis.hardware import HARDWARE, get_hardware
     from ..model import HybridLM
-    from .activations import saved_bytes
+    from .activations import saved_bytes_by_part
     from .optim import build_optimizer
 
     world = world or cfg.world_size or int(os.environ.get("WORLD_SIZE", "1"))
@@ -169,11 +171,12 @@ def plan_memory(cfg: TrainConfig, world: int | None = None) -> MemoryPlan:
 
     if precision == "bf16":
         model = model.to(torch.bfloat16)
+    parts = saved_bytes_by_part(model, micro, cfg.seq_len)
     p = MemoryPlan(
         model=mc.name, num_params=model.num_params(), world=world, ep=ep, dp=dp, micro_batch=micro,
         seq_len=cfg.seq_len, optimizer=cfg.optimizer, precision=precision,
         params=FP32 * at_rest, grads=FP32 * at_rest, optimizer_state=FP32 * (2 * at_rest - one_moment),
-        activations=saved_bytes(model, micro, cfg.seq_len),
+        activations=sum(parts.values()), activations_by_part=parts,
         weight_casts=2 * casts if precision == "bf16" else 0,
         # one process holds everything unsharded already: nothing is gathered
         transient=0 if world == 1 else FP32 * (2 * root_full + 3 * largest_block))
