@@ -114,8 +114,8 @@ def test_one_block_per_kind_equals_every_block(name):
         every, _ = measure_saved(model, lambda saved: model(ids, labels=ids))
     parts = saved_bytes_by_part(model, B, T)
     assert sum(parts.values()) == every
-    assert len(parts) == len(set(model.config.layer_mixers[i] + model.config.layer_ffns[i]
-                                 for i in range(model.config.num_layers))) + 1 and min(parts.values()) > 0
+    assert len(parts) == len({model.config.layer_mixers[i] + model.config.layer_ffns[i]
+                                 for i in range(model.config.num_layers)}) + 1 and min(parts.values()) > 0
 
 
 def test_attention_the_cpu_runs_unfused_is_planned_fused():
