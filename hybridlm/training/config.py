@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+
 def _f(default, help: str):
     return field(default=default, metadata={"help": help})
 
@@ -48,6 +49,12 @@ class TrainConfig:
     device: str = _f("auto", "auto (cuda when available), cpu, cuda")
     ep: int = _f(1, "expert-parallel degree: every MoE's routed experts split over this many ranks, tokens sent to "
                     "them by all-to-all; the world size must be a multiple (data parallel = world / ep)")
+    plan: bool = _f(False, "dry run: print the per-rank memory plan (parameters, gradients, optimizer state, "
+                           "activations, FSDP2 all-gather peak) and whether it fits --hardware; no training")
+    plan_json: bool = _f(False, "with --plan: print the plan as JSON")
+    world_size: int | None = _f(None, "the plan's world size (default: WORLD_SIZE, else 1); training uses torchrun's")
+    hardware: str | None = _f(None, "the plan's accelerator (a hybridlm.analysis.hardware key: h100, h200, b200, "
+                                    "mi300x, 910b, 910c); default: every one")
     precision: Literal["auto", "fp32", "bf16", "fp8"] = _f(
         "auto", "auto = fp32 on CPU, bf16 autocast on CUDA; fp8 = float8 matmuls in the linear layers (torchao on "
                 "CUDA sm_89+ with bf16 autocast, an fp32 emulation on CPU; docs/training.md)")
@@ -71,6 +78,8 @@ class TrainConfig:
         for name in positive:
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r}: must be a positive integer")
+        if self.world_size is not None and (not isinstance(self.world_size, int) or self.world_size < 1):
+            raise ValueError(f"TrainConfig.world_size={self.world_size!r}: must be a positive integer")
         for name in ("eval_every", "save_every", "warmup_steps", "keep"):
             if getattr(self, name) < 0:
                 raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r}: must be >= 0")

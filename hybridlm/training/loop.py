@@ -333,10 +333,15 @@ def _save(run: _Run, at: int) -> Path:
 
 
 # -- the loop ------------------------------------------------------------------------------------------------------
-def train(cfg: TrainConfig) -> TrainResult:
-    """Run (or resume) the training described by cfg; see the module docstring."""
+def train(cfg: TrainConfig) -> TrainResult | None:
+    """Run (or resume) the training described by cfg; see the module docstring. cfg.plan: print the memory plan
+    (plan.py) instead, and return None."""
     from ..core import runtime
 
+    if cfg.plan:
+        from .plan import print_plan
+        print_plan(cfg)
+        return None
     device = resolve_device(cfg.device)
     created_pg = init_distributed(device)
     governor = None
