@@ -126,7 +126,7 @@ def meta_forward(model: nn.Module):
     torch.Tensor.__bool__ = lambda t: True if t.is_meta else real_bool(t)
     torch.Tensor.__int__ = lambda t: 0 if t.is_meta else real_int(t)
     for m in moes:
-        m._use_grouped_mm = lambda x: True  # an instance attribute: MoE itself is unchanged
+        m._use_grouped_mm = lambda x, *_: True  # an instance attribute: MoE itself is unchanged
     from torch.fx.experimental import _config as fx_config
     nonzero = fx_config.meta_nonzero_assume_all_nonzero
     fx_config.meta_nonzero_assume_all_nonzero = True  # boolean-mask indexing (the indexer's KL rows): all selected
