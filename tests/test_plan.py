@@ -67,6 +67,26 @@ def test_param_shards_equal_fsdp2_storages():
     assert p.params > 4 * model.num_params() / world  # the padding is there, and counted
 
 
+@pytest.mark.parametrize("world, ep", [(8, 2), (32, 8)])
+def test_expert_parallel_param_shards_equal_fsdp2_storages(world, ep):
+    """Under expert parallelism too (fake process group, meta model): the experts split over ep, then FSDP2 over dp
+    on their width; at world 32, ep 8 a rank's single local expert still splits over dp 4 without padding."""
+    import torch.distributed as dist
+    from torch.testing._internal.distributed.fake_pg import FakeStore
+
+    from hybridlm.training.distributed import parallel_mesh, shard
+    dist.init_process_group("fake", store=FakeStore(), rank=world - 1, world_size=world)
+    try:
+        model = HybridLM(get_config("tiny-hybrid"), device="meta")
+        shard(model, parallel_mesh(world, ep, torch.device("cpu")))
+        storages = {p.to_local().untyped_storage()._cdata: p.to_local().untyped_storage().nbytes()
+                    for p in model.parameters()}
+    finally:
+        dist.destroy_process_group()
+    p = plan_memory(_cfg(batch_size=world * B, ep=ep), world=world)
+    assert p.params == sum(storages.values())
+
+
 def test_expert_parallel_arithmetic():
     """ep = 8 of world 64 (Llama 4 Maverick): every routed expert weight on 64 ranks once (E/ep experts, / dp), the
     rest / 64: the rows sum to the exact per-rank shares of num_params (no padding: every dim divides)."""

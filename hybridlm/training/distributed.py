@@ -59,10 +59,12 @@ def shard(model, meshes: dict | None = None) -> None:
     """FSDP2 over the process group: every block, the MTP module, then the rest of the model.
 
     With parallel_mesh's meshes and ep > 1, every MoE's routed experts are first split over the ep ranks
-    (MoE.shard_experts) and made their own FSDP2 unit over the dp ranks that hold the same experts; the MoE's
+    (MoE.shard_experts) and made their own FSDP2 unit over the dp ranks that hold the same experts (sharded on
+    their width); the MoE's
     router and shared expert become units over all ranks first, so that unit holds the experts alone. Everything
     else is sharded over all ranks, as without expert parallelism."""
     from torch.distributed.fsdp import fully_shard
+    from torch.distributed.tensor import Shard
     world = None if meshes is None else meshes["world"]
     if meshes is not None and meshes["ep"].size() > 1:
         # Gathering a (dp-sharded, ep-sharded) expert tensor whole (checkpoints, Muon) takes two all-gathers, and
@@ -73,7 +75,10 @@ def shard(model, meshes: dict | None = None) -> None:
             moe.shard_experts(meshes["ep"])
             for child in moe.children():  # router, shared expert, shared gate: replicated data, sharded over all
                 fully_shard(child, mesh=world)
-            fully_shard(moe, mesh=meshes["dp"])  # what is left: gate_up_proj and down_proj
+            # what is left: gate_up_proj [E/ep, 2I, D] and down_proj [E/ep, D, I], sharded over dp on dim 1 (the
+            # width), so that few local experts over many dp ranks still split evenly (dim 0 would pad each rank to
+            # a whole expert once E/ep < dp)
+            fully_shard(moe, mesh=meshes["dp"], shard_placement_fn=lambda param: Shard(1))
     for block in model.layers:
         fully_shard(block, mesh=world)
     if model.mtp is not None:

@@ -3,8 +3,9 @@ training or allocating (the model is built on the meta device).
 
 Layout (docs/training.md, "Several processes"): world = dp x ep. Every MoE's routed experts (gate_up_proj
 [E, 2I, D], down_proj [E, D, I]) are split over ep ranks, E/ep each, then FSDP2-sharded over the dp ranks holding
-the same experts; every other parameter is FSDP2-sharded over all world ranks. FSDP2 shards dim 0 and pads it to a
-multiple of the mesh size: a [R, ...] parameter takes ceil(R / n) rows on every rank of an n-rank mesh.
+the same experts, on dim 1 (their width); every other parameter is FSDP2-sharded over all world ranks on dim 0.
+FSDP2 pads the sharded dim to a multiple of the mesh size: a [R, ...] parameter takes ceil(R / n) rows on every
+rank of an n-rank mesh.
 
 Rows of the plan, bytes per rank:
     params        the shards at rest, fp32 (the trainer keeps fp32 parameters)
@@ -99,7 +100,8 @@ class MemoryPlan:
 
 
 def _shard(numel: int, rows: int, n: int) -> int:
-    """Elements one rank stores of a [rows, ...] tensor FSDP2-sharded over n ranks (dim 0 padded to ceil)."""
+    """Elements one rank stores of a tensor with `rows` along its sharded dim, FSDP2-sharded over n ranks (that dim
+    padded to ceil)."""
     return math.ceil(rows / n) * (numel // rows) if rows else 0
 
 
@@ -155,9 +157,14 @@ def plan_memory(cfg: TrainConfig, world: int | None = None) -> MemoryPlan:
     for group, params in _groups(model):
         full = 0
         for n, p, expert in params:
-            # an expert weight: this rank's E/ep experts, sharded over dp; the rest: over every rank
-            mesh, rows, numel = (dp, p.shape[0] // ep, p.numel() // ep) if expert else (world, p.shape[0], p.numel())
-            local = _shard(numel, rows, mesh)
+            # an expert weight: this rank's E/ep experts, sharded over dp on dim 1 (distributed.shard); the rest:
+            # over every rank on dim 0
+            if expert:
+                numel = p.numel() // ep
+                local = _shard(numel, p.shape[1], dp)
+            else:
+                numel = p.numel()
+                local = _shard(numel, p.shape[0], world)
             at_rest += local
             if id(p) in one_buffer:
                 one_moment += local

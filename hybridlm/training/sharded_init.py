@@ -59,6 +59,6 @@ def init_sharded(model: nn.Module, seed: int) -> None:
         for mod_name, moe in _experts(unit):
             real = target.get_submodule(mod_name)
             real.expert_init = moe.expert_init
-            (gate_up, where), (down, _) = _local(real.gate_up_proj), _local(real.down_proj)
-            real.init_experts(gate_up, down, first=where[0].start)
+            (gate_up, where), (down, where_down) = _local(real.gate_up_proj), _local(real.down_proj)
+            real.init_experts(gate_up, down, first=where[0].start, rows=(where[1], where_down[1]))
         unit.to_empty(device="meta")  # free the unit

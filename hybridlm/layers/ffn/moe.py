@@ -174,17 +174,21 @@ class MoE(nn.Module):
             self.tid2eid.copy_(table[:, :self.cfg.top_k])
 
     @torch.no_grad()
-    def init_experts(self, gate_up_E2ID: Tensor, down_EDI: Tensor, first: int) -> None:
+    def init_experts(self, gate_up_E2ID: Tensor, down_EDI: Tensor, first: int,
+                     rows: tuple[slice, slice] | None = None) -> None:
         """Normal(0, std) weights for experts first, first+1, ... in gate_up_E2ID / down_EDI (all experts or a
-        shard of them), each from a CPU generator seeded (expert_init seed + its global index): the same values
-        whatever the sharding and the device. No-op on the meta device."""
+        shard of them; `rows`: the slices of each expert's rows (dim 1) the shards hold), each expert from a CPU
+        generator seeded (expert_init seed + its global index): the same values whatever the sharding and the
+        device. No-op on the meta device."""
         if gate_up_E2ID.device.type == "meta":
             return
         seed, std = self.expert_init
+        I, D = self.cfg.expert_size, self.d_model
+        rows = rows or (slice(0, 2 * I), slice(0, D))
         for e in range(gate_up_E2ID.shape[0]):
             g = torch.Generator().manual_seed(seed + first + e)
-            for w in (gate_up_E2ID[e], down_EDI[e]):
-                w.copy_(torch.randn(w.shape, generator=g).mul_(std))
+            for w, shape, r in ((gate_up_E2ID[e], (2 * I, D), rows[0]), (down_EDI[e], (D, I), rows[1])):
+                w.copy_(torch.randn(shape, generator=g)[r].mul_(std))
 
     # -- routing ---------------------------------------------------------------------------------
     def route(self, x_TD: Tensor, token_ids_T: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
