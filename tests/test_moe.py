@@ -213,3 +213,21 @@ def test_unaligned_bf16_widths_fall_back_instead_of_failing():
     y = moe(x)
     moe.impl = "loop"
     torch.testing.assert_close(y, moe(x))
+
+
+@pytest.mark.parametrize("impl", ["grouped_mm", "loop"])
+def test_bf16_autocast_on_cpu_runs_with_fp32_weights(impl):
+    # `--precision bf16` keeps fp32 parameters under autocast; torch._grouped_mm is not on autocast's lists and
+    # refused bf16 rows against fp32 weights. The experts run in bf16 (as autocast runs F.linear), near the fp32
+    # output, with fp32 gradients on the fp32 weights.
+    assert _grouped_mm_works(torch.device("cpu"), torch.bfloat16)  # torch 2.13's CPU build has it
+    m = make_moe(shared_size=16)
+    m.impl = impl
+    x = torch.randn(2, 40, 16)  # >= num_experts rows: the grouped path is eligible
+    ref = m(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = m(x.to(torch.bfloat16))
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y.float(), ref, atol=5e-2, rtol=5e-2)
+    y.float().square().sum().backward()
+    assert m.gate_up_proj.grad.dtype == torch.float32 and m.gate_up_proj.grad.abs().sum() > 0

@@ -237,6 +237,9 @@ class MoE(nn.Module):
         cheaper multiply than scaling the [N, D] output when D = 4I."""
         gates_N1 = None if gates_N is None else gates_N.to(x_ND.dtype).unsqueeze(-1)
         gate_up_E2ID, down_EDI = self.local_experts()
+        if gate_up_E2ID.dtype != x_ND.dtype and not self.is_int8:  # autocast: bf16 rows, fp32 weights (what
+            # autocast does for F.linear; torch._grouped_mm is not on its lists and refuses mixed dtypes)
+            gate_up_E2ID, down_EDI = gate_up_E2ID.to(x_ND.dtype), down_EDI.to(x_ND.dtype)
         if self._use_grouped_mm(x_ND, counts_E.numel()):
             offs_E = counts_E.cumsum(0).to(torch.int32)  # end offset of each segment, stays on device
             # _grouped_mm wants [E, in, out] weights: transposed views, no copies.
