@@ -37,6 +37,7 @@ def test_expert_parallel_matches_one_process(tmp_path, world, ep, optimizer, acc
     for key in ("loss", "gnorm"):
         torch.testing.assert_close(torch.tensor([r[key] for r in recs]), torch.tensor([r[key] for r in ref_recs]),
                                    rtol=RTOL, atol=0)
+    assert [r["imbalance"] for r in recs] == [r["imbalance"] for r in ref_recs]  # loads summed over all ranks
     vals = [r["val_loss"] for r in metrics(tmp_path / "ep" / "run") if "val_loss" in r]
     torch.testing.assert_close(torch.tensor(vals), torch.tensor([v["val_loss"] for v in ref.val]), rtol=RTOL, atol=0)
     a, b = Checkpoint.open(tmp_path / "one" / "run").model_state(), Checkpoint.open(cfg.out).model_state()

@@ -297,9 +297,13 @@ def _train_step(run: _Run) -> StepStats:
     run.opt.step()
     run.opt.zero_grad(set_to_none=True)
     run.sched.step()
+    if world > 1 and run.moes:  # the expert loads of the whole global batch, in one all-reduce
+        loads = all_reduce_sum(torch.stack([mo.load_accum for mo in run.moes]), run.device)
+        for mo, load in zip(run.moes, loads):
+            mo.load_accum.copy_(load)
     imb = [float(mo.load_accum.max() / mo.load_accum.mean().clamp_min(1e-9)) for mo in run.moes]
     for mo in run.moes:
-        mo.update_bias()
+        mo.update_bias(reduce=False)  # the loads are already summed over ranks
     run.step += 1
     return StepStats(loss=loss_v, ce=float(sums[1]), aux=float(sums[2]), mtp=float(sums[3]), lr=lr, gnorm=gnorm,
                      imbalance=imb)
