@@ -170,6 +170,20 @@ def _unit_lower_inverse(L: Tensor, base: int = 8) -> Tensor:
     return X.view(*lead, C, C)
 
 
+# Decay factors below e^-30 (9.4e-14, six orders of magnitude under float32's epsilon; e^-300 in float64) are set to
+# exactly 0. Kept, they and their products become subnormal floats, on which this CPU's arithmetic is several times
+# slower: a Qwen3-Next-shaped GDN layer at its random init, with decays down to -27 per token, took 58.8 ms, against
+# 11.6 ms with mild decays (benchmarks/prefill_floor.py). A term that small changes no result beyond rounding.
+_FLUSH_BELOW = {torch.float64: -300.0}
+
+
+def _exp_(x: Tensor) -> Tensor:
+    """exp(x) in place (x a temporary), with exp(x) below e^_FLUSH_BELOW set to exactly 0."""
+    tiny = x < _FLUSH_BELOW.get(x.dtype, -30.0)
+    y = x.exp_()
+    return y.masked_fill(tiny, 0.0) if y.requires_grad else y.masked_fill_(tiny, 0.0)  # exp's output: for backward
+
+
 # A sub-block whose channels all decay by at most this much (in log space, over its tokens) factorises safely:
 # relative to the decay just before it, every factor exp(+-(c - r)) lies within e^+-40, finite in float32.
 _FACTOR_SPAN = 40.0
@@ -195,29 +209,29 @@ def _channel_chunks(qk: Tensor, c: Tensor, s: int) -> tuple[Tensor, Tensor, Tens
     kb, cb = xb[:, 1], c.view(M, nb, s, K)
     rho = cb[:, :, -1]  # [M,nb,K]: decay at the end of each sub-block
     r = torch.cat((rho.new_zeros(M, 1, K), rho[:, :-1]), dim=1)  # [M,nb,K]: decay just before each sub-block
-    F_ = (cb - r[:, :, None]).exp_()  # exp(c_i - r_a) <= 1  [M,nb,s,K]
+    F_ = _exp_(cb - r[:, :, None])  # exp(c_i - r_a) <= 1  [M,nb,s,K]
     xf = xb * F_[:, None]  # [M,2,nb,s,K]
     causal = torch.ones(s, s, dtype=torch.bool, device=c.device).tril_()
     if bool((r - rho).max() <= _FACTOR_SPAN):
         kf = kb / F_  # k_j exp(r_a - c_j), within e^_FACTOR_SPAN
         diag = torch.matmul(xf, kf[:, None].transpose(-1, -2)).mul_(causal)  # [M,2,nb,s,s]
-        ktil = kf * (rho - r).exp_()[:, :, None]  # k_j exp(rho_b - c_j) <= 1
+        ktil = kf * _exp_(rho - r)[:, :, None]  # k_j exp(rho_b - c_j) <= 1
     else:  # exp(c_i - c_j) elementwise; the clamp keeps the j > i entries finite, the mask drops them after
-        D = (cb[:, :, :, None] - cb[:, :, None]).clamp_max_(0).exp_()  # [M,nb,s(i),s(j),K]
+        D = _exp_((cb[:, :, :, None] - cb[:, :, None]).clamp_max_(0))  # [M,nb,s(i),s(j),K]
         kD = D * kb[:, :, None]  # k_j exp(c_i - c_j)
         diag = torch.matmul(kD, xb.permute(0, 2, 3, 4, 1)).permute(0, 4, 1, 2, 3) * causal  # [M,2,nb,s(i),s(j)]
-        ktil = kb * (rho[:, :, None] - cb).exp_()
+        ktil = kb * _exp_(rho[:, :, None] - cb)
     grams = c.new_zeros(M, 2, nb, s, C)  # [M, q|k, row block, row, column]
     if nb > 1:  # row blocks a >= 1 against columns j < W; E zero for column blocks b >= a
-        E = (rho[:, :-1, None] - rho[:, None, :-1]).clamp_max_(0).exp_()  # [M,nb-1(a-1),nb-1(b),K]
+        E = _exp_((rho[:, :-1, None] - rho[:, None, :-1]).clamp_max_(0))  # [M,nb-1(a-1),nb-1(b),K]
         E = E * torch.ones(nb - 1, nb - 1, dtype=torch.bool, device=c.device).tril_()[..., None]
         kr = (ktil[:, None, :-1] * E[:, :, :, None]).view(M, nb - 1, W, K).transpose(-1, -2)  # [M,nb-1,K,W]
         for i in range(2):  # q rows, k rows
             grams[:, i, 1:, :, :W] = torch.matmul(xf[:, i, 1:], kr)  # [M,nb-1,s,W]
     # the diagonal blocks last: the off-diagonal products wrote zeros over those of row blocks 1 .. nb-2
     grams.view(M, 2, nb, s, nb, s).diagonal(dim1=2, dim2=4).copy_(diag.permute(0, 1, 3, 4, 2))
-    qkd = xf * r.exp()[:, None, :, None]  # [Q; K] exp(c)  [M,2,nb,s,K]
-    Kd = ktil * (rho[:, -1:] - rho).exp_()[:, :, None]  # k_j exp(c_C - c_j)
+    qkd = xf * _exp_(r.clone())[:, None, :, None]  # [Q; K] exp(c)  [M,2,nb,s,K]
+    Kd = ktil * _exp_(rho[:, -1:] - rho)[:, :, None]  # k_j exp(c_C - c_j)
     grams, qkd = grams.view(M, 2, C, C), qkd.view(M, 2, C, K)
     return grams[:, 0], grams[:, 1], qkd[:, 0], qkd[:, 1], Kd.view(M, C, K)
 
@@ -257,7 +271,7 @@ def _chunk_block(q, k, v, g, beta, S, scale, C, out):
         gram = torch.matmul(qk, kc.transpose(-1, -2)).view(N, B, Hk, 1, 2 * C, C)  # [N,B,Hk,1,2C,C]
         # Pairwise decay exp(c_i - c_j) for j <= i.  Clamping at 0 keeps the unused j > i entries finite
         # (cheaper than masking with -inf, and exp of -inf is slow); they are zeroed or ignored below.
-        dec = (gc.unsqueeze(-1) - gc.unsqueeze(-2)).clamp_max_(0).exp_().view(N, B, Hk, G, C, C)
+        dec = _exp_((gc.unsqueeze(-1) - gc.unsqueeze(-2)).clamp_max_(0)).view(N, B, Hk, G, C, C)
         attn = torch.mul(gram[..., :C, :], dec).tril_().view(N * BHv, C, C)  # intra-chunk causal (scale Q K^T * D)
         L = torch.mul(gram[..., C:, :], dec).mul_(bc.view(N, B, Hk, G, C, 1))  # [N,B,Hk,G,C,C], strict lower used
     Tinv = _unit_lower_inverse(L)  # (I + L)^-1, [N,B,Hk,G,C,C]
@@ -266,18 +280,18 @@ def _chunk_block(q, k, v, g, beta, S, scale, C, out):
         W = torch.matmul(Tu, Kw.view(N, BHv, C, K))  # [N,BHv,C,K]
         Qd = Qd.reshape(N * BHv, C, K)
         KdT = Kd.view(N, BHv, C, K).transpose(-1, -2)  # [N,BHv,K,C]
-        chunk_decay = gc[..., -1, :].exp().view(N, BHv, K, 1)
+        chunk_decay = _exp_(gc[..., -1, :].clone()).view(N, BHv, K, 1)
     else:
-        ec = gc.exp()  # [N,B,Hv,C]
+        ec = _exp_(gc.clone())  # [N,B,Hv,C]
         # Diagonal scalings folded into Tinv's columns, so W's matmul can share K across the G value heads
         Tw = torch.mul(Tinv, (bc * ec).view(N, B, Hk, G, 1, C))
         W = torch.matmul(Tw.view(N, BHk, G * C, C), kc.reshape(N, BHk, C, K)).view(N, BHv, C, K)
         Tu = torch.mul(Tinv, bc.view(N, B, Hk, G, 1, C)).view(N, BHv, C, C)
         Qd = torch.mul(qk[..., :C, :].unsqueeze(3), ec.view(N, B, Hk, G, C, 1)).view(N * BHv, C, K)
         last = gc[..., -1:]  # [N,B,Hv,1]
-        Kd = torch.mul(kc.unsqueeze(3), (last - gc).exp_().view(N, B, Hk, G, C, 1))  # [N,B,Hk,G,C,K]
+        Kd = torch.mul(kc.unsqueeze(3), _exp_(last - gc).view(N, B, Hk, G, C, 1))  # [N,B,Hk,G,C,K]
         KdT = Kd.view(N, BHv, C, K).transpose(-1, -2)  # [N,BHv,K,C]
-        chunk_decay = last.exp().view(N, BHv, 1, 1)
+        chunk_decay = _exp_(last.clone()).view(N, BHv, 1, 1)
     U = torch.matmul(Tu, vc.view(N, BHv, C, V))  # [N,BHv,C,V]
 
     # Sequential part: only the products with the running state.  The state at the start of every chunk
