@@ -172,8 +172,8 @@ def _unit_lower_inverse(L: Tensor, base: int = 8) -> Tensor:
 
 # Decay factors below e^-30 (9.4e-14, six orders of magnitude under float32's epsilon; e^-300 in float64) are set to
 # exactly 0. Kept, they and their products become subnormal floats, on which this CPU's arithmetic is several times
-# slower: a Qwen3-Next-shaped GDN layer at its random init, with decays down to -27 per token, took 58.8 ms, against
-# 11.6 ms with mild decays (benchmarks/prefill_floor.py). A term that small changes no result beyond rounding.
+# slower: the Qwen3-Next-shaped benchmark model's random-init decays reach -27 per token, and flushing took its
+# T=2048 forward from 360 to 291 ms (benchmarks/prefill_floor.py). A term that small changes no result beyond rounding.
 _FLUSH_BELOW = {torch.float64: -300.0}
 
 
