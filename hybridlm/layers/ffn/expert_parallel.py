@@ -10,7 +10,8 @@ R ranks in the ep group, El = E / R experts per rank, M assignments this rank's 
 Rank j holds global experts [j*El, (j+1)*El), so the sorted assignments bound for rank j are one contiguous block.
 What a rank receives is grouped by sender, then by expert; `dispatch` regroups it by expert (stable, so within an
 expert the rows keep sender order) for `MoE.run_experts`, and `combine` undoes both steps. Both collectives carry
-autograd (`all_to_all_single_autograd`): the backward of a dispatch is the reverse all-to-all of the gradients.
+autograd (torch.distributed.nn's synchronous `all_to_all_single`, not the functional collectives' asynchronous
+one): the backward of a dispatch is the reverse all-to-all of the gradients.
 
 Gradient scale. A rank's expert gradient sums the contributions of every ep rank's tokens (they all came through
 the all-to-all), while the data-parallel reduction of the expert weights (FSDP2 over the dp ranks that hold the same
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch import Tensor
-from torch.distributed._functional_collectives import all_to_all_single_autograd
+from torch.distributed.nn.functional import all_to_all_single
 
 
 @dataclass
@@ -49,7 +50,7 @@ def dispatch(x_ND: Tensor, counts_E: Tensor, group: dist.ProcessGroup) -> tuple[
     dist.all_to_all_single(recv_RE, counts_RE, group=group)  # recv_RE[s, e]: rows rank s sends to my expert e
     send_R = counts_RE.sum(1).tolist()  # one host sync each: the all-to-all needs the splits on the host
     recv_R = recv_RE.sum(1).tolist()
-    x_MD = all_to_all_single_autograd(x_ND, recv_R, send_R, group)  # grouped by sender, then by local expert
+    x_MD = _all_to_all(x_ND, recv_R, send_R, group)  # grouped by sender, then by local expert
     expert_M = torch.repeat_interleave(torch.arange(El, device=x_ND.device).repeat(R), recv_RE.reshape(-1))
     order_M = torch.argsort(expert_M, stable=True)
     return x_MD.index_select(0, order_M), recv_RE.sum(0), Route(send_R, recv_R, order_M, group)
@@ -58,7 +59,13 @@ def dispatch(x_ND: Tensor, counts_E: Tensor, group: dist.ProcessGroup) -> tuple[
 def combine(y_MD: Tensor, route: Route) -> Tensor:
     """Outputs in `dispatch`'s expert-grouped order -> this rank's assignments [N, D], in its sorted order."""
     unsorted_MD = torch.empty_like(y_MD).index_copy(0, route.order_M, y_MD)  # undo the regrouping
-    return all_to_all_single_autograd(unsorted_MD, route.send_R, route.recv_R, route.group)
+    return _all_to_all(unsorted_MD, route.send_R, route.recv_R, route.group)
+
+
+def _all_to_all(x: Tensor, recv: list[int], send: list[int], group: dist.ProcessGroup) -> Tensor:
+    """Rows send[j] of x to rank j, recv[j] rows from rank j (concatenated in rank order), with autograd."""
+    out = x.new_empty(sum(recv), *x.shape[1:])
+    return all_to_all_single(out, x.contiguous(), output_split_sizes=recv, input_split_sizes=send, group=group)
 
 
 class _ScaleGrad(torch.autograd.Function):
