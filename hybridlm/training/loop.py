@@ -303,7 +303,7 @@ def _train_step(run: _Run) -> StepStats:
             mo.load_accum.copy_(load)
     imb = [float(mo.load_accum.max() / mo.load_accum.mean().clamp_min(1e-9)) for mo in run.moes]
     for mo in run.moes:
-        mo.update_bias(reduce=False)  # the loads are already summed over ranks
+        mo.update_bias()  # on the loads summed over ranks above
     run.step += 1
     return StepStats(loss=loss_v, ce=float(sums[1]), aux=float(sums[2]), mtp=float(sums[3]), lr=lr, gnorm=gnorm,
                      imbalance=imb)

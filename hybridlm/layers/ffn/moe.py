@@ -394,12 +394,11 @@ class MoE(nn.Module):
         return y_BTD if self.ep_group is None else y_BTD.clone()
 
     @torch.no_grad()
-    def update_bias(self, reduce: bool = True) -> None:
+    def update_bias(self) -> None:
         """After each optimizer step: raise under-loaded experts' bias, lower over-loaded ones'; reset counts.
-        reduce: first sum the counts over ranks (False: the caller already did, as the training loop does)."""
+        Under several processes the caller first sums load_accum over ranks (the training loop does, for every MoE
+        in one all-reduce), so every rank takes the same step."""
         if self.cfg.bias_update_rate > 0:
-            if reduce and torch.distributed.is_available() and torch.distributed.is_initialized():
-                torch.distributed.all_reduce(self.load_accum)  # every rank must take the same step
             self.expert_bias += self.cfg.bias_update_rate * torch.sign(self.load_accum.mean() - self.load_accum)
         self.load_accum.zero_()
 
