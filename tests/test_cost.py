@@ -11,6 +11,8 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+from hybridlm.ops.causal_conv import grouped_conv_form
+
 from hybridlm import AttentionConfig, HybridLM, get_config, preset_names
 from hybridlm.cli import main
 from hybridlm.analysis.cost_report import JSON_SCHEMA, REFERENCE, plot_cost
@@ -60,7 +62,7 @@ def _baddbmm_inplace(inp, b1, b2, *args, out_shape=None, **kwargs) -> int:
 def _count(model, ids, cache=None, see_inplace=False) -> int:
     """FLOPs the counter sees in one forward. Math SDPA: the CPU flash kernel has no formula in the counter."""
     mapping = {torch.ops.aten.baddbmm_: _baddbmm_inplace} if see_inplace else {}
-    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False, custom_mapping=mapping) as fc, torch.no_grad():
+    with sdpa_kernel(SDPBackend.MATH), grouped_conv_form(), FlopCounterMode(display=False, custom_mapping=mapping) as fc, torch.no_grad():
         model(ids, cache=cache)
     return fc.get_total_flops()
 

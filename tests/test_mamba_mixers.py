@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from hybridlm.ops.causal_conv import grouped_conv_form
+
 from hybridlm.layers.cache import RecurrentState
 from hybridlm.layers.mixers.mamba import Mamba, MambaConfig
 from hybridlm.layers.mixers.mamba2 import GroupGatedRMSNorm, Mamba2, Mamba2Config
@@ -172,7 +174,7 @@ def test_bf16_cache_holds_conv_in_bf16_and_state_in_fp32(kind):
 
 # -- accounting ----------------------------------------------------------------------------------------------
 def _counted(fn) -> int:
-    with FlopCounterMode(display=False) as fc, torch.no_grad():
+    with grouped_conv_form(), FlopCounterMode(display=False) as fc, torch.no_grad():
         fn()
     return fc.get_total_flops()
 

@@ -170,18 +170,21 @@ def _unit_lower_inverse(L: Tensor, base: int = 8) -> Tensor:
     return X.view(*lead, C, C)
 
 
-# Decay factors below e^-30 (9.4e-14, six orders of magnitude under float32's epsilon; e^-300 in float64) are set to
-# exactly 0. Kept, they and their products become subnormal floats, on which this CPU's arithmetic is several times
-# slower: the Qwen3-Next-shaped benchmark model's random-init decays reach -27 per token, and flushing took its
+# Decay factors at or below e^-30 (9.4e-14, six orders of magnitude under float32's epsilon; e^-300 in float64) are
+# set to exactly 0. Kept, they and their products become subnormal floats, on which this CPU's arithmetic is several
+# times slower: the Qwen3-Next-shaped benchmark model's random-init decays reach -27 per token, and flushing took its
 # T=2048 forward from 360 to 291 ms (benchmarks/prefill_floor.py). A term that small changes no result beyond rounding.
+# The exponent is clamped first: exp itself is ~25x slower on arguments far below -88 (whose results are subnormal
+# or 0) than on normal ones, and a chunk's pairwise decays reach -1700 there.
 _FLUSH_BELOW = {torch.float64: -300.0}
 
 
 def _exp_(x: Tensor) -> Tensor:
-    """exp(x) in place (x a temporary), with exp(x) below e^_FLUSH_BELOW set to exactly 0."""
-    tiny = x < _FLUSH_BELOW.get(x.dtype, -30.0)
-    y = x.exp_()
-    return y.masked_fill(tiny, 0.0) if y.requires_grad else y.masked_fill_(tiny, 0.0)  # exp's output: for backward
+    """exp(x) in place (x a temporary), with exp(x) at or below e^-30 (e^-300 in float64) set to exactly 0: a clamp
+    and a threshold pass (a mask from x < -30 then masked_fill took 8x as long as the exp itself)."""
+    floor = _FLUSH_BELOW.get(x.dtype, -30.0)
+    y = x.clamp_min_(floor - 1.0).exp_()
+    return F.threshold(y, math.exp(floor), 0.0) if y.requires_grad else F.threshold_(y, math.exp(floor), 0.0)
 
 
 # A sub-block whose channels all decay by at most this much (in log space, over its tokens) factorises safely:
@@ -305,12 +308,16 @@ def _chunk_block(q, k, v, g, beta, S, scale, C, out):
             S = torch.baddbmm(S * chunk_decay[n], KdT[n], u)
         Sh, U = torch.stack(starts), torch.stack(us)  # [N,BHv,K,V], [N,BHv,C,V]
     else:  # same loop, in place in preallocated buffers (out= rather than baddbmm_, which FlopCounterMode misses)
+        # Sh[n]: the state at the start of chunk n, side by side for the output product after the loop. With one
+        # chunk a block (the default at wide heads) that is the incoming state itself, read in place, not copied.
         Sh = torch.empty(N + 1, BHv, K, V, dtype=dt, device=q.device)
-        Sh[0] = S
+        if N > 1:
+            Sh[0] = S
         for n in range(N):
-            torch.baddbmm(U[n], W[n], Sh[n], alpha=-1, out=U[n])
-            torch.baddbmm(torch.mul(Sh[n], chunk_decay[n], out=Sh[n + 1]), KdT[n], U[n], out=Sh[n + 1])
-        S, Sh = Sh[N], Sh[:N]
+            prev = S if n == 0 else Sh[n]
+            torch.baddbmm(U[n], W[n], prev, alpha=-1, out=U[n])
+            torch.baddbmm(torch.mul(prev, chunk_decay[n], out=Sh[n + 1]), KdT[n], U[n], out=Sh[n + 1])
+        S, Sh = Sh[N], (S.unsqueeze(0) if N == 1 else Sh[:N])
     o = torch.bmm(Qd, Sh.reshape(N * BHv, K, V))  # [N*BHv,C,V], then + attn u (in place unless autograd records)
     o = torch.baddbmm(o, attn, U.view(N * BHv, C, V), **({} if torch.is_grad_enabled() else {"out": o}))
     o = o.view(N, B, Hv, C, V).permute(1, 0, 3, 2, 4)  # [B,N,C,Hv,V] view; the copy into out is the transpose

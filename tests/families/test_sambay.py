@@ -15,6 +15,8 @@ from harness.flops import assert_flops_match_counter
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+from hybridlm.ops.causal_conv import grouped_conv_form
+
 from hybridlm.interop.checkpoint import save
 from hybridlm.layers.context import ForwardContext
 from hybridlm.model import ModelConfig
@@ -238,7 +240,7 @@ def test_params_flops_and_cache_bytes(sambay):
     def prefill(causal_skip):
         return (70 * sum(b.mixer.flops_per_token(70, causal_skip) + b.ffn.flops_per_token() for b in pre)
                 + sum(b.mixer.decode_flops(70) + b.ffn.flops_per_token() for b in suf) + sambay.head_flops())
-    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as fc:
+    with sdpa_kernel(SDPBackend.MATH), grouped_conv_form(), FlopCounterMode(display=False) as fc:
         sambay.prefill(torch.randint(0, V, (1, 70)), sambay.new_cache())
     assert fc.get_total_flops() == prefill(False)
     assert sambay.prefill_flops(70) == prefill(True)

@@ -1,11 +1,13 @@
 """The FLOP count tests hold the analytic accounting against: what torch's FlopCounterMode sees in one no-grad
-forward, with SDPA on its math backend and the MoE experts on their per-expert loop (the counter has no formula for
+forward, with SDPA on its math backend and the MoE experts on their per-expert loop and the short convs as grouped convs (the counter has no formula for
 the fused kernels or for torch._grouped_mm)."""
 
 import pytest
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
+
+from hybridlm.ops.causal_conv import grouped_conv_form
 
 
 def counted_flops(model, ids: torch.Tensor, cache=None) -> int:
@@ -14,7 +16,7 @@ def counted_flops(model, ids: torch.Tensor, cache=None) -> int:
     for m in moes:
         m.impl = "loop"
     try:
-        with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as fc, torch.no_grad():
+        with sdpa_kernel(SDPBackend.MATH), grouped_conv_form(), FlopCounterMode(display=False) as fc, torch.no_grad():
             model(ids, cache=cache)
     finally:
         for m, impl in zip(moes, impls):

@@ -25,6 +25,7 @@ from torch import nn
 
 from ...core.config import at_least_one, fail
 from ...core.norms import GatedRMSNorm
+from ...ops.causal_conv import causal_depthwise_conv
 from ...ops.gated_delta_rule import gated_delta_rule, gated_delta_rule_step
 from ...registry import register_mixer
 from ..cache import RecurrentState
@@ -141,15 +142,15 @@ class GatedDeltaNet(nn.Module):
         """Causal depthwise conv + SiLU; carries the last K-1 inputs in the cache."""
         K = self.cfg.conv_kernel
         B, C, T = x_BCT.shape
-        w = self.conv_weight.to(x_BCT.dtype)
         if cache is None:
-            return F.silu(F.conv1d(x_BCT, w[:, None, :], padding=K - 1, groups=C)[..., :T])
-        past = cache.conv if cache.conv is not None else x_BCT.new_zeros(B, C, K - 1)
+            return F.silu(causal_depthwise_conv(x_BCT, self.conv_weight))
+        cache_past = cache.conv  # None before the first call: zeros
+        past = cache_past if cache_past is not None else x_BCT.new_zeros(B, C, K - 1)
         full = torch.cat((past, x_BCT), dim=-1)  # [B, C, K-1+T]
         cache.conv = full[..., -(K - 1):].detach().clone() if K > 1 else full[..., :0]
-        if T == 1:  # decode: one dot product per channel, cheaper than a conv call
-            return F.silu((full * w).sum(-1, keepdim=True))
-        return F.silu(F.conv1d(full, w[:, None, :], groups=C))
+        if T == 1:  # decode: one dot product per channel, cheaper than the shifted sums
+            return F.silu((full * self.conv_weight.to(x_BCT.dtype)).sum(-1, keepdim=True))
+        return F.silu(causal_depthwise_conv(x_BCT, self.conv_weight, cache_past))
 
     def forward(self, x_BTD: torch.Tensor, pos0: int = 0, cache: RecurrentState | None = None,
                 ctx: ForwardContext | None = None) -> torch.Tensor:

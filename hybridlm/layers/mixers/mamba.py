@@ -29,6 +29,7 @@ from torch import nn
 
 from ...core.config import at_least_one, fail
 from ...core.norms import RMSNorm
+from ...ops.causal_conv import causal_depthwise_conv
 from ...ops.selective_scan import selective_scan
 from ...registry import register_mixer
 from ..cache import RecurrentState
@@ -93,14 +94,12 @@ def causal_conv(x_BCT: torch.Tensor, weight_CK: torch.Tensor, bias_C: torch.Tens
     them, as Titans' MAC does segment by segment)."""
     K = weight_CK.shape[-1]
     Bt, C = x_BCT.shape[:2]
-    past = cache.conv if cache is not None and cache.conv is not None else x_BCT.new_zeros(Bt, C, K - 1)
-    full = torch.cat((past.to(x_BCT.dtype), x_BCT), dim=-1)  # [Bt, C, K-1+T]
+    past = cache.conv.to(x_BCT.dtype) if cache is not None and cache.conv is not None else None  # None: zeros
     if cache is not None:
-        window = full[..., full.shape[-1] - (K - 1):]
+        window = torch.cat((x_BCT.new_zeros(Bt, C, K - 1) if past is None else past, x_BCT), dim=-1)
+        window = window[..., window.shape[-1] - (K - 1):]
         cache.conv = window if keep_graph else window.detach().clone()
-    w = weight_CK.to(x_BCT.dtype)[:, None, :]  # [C, 1, K]
-    b = None if bias_C is None else bias_C.to(x_BCT.dtype)
-    return F.silu(F.conv1d(full, w, b, groups=C))  # [Bt, C, T]
+    return F.silu(causal_depthwise_conv(x_BCT, weight_CK, past, bias_C))  # [Bt, C, T]
 
 
 def init_conv(weight: torch.Tensor, bias: torch.Tensor | None) -> None:
